@@ -1,0 +1,103 @@
+"""The front end as one call: parse → check → graph, with every diagnostic collected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nldsl.check import check
+from nldsl.diagnostics import Diagnostic, Diagnostics, SpecError, render_all
+from nldsl.graph import NestingGraph, build
+from nldsl.load import load
+from nldsl.source import SourceFile
+from nldsl.spec import Spec
+
+
+@dataclass
+class CheckResult:
+    file: str
+    diagnostics: list[Diagnostic]
+    sources: dict[str, SourceFile]
+    spec: Spec | None = None
+    graphs: dict[str, NestingGraph] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    def render(self) -> str:
+        return render_all(self.diagnostics, self.sources)
+
+    def graph(self, name: str | None = None) -> NestingGraph:
+        """The nesting graph of a unit (default: the file's first model or optimizer)."""
+        if name is None:
+            assert self.spec is not None
+            name = next(u for u in self.spec.local_units if u in self.graphs)
+        return self.graphs[name]
+
+    def raise_for_errors(self) -> None:
+        if not self.ok:
+            raise SpecError(self.errors + self.warnings, self.sources)
+
+
+def check_text(text: str, file: str = "<spec>") -> CheckResult:
+    """Check spec text; imports resolve against the working directory, then the spec library."""
+    return _run(file, text)
+
+
+def check_file(path: str | Path) -> CheckResult:
+    """Check a `.nl` file and its imports. Never raises for a bad spec: read `.diagnostics`."""
+    return _run(path, None)
+
+
+def _run(entry: str | Path, text: str | None) -> CheckResult:
+    loaded = load(entry, text)
+    diags = Diagnostics()
+    diags.extend(loaded.diagnostics)
+    result = CheckResult(file=loaded.entry, diagnostics=[], sources=loaded.sources)
+    syntax_ok = not diags.errors
+    if syntax_ok or loaded.modules:
+        spec = check(loaded, diags)
+        result.spec = spec
+        if spec is not None and syntax_ok:
+            local_errors = [d for d in diags.errors if d.span.file == loaded.entry]
+            for name in spec.local_units:
+                if not local_errors or name in spec.models or name in spec.optimizers:
+                    graph = build(spec, name, diags)
+                    if graph is not None:
+                        result.graphs[name] = graph
+    result.diagnostics = [d for d in diags.sorted() if not _allowed(d, loaded.sources)]
+    return result
+
+
+def _allowed(d: Diagnostic, sources: dict[str, SourceFile]) -> bool:
+    """A warning is silenced by `# allow NL0xx` on its line or on a comment line just above."""
+    src = sources.get(d.span.file)
+    if d.severity != "warning" or src is None:
+        return False
+    mark = f"allow {d.code}"
+    above = src.line(d.span.line - 1).strip()
+    return mark in src.line(d.span.line).partition("#")[2] or (above.startswith("#") and mark in above)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """The checked spec of a file; raises `SpecError` (every diagnostic, rendered) if it has errors."""
+    result = check_file(path)
+    result.raise_for_errors()
+    assert result.spec is not None
+    return result.spec
+
+
+def nesting_graph(path: str | Path, name: str | None = None) -> NestingGraph:
+    """The nesting graph of a model or optimizer in a file."""
+    result = check_file(path)
+    result.raise_for_errors()
+    return result.graph(name)

@@ -1,0 +1,415 @@
+"""Typing of expressions: names resolved, calls bound to their signatures, widths inferred.
+
+Turns `ast.Expr` into `spec.Op`. Every problem becomes a diagnostic and the offending node
+becomes `None`, which its parents pass on quietly, so one bad name yields one error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nldsl import ast, catalog
+from nldsl.diagnostics import Diagnostics, did_you_mean
+from nldsl.source import Span
+from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
+
+
+@dataclass
+class Binding:
+    kind: Literal["config", "input", "value", "param", "memory", "hyper"]
+    width: int = 1
+    index: int = -1                  # values: which assignment defines this version
+    value: float = 0.0               # config constants
+    param: Param | None = None
+    memory: Memory | None = None
+
+
+@dataclass
+class Context:
+    diags: Diagnostics
+    config: dict[str, float]
+    mode: Literal["model", "optimizer"] = "model"
+    scope: dict[str, Binding] = field(default_factory=dict)
+    later: dict[str, Span] = field(default_factory=dict)   # values assigned further down the block
+    self_memory: Memory | None = None
+    implicit: dict[str, Param] = field(default_factory=dict)
+    base: str = "value"                                     # names implicit parameters
+
+    def fresh_param(self, suffix: str, shape: tuple[int, ...], span: Span, init: str = "normal") -> str:
+        name = f"{self.base}_{suffix}"
+        n = 2
+        while name in self.implicit or name in self.scope:
+            name, n = f"{self.base}_{suffix}_{n}", n + 1
+        self.implicit[name] = Param(name=name, shape=shape, init=init, implicit=True, span=span)
+        return name
+
+
+# ---- constants ----------------------------------------------------------------------------------
+
+def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: str) -> float | None:
+    """Fold a size or coefficient known before training: numbers, header names, arithmetic."""
+    if isinstance(e, ast.Num):
+        return e.value
+    if isinstance(e, ast.Name):
+        if e.id in config:
+            return config[e.id]
+        diags.error("NL035", f"{what} must be a constant, but '{e.id}' is not a header parameter", e.span,
+                    did_you_mean(e.id, config) or "use a number or a name from the header")
+        return None
+    if isinstance(e, ast.Neg):
+        v = const_eval(e.operand, config, diags, what)
+        return None if v is None else -v
+    if isinstance(e, ast.BinOp) and e.op != "@":
+        a = const_eval(e.left, config, diags, what)
+        b = const_eval(e.right, config, diags, what)
+        if a is None or b is None:
+            return None
+        if e.op == "/" and b == 0:
+            diags.error("NL042", f"{what} divides by zero", e.span)
+            return None
+        try:
+            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[e.op]
+        except (OverflowError, ZeroDivisionError):
+            diags.error("NL042", f"{what} overflows", e.span)
+            return None
+    diags.error("NL035", f"{what} must be a constant known before training", e.span,
+                "use a number or header parameter, not a computed value")
+    return None
+
+
+def const_int(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: str,
+              minimum: int = 1) -> int | None:
+    v = const_eval(e, config, diags, what)
+    if v is None:
+        return None
+    if v != int(v) or v < minimum:
+        diags.error("NL032" if v != int(v) else "NL066",
+                    f"{what} must be an integer ≥ {minimum}, got {_fmt(v)}", e.span)
+        return None
+    return int(v)
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if v == int(v) else repr(v)
+
+
+# ---- calls: positional arguments, options and flags ---------------------------------------------
+
+@dataclass
+class Bound:
+    args: list[ast.Expr]
+    options: dict[str, ast.Expr]
+    flags: set[str]
+    spans: dict[str, Span]
+
+
+def bind(call: ast.Call, sig: catalog.Signature, what: str, diags: Diagnostics) -> Bound | None:
+    """Match a call against a signature: arity, known options, no repeats. Flags may be bare names."""
+    flags = {k for k, o in sig.options.items() if o.type == "flag"}
+    args: list[ast.Expr] = []
+    options: dict[str, ast.Expr] = {}
+    seen: set[str] = set()
+    spans: dict[str, Span] = {}
+    ok = True
+    for a in call.args:
+        if isinstance(a, ast.Name) and a.id in flags:
+            if a.id in seen:
+                diags.error("NL033", f"'{a.id}' is given twice", a.span)
+            seen.add(a.id)
+            spans[a.id] = a.span
+        else:
+            args.append(a)
+    for kw in call.kwargs:
+        if kw.name in seen:
+            diags.error("NL033", f"option '{kw.name}' is given twice", kw.span)
+            ok = False
+        elif kw.name not in sig.options or kw.name in flags:
+            hint = f"'{kw.name}' is a flag: write it bare" if kw.name in flags else \
+                did_you_mean(kw.name, [*sig.options, *sig.positional])
+            if kw.name in sig.positional:
+                options[kw.name] = kw.value   # positional parameters may also be named
+                spans[kw.name] = kw.span
+                seen.add(kw.name)
+                continue
+            diags.error("NL030", f"{what} has no option '{kw.name}'", kw.span, hint)
+            ok = False
+        else:
+            options[kw.name] = kw.value
+            spans[kw.name] = kw.span
+        seen.add(kw.name)
+    unnamed = [p for p in sig.positional if p not in options]
+    required = len(unnamed) - sig.optional_positional
+    if len(args) > len(unnamed) or len(args) < required:
+        expected = ", ".join(sig.positional) or "no positional arguments"
+        diags.error("NL031", f"{what} takes {len(unnamed) if len(args) > len(unnamed) else required}"
+                             f" positional argument{'s' * (len(unnamed) != 1)}, got {len(args)}",
+                    call.span, f"{call.func.name}({expected}"
+                    + (", ..." if sig.options else "") + ")")
+        return None
+    return Bound(args=args, options=options, flags={f for f in seen if f in flags}, spans=spans) if ok else None
+
+
+# ---- expressions --------------------------------------------------------------------------------
+
+def broadcast(a: int, b: int) -> int | None:
+    if a == b or b == 1:
+        return a
+    if a == 1:
+        return b
+    return None
+
+
+def _width_name(w: int) -> str:
+    return "the parameter's shape" if w == PARAM_SHAPED else f"width {w}"
+
+
+class ExprChecker:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    def diags(self) -> Diagnostics:
+        return self.ctx.diags
+
+    def check(self, e: ast.Expr) -> Op | None:
+        method = getattr(self, f"_{type(e).__name__.lower()}")
+        return method(e)
+
+    # -- leaves
+    def _num(self, e: ast.Num) -> Op:
+        return Op(op="const", attrs={"value": e.value}, width=1, span=e.span)
+
+    def _selfref(self, e: ast.SelfRef) -> Op | None:
+        m = self.ctx.self_memory
+        if m is None:
+            self.diags.error("NL027", "`self` is only defined inside a `learn` objective", e.span)
+            return None
+        if m.structure.kind != "elementwise":
+            self.diags.error("NL026", f"'{m.name}' is a {m.structure.kind} memory; `self` alone is its state",
+                             e.span, "call it on an input: `self(k)`")
+            return None
+        return Op(op="state", attrs={"memory": m.name, "self": True}, width=self._memory_width(m, "in"),
+                  span=e.span)
+
+    def _name(self, e: ast.Name) -> Op | None:
+        b = self.ctx.scope.get(e.id)
+        if b is None:
+            if e.id in self.ctx.later:
+                self.diags.error("NL025", f"'{e.id}' is used before it is assigned", e.span,
+                                 f"it is assigned at line {self.ctx.later[e.id].line}")
+            else:
+                self.diags.error("NL020", f"unknown name '{e.id}'", e.span, did_you_mean(e.id, self.ctx.scope))
+            return None
+        if b.kind == "config":
+            return Op(op="const", attrs={"value": b.value, "name": e.id}, width=1, span=e.span)
+        if b.kind == "hyper":
+            return Op(op="hyper", attrs={"name": e.id}, width=1, span=e.span)
+        if b.kind == "input":
+            return Op(op="input", attrs={"name": e.id}, width=b.width, span=e.span)
+        if b.kind == "value":
+            return Op(op="value", attrs={"name": e.id, "index": b.index}, width=b.width, span=e.span)
+        if b.kind == "param":
+            assert b.param is not None
+            if len(b.param.shape) == 2:
+                self.diags.error("NL056", f"matrix '{e.id}' can only be applied as `x @ {e.id}`", e.span)
+                return None
+            return Op(op="param", attrs={"name": e.id}, width=b.width, span=e.span)
+        assert b.memory is not None
+        m = b.memory
+        if m.structure.kind == "elementwise":
+            return Op(op="state", attrs={"memory": m.name}, width=self._memory_width(m, "in"), span=e.span)
+        self.diags.error("NL026", f"memory '{e.id}' is a map, not a value", e.span,
+                         f"read it on an input: `{e.id}(x)`")
+        return None
+
+    # -- operators
+    def _binop(self, e: ast.BinOp) -> Op | None:
+        if e.op == "@":
+            return self._matmul(e)
+        a, b = self.check(e.left), self.check(e.right)
+        if a is None or b is None:
+            return None
+        w = broadcast(a.width, b.width)
+        if w is None:
+            self.diags.error("NL050", f"cannot combine {_width_name(a.width)} with {_width_name(b.width)} "
+                                      f"in '{e.op}'", e.span, "both sides need the same width, or width 1")
+            return None
+        op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}[e.op]
+        return Op(op=op, args=(a, b), width=w, span=e.span)
+
+    def _matmul(self, e: ast.BinOp) -> Op | None:
+        x = self.check(e.left)
+        right = e.right
+        b = self.ctx.scope.get(right.id) if isinstance(right, ast.Name) else None
+        if b is None or b.kind != "param" or b.param is None or len(b.param.shape) != 2:
+            if isinstance(right, ast.Name) and b is None:
+                self.diags.error("NL020", f"unknown name '{right.id}'", right.span,
+                                 did_you_mean(right.id, self.ctx.scope))
+            else:
+                self.diags.error("NL056", "the right side of '@' must be a matrix parameter", right.span,
+                                 "declare it: `param W : matrix(in, out)`")
+            return None
+        if x is None:
+            return None
+        n_in, n_out = b.param.shape
+        if x.width != n_in:
+            self.diags.error("NL056", f"'{right.id}' maps width {n_in} to {n_out}, "
+                                      f"but the left side has {_width_name(x.width)}", e.span)
+            return None
+        w = Op(op="param", attrs={"name": right.id}, width=n_out, span=right.span)
+        return Op(op="matmul", args=(x, w), width=n_out, span=e.span)
+
+    def _neg(self, e: ast.Neg) -> Op | None:
+        x = self.check(e.operand)
+        return None if x is None else Op(op="neg", args=(x,), width=x.width, span=e.span)
+
+    # -- calls
+    def _call(self, e: ast.Call) -> Op | None:
+        name = e.func.name
+        if name == "self":
+            if self.ctx.self_memory is None:
+                self.diags.error("NL027", "`self` is only defined inside a `learn` objective", e.func.span)
+                return None
+            return self._read(e, self.ctx.self_memory, is_self=True)
+        b = self.ctx.scope.get(name)
+        if b is not None and b.kind == "memory":
+            assert b.memory is not None
+            return self._read(e, b.memory, is_self=False)
+        if b is not None:
+            self.diags.error("NL023", f"'{name}' is a {b.kind}, not a memory: it cannot be called", e.func.span)
+            return None
+        if name in catalog.FUNCTIONS:
+            return self._builtin(e, catalog.FUNCTIONS[name])
+        if name in catalog.OBJECTIVES:
+            return self._objective(e)
+        if name in catalog.STRUCTURES or name in catalog.RULES:
+            kind = "a memory structure" if name in catalog.STRUCTURES else "an update rule"
+            self.diags.error("NL022", f"'{name}' is {kind}, not a function", e.func.span,
+                             "structures follow `memory M :`, rules follow `by`")
+            return None
+        memories = [k for k, v in self.ctx.scope.items() if v.kind == "memory"]
+        self.diags.error("NL022", f"unknown function '{name}'", e.func.span,
+                         did_you_mean(name, [*catalog.FUNCTIONS, *catalog.OBJECTIVES, *memories]))
+        return None
+
+    def _memory_width(self, m: Memory, side: Literal["in", "out"]) -> int:
+        if self.ctx.mode == "optimizer":
+            return PARAM_SHAPED
+        per_head = m.structure.in_dim if side == "in" else m.structure.out_dim
+        return per_head * m.heads
+
+    def _read(self, e: ast.Call, m: Memory, is_self: bool) -> Op | None:
+        who = "self" if is_self else f"memory '{m.name}'"
+        if e.kwargs:
+            self.diags.error("NL030", f"{who} takes no options when read", e.kwargs[0].span)
+            return None
+        args = [self.check(a) for a in e.args]
+        if m.structure.kind == "attention":
+            if len(args) != 3:
+                self.diags.error("NL031", f"attention '{m.name}' is read as {m.name}(q, k, v), "
+                                          f"got {len(args)} argument{'s' * (len(args) != 1)}", e.span)
+                return None
+            if any(a is None for a in args):
+                return None
+            q, k, v = args
+            assert q is not None and k is not None and v is not None
+            if q.width != k.width:
+                self.diags.error("NL051", f"queries have width {q.width} but keys have width {k.width}", e.span)
+                return None
+            for x in (q, v):
+                if x.width % m.heads:
+                    self.diags.error("NL052", f"width {x.width} does not split into {m.heads} heads", x.span)
+                    return None
+            return Op(op="read", args=(q, k, v), attrs={"memory": m.name}, width=v.width, span=e.span)
+        if len(args) != 1:
+            self.diags.error("NL031", f"{who} is read on one input, got {len(args)}", e.span,
+                             f"{'self' if is_self else m.name}(x)")
+            return None
+        x = args[0]
+        if x is None:
+            return None
+        want = self._memory_width(m, "in")
+        if x.width != want and not (self.ctx.mode == "optimizer" and x.width == 1):
+            per = f" ({m.heads} heads × {m.structure.in_dim})" if m.heads > 1 else ""
+            self.diags.error("NL051", f"{who} reads inputs of width {want}{per}, got width {x.width}",
+                             e.args[0].span, f"declare it with `in = {x.width // m.heads}`"
+                             if m.heads and x.width % m.heads == 0 else "")
+            return None
+        return Op(op="self" if is_self else "read", args=(x,), attrs={"memory": m.name},
+                  width=self._memory_width(m, "out"), span=e.span)
+
+    def _builtin(self, e: ast.Call, sig: catalog.Signature) -> Op | None:
+        name = e.func.name
+        bound = bind(e, sig, f"'{name}'", self.diags)
+        if bound is None:
+            return None
+        if name == "newton_schulz" and self.ctx.mode != "optimizer":
+            self.diags.error("NL022", "newton_schulz applies to whole parameters, in optimizer specs", e.func.span,
+                             "inside a model, use `output = newton_schulz(...)` on an update rule")
+            return None
+        attrs: dict[str, object] = {}
+        if name == "conv":
+            width_expr = bound.args[1]
+            k = const_int(width_expr, self.ctx.config, self.diags, "the convolution width")
+            x = self.check(bound.args[0])
+            if x is None or k is None:
+                return None
+            attrs["param"] = self.ctx.fresh_param("conv", (x.width, k), e.span)
+            attrs["kernel"] = k
+            return Op(op="conv", args=(x,), attrs=attrs, width=x.width, span=e.span)
+        args = [self.check(a) for a in bound.args]
+        if any(a is None for a in args):
+            return None
+        ops: list[Op] = [a for a in args if a is not None]
+        for key, opt in sig.options.items():
+            if key in bound.options:
+                v = const_int(bound.options[key], self.ctx.config, self.diags, f"'{key}'") \
+                    if opt.type == "int" else None
+                if v is None:
+                    return None
+                attrs[key] = v
+            else:
+                attrs[key] = opt.default
+        width = ops[0].width
+        if len(ops) == 2:
+            w = broadcast(ops[0].width, ops[1].width)
+            if w is None:
+                self.diags.error("NL050", f"'{name}' got widths {ops[0].width} and {ops[1].width}", e.span)
+                return None
+            width = w
+        groups = attrs.get("groups")
+        if isinstance(groups, int) and width != PARAM_SHAPED and width % groups:
+            self.diags.error("NL052", f"width {width} does not split into {groups} groups", e.span)
+            return None
+        if name in ("sum", "mean"):
+            width = 1 if width == PARAM_SHAPED else int(groups or 1)
+        if name in ("rmsnorm", "layernorm"):
+            shape = (width,) if name == "rmsnorm" else (2, width)
+            attrs["param"] = self.ctx.fresh_param(name, shape, e.span, init="ones")
+        return Op(op=name, args=tuple(ops), attrs=attrs, width=width, span=e.span)
+
+    def _objective(self, e: ast.Call) -> Op | None:
+        name = e.func.name
+        sig = catalog.OBJECTIVES[name]
+        bound = bind(e, sig, f"objective '{name}'", self.diags)
+        if bound is None:
+            return None
+        args = [self.check(a) for a in bound.args]
+        if any(a is None for a in args):
+            return None
+        pred, target = args
+        assert pred is not None and target is not None
+        if broadcast(pred.width, target.width) is None:
+            self.diags.error("NL050", f"'{name}' compares width {pred.width} with width {target.width}", e.span,
+                             "prediction and target need the same width")
+            return None
+        attrs: dict[str, object] = {}
+        if "delta" in bound.options:
+            v = const_eval(bound.options["delta"], self.ctx.config, self.diags, "'delta'")
+            if v is None:
+                return None
+            attrs["delta"] = v
+        elif name == "huber":
+            attrs["delta"] = 1.0
+        return Op(op=name, args=(pred, target), attrs=attrs, width=1, span=e.span)

@@ -1,0 +1,363 @@
+"""Stage 3, graph: the nesting graph of one model (or optimizer) and its derived levels.
+
+Nodes are components: memories, their momentum/Adam states, learned initial states, static
+parameters and the outer optimizer's states. Edges say how information moves: `data` (an output
+feeds a read), `write` (it is what a memory is trained on), `generate` (it sets a memory's learning
+rate, retention or momentum), `init`, `update` (a state updates its owner) and `grad` (the outer
+gradient reaching a parameter through an inner level, labelled with the gradient policy).
+
+Levels follow the paper's Definition 2: components are sorted by update frequency, fastest first;
+at equal frequency, A is faster than B when B's state at time t needs A's state at time t.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Literal
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict
+
+from nldsl.dataflow import block_output, learn_exprs, op_deps, usage
+from nldsl.diagnostics import Diagnostics
+from nldsl.source import Span
+from nldsl.spec import Block, Memory, Model, Optimizer, Spec, Time
+
+INFINITE = Fraction(10**12)   # attention: re-solved per query, faster than anything with a period
+
+Kind = Literal["memory", "attention", "state", "init", "param", "loss"]
+
+
+class Component(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str
+    kind: Kind
+    name: str
+    block: str | None = None
+    repeat: int = 1
+    time: Time
+    frequency: Fraction                 # updates per token of context; see `frequency()`
+    level: int = 0
+    asserted: int | None = None
+    span: Span | None = None
+    memory: Memory | None = None
+    shape: tuple[int, ...] = ()
+    note: str = ""
+
+
+class NestingGraph:
+    """A networkx MultiDiGraph of components plus the derived levels."""
+
+    def __init__(self, name: str, kind: Literal["model", "optimizer"]) -> None:
+        self.name = name
+        self.kind = kind
+        self.g = nx.MultiDiGraph()
+        self.levels: list[list[str]] = []
+        self.needs: nx.DiGraph = nx.DiGraph()   # A → B: B's state at t needs A's state at t
+        self.model: Model | None = None
+        self.optimizer: Optimizer | None = None
+
+    def add(self, c: Component) -> None:
+        self.g.add_node(c.id, component=c)
+
+    def edge(self, src: str, dst: str, kind: str, policy: str = "") -> None:
+        if src in self.g and dst in self.g and not any(
+                d.get("kind") == kind for d in self.g.get_edge_data(src, dst, default={}).values()):
+            self.g.add_edge(src, dst, kind=kind, policy=policy)
+
+    def component(self, node: str) -> Component:
+        return self.g.nodes[node]["component"]
+
+    def components(self) -> list[Component]:
+        return [self.component(n) for n in self.g.nodes]
+
+    def level_of(self, node: str) -> int:
+        return self.component(node).level
+
+
+def frequency(time: Time, context: int, batch: int, chunk: int = 1) -> Fraction:
+    """Updates per token. A per-token memory with chunk C counts as 1/C (Hope §8.2: f = L/C)."""
+    if time.base == "query":
+        return INFINITE
+    if time.base == "never":
+        return Fraction(0)
+    if time.base == "token":
+        return Fraction(1, time.period * chunk)
+    return Fraction(1, time.period * context * batch)
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+def build(spec: Spec, name: str | None, diags: Diagnostics) -> NestingGraph | None:
+    """The nesting graph of `name`, or of the entry file's first unit."""
+    if name is None:
+        name = next((u for u in spec.local_units if u in spec.models or u in spec.optimizers), None)
+    if name in spec.models:
+        return build_model(spec, spec.models[name], diags)
+    if name in spec.optimizers:
+        return build_optimizer(spec.optimizers[name], diags)
+    return None
+
+
+def _group_of(model: Model, name: str) -> tuple[int, int]:
+    """(group index, period in steps) of the optimize group that owns a parameter; (-1, 0) if none."""
+    catch_all = -1
+    for i, g in enumerate(model.train.groups):
+        if name in g.targets:
+            return i, g.period
+        if not g.targets:
+            catch_all = i
+    if catch_all >= 0:
+        return catch_all, model.train.groups[catch_all].period
+    return -1, 0
+
+
+def build_model(spec: Spec, model: Model, diags: Diagnostics) -> NestingGraph:
+    ng = NestingGraph(model.name, "model")
+    ng.model = model
+    ctx, batch = model.context, model.train.batch
+
+    def outer_time(name: str, frozen: bool) -> Time:
+        gi, period = _group_of(model, name)
+        return Time(base="never") if frozen or gi < 0 else Time(base="step", period=period)
+
+    def add_param(pid: str, name: str, block: Block | None, shape, frozen, span, level=None, note="") -> None:
+        t = outer_time(name, frozen)
+        ng.add(Component(id=pid, kind="param", name=name, block=block.name if block else None,
+                         repeat=block.repeat if block else 1, time=t, frequency=frequency(t, ctx, batch),
+                         asserted=level, span=span, shape=shape, note=note))
+
+    ng.add(Component(id="loss", kind="loss", name=model.train.loss, time=Time(base="step"),
+                     frequency=Fraction(0), span=model.train.span))
+    for pname, p in model.params.items():
+        add_param(pname, pname, None, p.shape, p.frozen, p.span, p.level)
+        ng.edge(pname, "loss", "data")
+    for block in model.blocks:
+        _add_block(ng, block, model, add_param, outer_time, diags)
+    _add_outer_optimizer(ng, spec, model)
+    _derive_levels(ng, diags)
+    return ng
+
+
+def _node(block: Block, name: str) -> str:
+    return f"{block.name}.{name}"
+
+
+def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_time, diags: Diagnostics) -> None:
+    ctx, batch = model.context, model.train.batch
+    for pname, p in block.params.items():
+        add_param(_node(block, pname), pname, block, p.shape, p.frozen, p.span, p.level,
+                  "from " + pname.rsplit("_", 1)[-1] if p.implicit else "")
+    for mname, m in block.memories.items():
+        nid = _node(block, mname)
+        if not m.parametric:
+            t = Time(base="query")
+            ng.add(Component(id=nid, kind="attention", name=mname, block=block.name, repeat=block.repeat, time=t,
+                             frequency=INFINITE, asserted=m.level, span=m.span, memory=m))
+            continue
+        if m.learn is None:
+            t = outer_time(mname, m.frozen)
+            ng.add(Component(id=nid, kind="memory", name=mname, block=block.name, repeat=block.repeat, time=t,
+                             frequency=frequency(t, ctx, batch), asserted=m.level, span=m.span, memory=m,
+                             note="static: changes only through the outer optimizer"))
+            continue
+        learn = m.learn
+        f = frequency(learn.time, ctx, batch, learn.chunk)
+        ng.add(Component(id=nid, kind="memory", name=mname, block=block.name, repeat=block.repeat,
+                         time=learn.time, frequency=f, asserted=m.level, span=m.span, memory=m))
+        for state, present in (("momentum", learn.rule.momentum is not None), ("adam", learn.rule.kind == "adam")):
+            if present:
+                sid = f"{nid}.{state}"
+                ng.add(Component(id=sid, kind="state", name=f"{mname}.{state}", block=block.name,
+                                 repeat=block.repeat, time=learn.time, frequency=f, span=learn.rule.span,
+                                 note=f"{state} of {mname}'s update rule"))
+                ng.edge(sid, nid, "update")
+                ng.needs.add_edge(sid, nid)
+        if m.init == "learned":
+            iid = f"{nid}.init"
+            t = outer_time(mname, False)
+            ng.add(Component(id=iid, kind="init", name=f"{mname}₀", block=block.name, repeat=block.repeat,
+                             time=t, frequency=frequency(t, ctx, batch), span=m.span,
+                             note=f"learned initial state of {mname}"))
+            ng.edge(iid, nid, "init")
+            ng.edge(nid, iid, "grad", learn.backprop)
+    # data, write and generate edges, and same-time dependencies
+    for mname, m in block.memories.items():
+        if m.learn is None:
+            continue
+        nid = _node(block, mname)
+        for role, exprs in learn_exprs(m.learn).items():
+            for e in exprs:
+                d = op_deps(e, block.assignments)
+                for src in d.reads:
+                    ng.edge(_node(block, src), nid, role)
+                    if _read_now(block.memories.get(src)):
+                        ng.needs.add_edge(_node(block, src), nid)
+                for p in d.params:
+                    ng.edge(_node(block, p) if p in block.params else p, nid, role)
+                    if m.learn.backprop in ("through", "truncate"):
+                        ng.edge(nid, _node(block, p) if p in block.params else p, "grad", m.learn.backprop)
+        if m.learn.objective is None:  # teach signal: needs every state the output reads now
+            out = block_output(block)
+            if out is not None:
+                for src in op_deps(block.assignments[out].expr, block.assignments).reads:
+                    if src != mname and _read_now(block.memories.get(src)):
+                        ng.needs.add_edge(_node(block, src), nid)
+            ng.edge("loss", nid, "write", "teach signal")
+    for a in block.assignments:
+        for o in a.expr.walk():
+            if o.op != "read":
+                continue
+            target = _node(block, o.attrs["memory"])
+            for arg in o.args:
+                d = op_deps(arg, block.assignments)
+                for src in d.reads:
+                    ng.edge(_node(block, src), target, "data")
+                for p in d.params:
+                    ng.edge(_node(block, p) if p in block.params else p, target, "data")
+    out = block_output(block)
+    if out is not None:
+        d = op_deps(block.assignments[out].expr, block.assignments)
+        for src in d.reads:
+            ng.edge(_node(block, src), "loss", "data")
+        for p in d.params:
+            ng.edge(_node(block, p) if p in block.params else p, "loss", "data")
+    _usage_diagnostics(block, diags)
+
+
+def _read_now(m: Memory | None) -> bool:
+    """Whether a read of `m` at token t sees its state at t (rather than at t-1)."""
+    return m is not None and m.learn is not None and m.learn.read == "after"
+
+
+def _usage_diagnostics(block: Block, diags: Diagnostics) -> None:
+    u = usage(block)
+    if block_output(block) is None:
+        diags.warn("NL073", f"block '{block.name}' never assigns `h`: it has no effect on the output", block.span,
+                   "end the block with `h = h + ...`")
+        return
+    for name, m in block.memories.items():
+        if name not in u.memories:
+            diags.warn("NL072", f"memory '{name}' is never read on the way to the output", m.span,
+                       "read it, e.g. `h = h + " + name + "(x)`, or delete it")
+    for i, a in enumerate(block.assignments):
+        if i not in u.values and a.target != "h":
+            diags.warn("NL073", f"'{a.target}' is computed but never used", a.span, "use it or delete it")
+    for name, p in block.params.items():
+        if p.implicit or p.frozen:
+            continue
+        if name not in u.params:
+            diags.warn("NL073", f"parameter '{name}' is never used", p.span, "use it or delete it")
+        elif name not in u.graded:
+            diags.warn("NL074", f"parameter '{name}' gets no outer gradient: every use of it flows into writes "
+                                "that are not differentiated", p.span,
+                       "use `backprop through` on the memory it feeds, or declare it `frozen`")
+
+
+def _add_outer_optimizer(ng: NestingGraph, spec: Spec, model: Model) -> None:
+    ctx, batch = model.context, model.train.batch
+    for gi, group in enumerate(model.train.groups):
+        opt = spec.optimizers.get(group.optimizer)
+        if opt is None:
+            continue
+        owned = [n for n in ng.g.nodes if ng.component(n).kind in ("param", "init", "memory")
+                 and ng.component(n).time.base == "step" and _group_of(model, ng.component(n).name)[0] == gi]
+        for mname, m in opt.memories.items():
+            period = (m.learn.time.period if m.learn and m.learn.time.base == "step" else 1) * group.period
+            t = Time(base="step", period=period)
+            sid = f"{group.optimizer}#{gi}.{mname}" if len(model.train.groups) > 1 else f"{group.optimizer}.{mname}"
+            ng.add(Component(id=sid, kind="state", name=f"{group.optimizer}.{mname}", time=t,
+                             frequency=frequency(t, ctx, batch), span=m.span, memory=m,
+                             note=f"state of the outer optimizer, one per parameter ({len(owned)} components)"))
+            for p in owned:
+                ng.edge(p, sid, "grad", "gradient")
+                ng.edge(sid, p, "update")
+                if m.learn is None or m.learn.read == "after":
+                    ng.needs.add_edge(sid, p)
+
+
+# ---- optimizers ---------------------------------------------------------------------------------
+
+def build_optimizer(opt: Optimizer, diags: Diagnostics) -> NestingGraph:
+    """An optimizer spec alone: its states and the parameter they update, per step."""
+    ng = NestingGraph(opt.name, "optimizer")
+    ng.optimizer = opt
+    t = Time(base="step")
+    ng.add(Component(id="param", kind="param", name="param", time=t, frequency=Fraction(1), span=opt.span,
+                     note="any parameter this optimizer updates"))
+    ng.add(Component(id="loss", kind="loss", name="loss", time=t, frequency=Fraction(0), span=opt.span))
+    ng.edge("param", "loss", "data")
+    update_reads = op_deps(opt.update, opt.assignments).reads
+    for mname, m in opt.memories.items():
+        mt = m.learn.time if m.learn else Time(base="never")
+        ng.add(Component(id=mname, kind="state", name=mname, time=mt,
+                         frequency=Fraction(1, mt.period) if mt.base == "step" else Fraction(0),
+                         asserted=m.level, span=m.span, memory=m))
+        ng.edge("param", mname, "grad", "gradient")
+        if mname in update_reads:
+            ng.edge(mname, "param", "update")
+            if m.learn is None or m.learn.read == "after":
+                ng.needs.add_edge(mname, "param")
+        if m.learn is not None:
+            for exprs in learn_exprs(m.learn).values():
+                for e in exprs:
+                    for src in op_deps(e, opt.assignments).reads:
+                        ng.edge(src, mname, "write")
+                        if _read_now(opt.memories.get(src)):
+                            ng.needs.add_edge(src, mname)
+    _derive_levels(ng, diags)
+    return ng
+
+
+# ---- Definition 2 -------------------------------------------------------------------------------
+
+def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
+    nodes = [n for n in ng.g.nodes if ng.component(n).kind != "loss"]
+    needs = ng.needs.subgraph(nodes).copy()
+    for cycle in _cycles(needs):
+        comps = [ng.component(n) for n in cycle]
+        names = " → ".join(c.name for c in comps + comps[:1])
+        span = next((c.span for c in comps if c.span is not None), None)
+        if span is not None:
+            diags.error("NL070", f"dependency cycle at equal time: {names}", span,
+                        "each needs the other's state at the same token; add `read before` to one of them")
+        needs.remove_edges_from(list(zip(cycle, cycle[1:] + cycle[:1], strict=False)))
+    by_freq: dict[Fraction, list[str]] = {}
+    for n in nodes:
+        by_freq.setdefault(ng.component(n).frequency, []).append(n)
+    level = 0
+    levels: list[list[str]] = []
+    for freq in sorted(by_freq, reverse=True):
+        group = by_freq[freq]
+        sub = needs.subgraph(group)
+        depth = {n: 0 for n in group}
+        for n in nx.topological_sort(sub):
+            for succ in sub.successors(n):
+                depth[succ] = max(depth[succ], depth[n] + 1)
+        for d in range(max(depth.values()) + 1):
+            layer = sorted(n for n in group if depth[n] == d)
+            level += 1
+            levels.append(layer)
+            for n in layer:
+                c = ng.component(n)
+                ng.g.nodes[n]["component"] = c.model_copy(update={"level": level})
+    ng.levels = levels
+    for n in nodes:
+        c = ng.component(n)
+        if c.asserted is not None and c.asserted != c.level and c.span is not None:
+            diags.error("NL071", f"'{c.name}' is asserted at level {c.asserted}, but its derived level is "
+                                 f"{c.level}", c.span, f"levels are derived from update frequencies: change the "
+                                                       f"assertion to `level {c.level}` or the period")
+
+
+def _cycles(g: nx.DiGraph) -> list[list[str]]:
+    out = []
+    for comp in nx.strongly_connected_components(g):
+        if len(comp) > 1:
+            out.append([e[0] for e in nx.find_cycle(g.subgraph(comp))])
+        else:
+            (n,) = comp
+            if g.has_edge(n, n):
+                out.append([n])
+    return out

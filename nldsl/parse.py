@@ -1,0 +1,349 @@
+"""Stage 1, parse: `.nl` text → AST (`nldsl.ast`), or syntax diagnostics in plain English.
+
+The grammar is data (`grammar/nl.lark`); this module only builds the parser, turns parse trees
+into typed, positioned AST nodes and words syntax errors for people.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from nldsl import ast
+from nldsl.diagnostics import Diagnostic
+from nldsl.source import SourceFile, Span
+
+MAX_SYNTAX_ERRORS = 10
+
+# English for every terminal of the grammar; tests assert this covers the grammar exactly.
+PUNCTUATION = {"LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
+               "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQ": "'='", "PLUS": "'+'",
+               "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "MATMUL": "'@'", "CARET": "'^'"}
+CLASSES = {"NAME": "a name", "INT": "an integer", "NUMBER": "a number", "STRING": "a string",
+           "$END": "the end of the file", "COMMENT": "a comment", "WS": "whitespace"}
+EXPRESSION_START = {"NAME", "INT", "NUMBER", "SELF", "LPAR", "MINUS"}
+
+
+@cache
+def parser() -> Lark:
+    grammar = (Path(__file__).parent / "grammar" / "nl.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", strict=True, propagate_positions=True,
+                maybe_placeholders=True)
+
+
+def terminal_names() -> dict[str, str]:
+    """Every terminal's English spelling: keywords are quoted as written."""
+    names = {}
+    for term in parser().terminals:
+        if term.name in PUNCTUATION:
+            names[term.name] = PUNCTUATION[term.name]
+        elif term.name in CLASSES:
+            names[term.name] = CLASSES[term.name]
+        else:
+            names[term.name] = f"'{term.pattern.value}'"
+    return names
+
+
+def parse(source: SourceFile) -> tuple[ast.Module | None, list[Diagnostic]]:
+    """Parse one file. On syntax errors, returns no tree and every error found (up to a cap)."""
+    errors: list[Diagnostic] = []
+    lines_with_errors: set[int] = set()
+
+    def on_error(e: UnexpectedInput) -> bool:
+        d = _syntax_diagnostic(e, source)
+        if d.span.line not in lines_with_errors:  # one error per line: the rest are echoes
+            lines_with_errors.add(d.span.line)
+            errors.append(d)
+        return len(errors) < MAX_SYNTAX_ERRORS and not isinstance(e, UnexpectedEOF) and \
+            not (isinstance(e, UnexpectedToken) and e.token.type == "$END")
+
+    try:
+        tree = parser().parse(source.text, on_error=on_error)
+    except UnexpectedInput as e:
+        if not errors or errors[-1] != _syntax_diagnostic(e, source):
+            d = _syntax_diagnostic(e, source)
+            if d.span.line not in lines_with_errors:
+                errors.append(d)
+        return None, errors
+    if errors:
+        return None, errors
+    return _ToAst(source.path).transform(tree), []
+
+
+# ---- syntax errors ------------------------------------------------------------------------------
+
+def _describe_expected(expected: set[str]) -> str:
+    names = terminal_names()
+    shown = set(expected)
+    parts = []
+    if EXPRESSION_START <= shown:
+        shown -= EXPRESSION_START
+        parts.append("an expression")
+    parts += sorted(names.get(t, t) for t in shown)
+    if len(parts) > 8:
+        parts = parts[:8] + ["..."]
+    return ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
+
+
+def _hint_for(prev: str | None, token_type: str, expected: set[str]) -> str:
+    if expected & {"TOKEN", "TOKENS", "STEP", "STEPS"} and token_type != "NAME":
+        return "a period reads `token`, `16 tokens`, `step`, `4 steps` or `never`"
+    if expected & {"TOKEN", "TOKENS"}:
+        return "a period needs a unit: `tokens` or `steps` (e.g. `every 16 tokens`)"
+    if token_type == "COLON" and prev == "NAME":
+        return "options are written `name = value`"
+    if token_type == "STRING":
+        return "strings only appear in `import \"file.nl\"`, at the top of a file"
+    if token_type == "EQ" and prev == "PARAM":
+        return "`param = ...` is the parameter update of an optimizer body; in a model write `param W : matrix(...)`"
+    if expected == {"COLON"} or (prev == "NAME" and "COLON" in expected):
+        return "declarations read `memory M : mlp(...)` and `learn M : objective by rule`"
+    if "RBRACE" in expected and token_type in {"$END"}:
+        return "a '{' is never closed"
+    return ""
+
+
+def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
+    if isinstance(e, UnexpectedCharacters):
+        ch = source.text[e.pos_in_stream] if e.pos_in_stream < len(source.text) else ""
+        hint = "statements are separated by newlines; there is no ';'" if ch == ";" else \
+            "strings use double quotes" if ch == "'" else ""
+        return Diagnostic(code="NL002", message=f"unexpected character {ch!r}",
+                          span=source.span_at(e.line, e.column), hint=hint)
+    if isinstance(e, UnexpectedToken):
+        expected = set(e.accepts or e.expected)
+        prev = None
+        if e.token_history:
+            prev = e.token_history[-1].type
+        hint = _hint_for(prev, e.token.type, expected)
+        if e.token.type == "$END":
+            return Diagnostic(code="NL003", span=source.end_span(), hint=hint or "a block is not closed",
+                              message=f"unexpected end of file; expected {_describe_expected(expected)}")
+        names = terminal_names()
+        what = names.get(e.token.type, e.token.type)
+        if e.token.type in {"NAME", "INT", "NUMBER", "STRING"}:
+            what = f"{what} {e.token.value!r}" if e.token.type != "STRING" else f"{what} {e.token.value}"
+        elif e.token.type not in PUNCTUATION:
+            what = f"keyword {what}"
+        span = Span(file=source.path, line=e.token.line, col=e.token.column,
+                    end_line=e.token.end_line or e.token.line,
+                    end_col=e.token.end_column or e.token.column + len(str(e.token.value)))
+        return Diagnostic(code="NL001", span=span, hint=hint,
+                          message=f"unexpected {what}; expected {_describe_expected(expected)}")
+    return Diagnostic(code="NL003", message="unexpected end of file", span=source.end_span())
+
+
+# ---- parse tree → AST ---------------------------------------------------------------------------
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """One method per grammar rule or alias. Tokens arrive as `Token`s; rules as AST nodes."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta) -> Span:
+        return Span(file=self.file, line=meta.line, col=meta.column,
+                    end_line=meta.end_line, end_col=meta.end_column)
+
+    def _tspan(self, t: Token) -> Span:
+        return Span(file=self.file, line=t.line, col=t.column, end_line=t.end_line, end_col=t.end_column)
+
+    def _ident(self, t: Token) -> ast.Ident:
+        return ast.Ident(name=str(t), span=self._tspan(t))
+
+    @staticmethod
+    def _nodes(children, cls):
+        return [c for c in children if isinstance(c, cls)]
+
+    # -- files
+    def start(self, meta, children):
+        imports = self._nodes(children, ast.Import)
+        units = self._nodes(children, (ast.Model, ast.Optimizer))
+        span = self._span(meta) if not meta.empty else Span(file=self.file, line=1, col=1, end_line=1, end_col=1)
+        return ast.Module(file=self.file, imports=imports, units=units, span=span)
+
+    def import_stmt(self, meta, children):
+        return ast.Import(path=str(children[1])[1:-1], span=self._span(meta))
+
+    def model(self, meta, children):
+        items = self._nodes(children[3:], (ast.Block, ast.ParamDecl, ast.Train))
+        return ast.Model(name=self._ident(children[1]), params=children[2], items=items, span=self._span(meta))
+
+    def optimizer(self, meta, children):
+        body = self._nodes(children[3:], (ast.Assign, ast.Update, ast.MemoryDecl, ast.Learn))
+        return ast.Optimizer(name=self._ident(children[1]), params=children[2], body=body, span=self._span(meta))
+
+    def header(self, meta, children):
+        return self._nodes(children, ast.HeaderParam)
+
+    def header_param(self, meta, children):
+        return ast.HeaderParam(name=self._ident(children[0]), value=children[2], span=self._span(meta))
+
+    def block(self, meta, children):
+        _, name, _, repeat, _, *rest = children
+        body = [c for c in rest if isinstance(c, ast.Node)]
+        return ast.Block(name=self._ident(name) if name is not None else None, repeat=repeat,
+                         body=body, span=self._span(meta))
+
+    # -- declarations
+    def assign(self, meta, children):
+        return ast.Assign(target=self._ident(children[0]), value=children[2], span=self._span(meta))
+
+    def update(self, meta, children):
+        return ast.Update(value=children[2], span=self._span(meta))
+
+    def param_decl(self, meta, children):
+        return ast.ParamDecl(name=self._ident(children[1]), type=children[3],
+                             modifiers=self._nodes(children[4:], ast.Modifier), span=self._span(meta))
+
+    def memory_decl(self, meta, children):
+        return ast.MemoryDecl(names=children[1], structure=children[3],
+                              modifiers=self._nodes(children[4:], ast.Modifier), span=self._span(meta))
+
+    def name_list(self, meta, children):
+        return [self._ident(t) for t in children if t.type == "NAME"]
+
+    def bare_structure(self, meta, children):
+        return ast.Call(func=self._ident(children[0]), bare=True, span=self._span(meta))
+
+    def cms(self, meta, children):
+        mode = self._ident(children[1]) if children[1] is not None else None
+        return ast.Cms(mode=mode, levels=self._nodes(children, ast.CmsLevel), span=self._span(meta))
+
+    def cms_level(self, meta, children):
+        return ast.CmsLevel(structure=children[0], period=children[2], span=self._span(meta))
+
+    def _modifier(self, meta, key, value_tok):
+        value = None if value_tok is None else (int(value_tok) if value_tok.type == "INT" else str(value_tok))
+        vspan = None if value_tok is None else self._tspan(value_tok)
+        return ast.Modifier(key=key, value=value, value_span=vspan, span=self._span(meta))
+
+    def per(self, meta, children):
+        return self._modifier(meta, "per", children[1])
+
+    def scope(self, meta, children):
+        return self._modifier(meta, "scope", children[1])
+
+    def init(self, meta, children):
+        return self._modifier(meta, "init", children[1])
+
+    def level(self, meta, children):
+        return self._modifier(meta, "level", children[1])
+
+    def frozen(self, meta, children):
+        return self._modifier(meta, "frozen", None)
+
+    # -- learning
+    def learn(self, meta, children):
+        return ast.Learn(memories=children[1], objective=children[3], rule=children[5],
+                         clauses=self._nodes(children[6:], ast.Clause), span=self._span(meta))
+
+    def outer(self, meta, children):
+        return ast.Outer(span=self._span(meta))
+
+    def every(self, meta, children):
+        return ast.Clause(key="every", period=children[1], span=self._span(meta))
+
+    def chunk(self, meta, children):
+        value, vspan = children[1]
+        return ast.Clause(key="chunk", value=value, value_span=vspan, span=self._span(meta))
+
+    def anchor(self, meta, children):
+        return ast.Clause(key="anchor", value=str(children[2]), value_span=self._tspan(children[2]),
+                          span=self._span(meta))
+
+    def read(self, meta, children):
+        return ast.Clause(key="read", value=str(children[1]), value_span=self._tspan(children[1]),
+                          span=self._span(meta))
+
+    def backprop(self, meta, children):
+        arg = int(children[2]) if children[2] is not None else None
+        return ast.Clause(key="backprop", value=str(children[1]), arg=arg,
+                          value_span=self._tspan(children[1]), span=self._span(meta))
+
+    def unit(self, meta, children):
+        return children[0]
+
+    def period_unit(self, meta, children):
+        return ast.Period(unit=str(children[0]).rstrip("s"), span=self._span(meta))
+
+    def period_count(self, meta, children):
+        (value, vspan), unit = children
+        return ast.Period(unit=str(unit).rstrip("s"), count=value, count_span=vspan, span=self._span(meta))
+
+    def period_never(self, meta, children):
+        return ast.Period(unit="never", span=self._span(meta))
+
+    def int_count(self, meta, children):
+        return int(children[0]), self._tspan(children[0])
+
+    def name_count(self, meta, children):
+        return str(children[0]), self._tspan(children[0])
+
+    # -- the outer level
+    def train(self, meta, children):
+        return ast.Train(items=self._nodes(children, (ast.Optimize, ast.Setting)), span=self._span(meta))
+
+    def optimize(self, meta, children):
+        return ast.Optimize(targets=children[1], rule=children[3], period=children[5], span=self._span(meta))
+
+    def setting(self, meta, children):
+        return ast.Setting(key=self._ident(children[0]), value=children[1], span=self._span(meta))
+
+    # -- expressions
+    def _binop(self, meta, children, op):
+        return ast.BinOp(op=op, left=children[0], right=children[2], span=self._span(meta))
+
+    def add(self, meta, children):
+        return self._binop(meta, children, "+")
+
+    def sub(self, meta, children):
+        return self._binop(meta, children, "-")
+
+    def mul(self, meta, children):
+        return self._binop(meta, children, "*")
+
+    def div(self, meta, children):
+        return self._binop(meta, children, "/")
+
+    def matmul(self, meta, children):
+        return self._binop(meta, children, "@")
+
+    def pow(self, meta, children):
+        return self._binop(meta, children, "^")
+
+    def neg(self, meta, children):
+        return ast.Neg(operand=children[1], span=self._span(meta))
+
+    def number(self, meta, children):
+        return ast.Num(value=float(children[0]), text=str(children[0]), span=self._span(meta))
+
+    def name(self, meta, children):
+        return ast.Name(id=str(children[0]), span=self._span(meta))
+
+    def self_state(self, meta, children):
+        return ast.SelfRef(span=self._span(meta))
+
+    def atom(self, meta, children):  # `( expr )`: the parentheses leave no trace in the AST
+        return children[1]
+
+    def callee(self, meta, children):
+        return self._ident(children[0])
+
+    def call(self, meta, children):
+        func, _, *rest = children
+        args = [c for c in rest if isinstance(c, ast.Node) and not isinstance(c, ast.Kwarg)]
+        kwargs = self._nodes(rest, ast.Kwarg)
+        return ast.Call(func=func, args=args, kwargs=kwargs, span=self._span(meta))
+
+    def kwarg(self, meta, children):
+        return ast.Kwarg(name=str(children[0]), value=children[2], span=self._span(meta))
+
+    def __default__(self, data, children, meta):
+        raise AssertionError(f"grammar rule {data!r} has no AST handler")  # caught by tests
+
