@@ -68,12 +68,11 @@ def _run(entry: str | Path, text: str | None) -> CheckResult:
         spec = check(loaded, diags)
         result.spec = spec
         if spec is not None and syntax_ok:
-            local_errors = [d for d in diags.errors if d.span.file == loaded.entry]
+            clean = not diags.errors
             for name in spec.local_units:
-                if not local_errors or name in spec.models or name in spec.optimizers:
-                    graph = build(spec, name, diags)
-                    if graph is not None:
-                        result.graphs[name] = graph
+                graph = build(spec, name, diags, lint=clean)
+                if graph is not None:
+                    result.graphs[name] = graph
     result.diagnostics = [d for d in diags.sorted() if not _allowed(d, loaded.sources)]
     return result
 

@@ -6,7 +6,7 @@ compared, hashed into golden files (`model_dump`) and printed back by the format
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,7 +66,7 @@ class Neg(Node):
     operand: Expr
 
 
-Expr = Annotated[Union[Num, Name, SelfRef, Call, BinOp, Neg], Field(discriminator="kind")]
+Expr = Annotated[Num | Name | SelfRef | Call | BinOp | Neg, Field(discriminator="kind")]
 
 
 class Outer(Node):
@@ -142,12 +142,12 @@ class Clause(Node):
 class Learn(Node):
     kind: Literal["learn"] = "learn"
     memories: list[Ident]
-    objective: Annotated[Union[Num, Name, SelfRef, Call, BinOp, Neg, Outer], Field(discriminator="kind")]
+    objective: Annotated[Num | Name | SelfRef | Call | BinOp | Neg | Outer, Field(discriminator="kind")]
     rule: Call
     clauses: list[Clause] = []
 
 
-Statement = Annotated[Union[Assign, Update, ParamDecl, MemoryDecl, Learn], Field(discriminator="kind")]
+Statement = Annotated[Assign | Update | ParamDecl | MemoryDecl | Learn, Field(discriminator="kind")]
 
 
 class Block(Node):
@@ -172,7 +172,7 @@ class Setting(Node):
 
 class Train(Node):
     kind: Literal["train"] = "train"
-    items: list[Annotated[Union[Optimize, Setting], Field(discriminator="kind")]] = []
+    items: list[Annotated[Optimize | Setting, Field(discriminator="kind")]] = []
 
 
 class HeaderParam(Node):
@@ -184,7 +184,7 @@ class Model(Node):
     kind: Literal["model"] = "model"
     name: Ident
     params: list[HeaderParam] = []
-    items: list[Annotated[Union[Block, ParamDecl, Train], Field(discriminator="kind")]] = []
+    items: list[Annotated[Block | ParamDecl | Train, Field(discriminator="kind")]] = []
 
 
 class Optimizer(Node):
@@ -203,7 +203,7 @@ class Module(Node):
 
     file: str
     imports: list[Import] = []
-    units: list[Annotated[Union[Model, Optimizer], Field(discriminator="kind")]] = []
+    units: list[Annotated[Model | Optimizer, Field(discriminator="kind")]] = []
 
 
 for _cls in (Kwarg, Call, BinOp, Neg, Learn, Block, Model, Optimizer, Module, CmsLevel, Cms):

@@ -13,8 +13,20 @@ from nldsl.check_learn import LearnChecker, period_of
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.load import Loaded, library_specs
 from nldsl.source import Span
-from nldsl.spec import (Assignment, Block, Memory, Model, Op, OptimGroup, Optimizer, Param, Schedule, Spec,
-                        Structure, Train)
+from nldsl.spec import (
+    Assignment,
+    Block,
+    Memory,
+    Model,
+    Op,
+    OptimGroup,
+    Optimizer,
+    Param,
+    Schedule,
+    Spec,
+    Structure,
+    Train,
+)
 
 RESERVED = set(catalog.FUNCTIONS) | set(catalog.OBJECTIVES) | {"self", "outer"}
 MODEL_PARAMS = ("embed", "unembed", "final_norm")

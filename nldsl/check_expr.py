@@ -152,11 +152,17 @@ def bind(call: ast.Call, sig: catalog.Signature, what: str, diags: Diagnostics) 
 
 # ---- expressions --------------------------------------------------------------------------------
 
-def broadcast(a: int, b: int) -> int | None:
+def broadcast(a: int, b: int, heads: int = 0) -> int | None:
+    """The width of an elementwise result: equal widths, a scalar, or one value per head."""
     if a == b or b == 1:
         return a
     if a == 1:
         return b
+    if heads > 1 and PARAM_SHAPED not in (a, b):
+        if b == heads and a % heads == 0:
+            return a
+        if a == heads and b % heads == 0:
+            return b
     return None
 
 
@@ -171,6 +177,11 @@ class ExprChecker:
     @property
     def diags(self) -> Diagnostics:
         return self.ctx.diags
+
+    @property
+    def heads(self) -> int:
+        """Per-head values (width = heads) broadcast over head-split vectors (width = heads × d)."""
+        return int(self.ctx.config.get("heads", 0)) if self.ctx.mode == "model" else 0
 
     def check(self, e: ast.Expr) -> Op | None:
         method = getattr(self, f"_{type(e).__name__.lower()}")
@@ -230,10 +241,10 @@ class ExprChecker:
         a, b = self.check(e.left), self.check(e.right)
         if a is None or b is None:
             return None
-        w = broadcast(a.width, b.width)
+        w = broadcast(a.width, b.width, self.heads)
         if w is None:
             self.diags.error("NL050", f"cannot combine {_width_name(a.width)} with {_width_name(b.width)} "
-                                      f"in '{e.op}'", e.span, "both sides need the same width, or width 1")
+                                      f"in '{e.op}'", e.span, "both sides need the same width, width 1, or one value per head")
             return None
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}[e.op]
         return Op(op=op, args=(a, b), width=w, span=e.span)
@@ -373,7 +384,7 @@ class ExprChecker:
                 attrs[key] = opt.default
         width = ops[0].width
         if len(ops) == 2:
-            w = broadcast(ops[0].width, ops[1].width)
+            w = broadcast(ops[0].width, ops[1].width, self.heads)
             if w is None:
                 self.diags.error("NL050", f"'{name}' got widths {ops[0].width} and {ops[1].width}", e.span)
                 return None
@@ -400,7 +411,7 @@ class ExprChecker:
             return None
         pred, target = args
         assert pred is not None and target is not None
-        if broadcast(pred.width, target.width) is None:
+        if broadcast(pred.width, target.width, self.heads) is None:
             self.diags.error("NL050", f"'{name}' compares width {pred.width} with width {target.width}", e.span,
                              "prediction and target need the same width")
             return None

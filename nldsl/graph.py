@@ -89,12 +89,13 @@ def frequency(time: Time, context: int, batch: int, chunk: int = 1) -> Fraction:
 
 # ---- models -------------------------------------------------------------------------------------
 
-def build(spec: Spec, name: str | None, diags: Diagnostics) -> NestingGraph | None:
-    """The nesting graph of `name`, or of the entry file's first unit."""
+def build(spec: Spec, name: str | None, diags: Diagnostics, lint: bool = True) -> NestingGraph | None:
+    """The nesting graph of `name`, or of the entry file's first unit. `lint` adds the warnings
+    about unused components, which are only trustworthy once the spec has no errors."""
     if name is None:
         name = next((u for u in spec.local_units if u in spec.models or u in spec.optimizers), None)
     if name in spec.models:
-        return build_model(spec, spec.models[name], diags)
+        return build_model(spec, spec.models[name], diags, lint)
     if name in spec.optimizers:
         return build_optimizer(spec.optimizers[name], diags)
     return None
@@ -113,7 +114,7 @@ def _group_of(model: Model, name: str) -> tuple[int, int]:
     return -1, 0
 
 
-def build_model(spec: Spec, model: Model, diags: Diagnostics) -> NestingGraph:
+def build_model(spec: Spec, model: Model, diags: Diagnostics, lint: bool = True) -> NestingGraph:
     ng = NestingGraph(model.name, "model")
     ng.model = model
     ctx, batch = model.context, model.train.batch
@@ -135,6 +136,8 @@ def build_model(spec: Spec, model: Model, diags: Diagnostics) -> NestingGraph:
         ng.edge(pname, "loss", "data")
     for block in model.blocks:
         _add_block(ng, block, model, add_param, outer_time, diags)
+        if lint:
+            _usage_diagnostics(block, diags)
     _add_outer_optimizer(ng, spec, model)
     _derive_levels(ng, diags)
     return ng
@@ -223,7 +226,6 @@ def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_ti
             ng.edge(_node(block, src), "loss", "data")
         for p in d.params:
             ng.edge(_node(block, p) if p in block.params else p, "loss", "data")
-    _usage_diagnostics(block, diags)
 
 
 def _read_now(m: Memory | None) -> bool:

@@ -12,13 +12,14 @@ from pathlib import Path
 from nldsl import ast
 from nldsl.diagnostics import Diagnostic, did_you_mean
 from nldsl.parse import parse
+from nldsl.paths import package_dir
 from nldsl.source import SourceFile, Span
 
 LIBRARY_PREFIX = "<specs>/"
 
 
 def library_dir() -> Path:
-    return Path(__file__).parent / "specs"
+    return package_dir("specs")
 
 
 def library_specs() -> list[str]:

@@ -7,13 +7,13 @@ into typed, positioned AST nodes and words syntax errors for people.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from nldsl import ast
 from nldsl.diagnostics import Diagnostic
+from nldsl.paths import package_dir
 from nldsl.source import SourceFile, Span
 
 MAX_SYNTAX_ERRORS = 10
@@ -29,7 +29,7 @@ EXPRESSION_START = {"NAME", "INT", "NUMBER", "SELF", "LPAR", "MINUS"}
 
 @cache
 def parser() -> Lark:
-    grammar = (Path(__file__).parent / "grammar" / "nl.lark").read_text(encoding="utf-8")
+    grammar = (package_dir("grammar") / "nl.lark").read_text(encoding="utf-8")
     return Lark(grammar, parser="lalr", strict=True, propagate_positions=True,
                 maybe_placeholders=True)
 
@@ -79,7 +79,7 @@ def _describe_expected(expected: set[str]) -> str:
     names = terminal_names()
     shown = set(expected)
     parts = []
-    if EXPRESSION_START <= shown:
+    if shown >= EXPRESSION_START:
         shown -= EXPRESSION_START
         parts.append("an expression")
     parts += sorted(names.get(t, t) for t in shown)
