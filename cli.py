@@ -1,0 +1,165 @@
+"""`nldsl`: the command line. One entry point, one subcommand per job.
+
+    nldsl check SPEC...                 diagnostics, or one OK line per file
+    nldsl explain SPEC                  the levels as a table, with costs
+    nldsl render SPEC -o hope.svg       the level hierarchy (svg, png or dot); --timeline for firing times
+    nldsl fmt SPEC...                   canonical formatting (--check to only report)
+
+Exit status: 0 when every spec is free of errors (warnings are printed), 1 when any has errors,
+2 for usage errors. A bad spec never produces a Python traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from nldsl.api import CheckResult, check_file
+from nldsl.diagnostics import render_all
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _report(result: CheckResult) -> None:
+    if result.diagnostics:
+        err.print(render_all(result.diagnostics, result.sources), markup=False)
+
+
+def _checked(path: str, unit: str | None = None) -> CheckResult | None:
+    """Check a file and print its diagnostics; None if it has errors or lacks the unit asked for."""
+    result = check_file(path)
+    _report(result)
+    if not result.ok:
+        return None
+    if unit is not None and unit not in result.graphs:
+        err.print(f"error: {path} defines no model or optimizer named '{unit}' "
+                  f"(it defines: {', '.join(result.graphs) or 'nothing'})", markup=False)
+        return None
+    return result
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.specs:
+        result = check_file(path)
+        _report(result)
+        if result.ok:
+            spec = result.spec
+            units = ", ".join(spec.local_units) if spec else ""
+            warn = f", {len(result.warnings)} warning{'s' * (len(result.warnings) != 1)}" if result.warnings else ""
+            out.print(f"OK {result.file}: {units}{warn}", markup=False)
+        else:
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from nldsl.explain import render
+    result = _checked(args.spec, args.unit)
+    if result is None:
+        return 1
+    out.print(render(result.graph(args.unit), result.sources, width=args.width), markup=False)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from nldsl.render import GraphvizMissing, diagram
+    result = _checked(args.spec, args.unit)
+    if result is None:
+        return 1
+    target = Path(args.output)
+    d = diagram(result.graph(args.unit), timeline=args.timeline)
+    try:
+        d.save(target)
+    except GraphvizMissing as e:
+        dot_path = target.with_suffix(".dot")
+        d.save(dot_path)
+        err.print(f"warning: {e}\nwrote {dot_path} instead; turn it into a picture with "
+                  f"`dot -T{target.suffix.lstrip('.') or 'svg'} {dot_path} -o {target}`", markup=False)
+        return 0
+    out.print(f"wrote {target}", markup=False)
+    return 0
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from nldsl.fmt import format_source
+    from nldsl.source import SourceFile
+    status = 0
+    for path in args.specs:
+        try:
+            source = SourceFile.read(path)
+        except (OSError, UnicodeDecodeError) as e:
+            err.print(f"error: cannot read {path}: {e}", markup=False)
+            status = 1
+            continue
+        text, diagnostics = format_source(source)
+        if text is None:
+            err.print(render_all(diagnostics, {source.path: source}), markup=False)
+            status = 1
+        elif args.check:
+            if text != source.text:
+                out.print(f"would reformat {path}", markup=False)
+                status = 1
+        elif args.write:
+            if text != source.text:
+                Path(path).write_text(text, encoding="utf-8")
+                out.print(f"reformatted {path}", markup=False)
+        else:
+            sys.stdout.write(text)
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nldsl", description="Nested Learning specs: check, explain, draw, format.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("check", help="check specs and print their diagnostics")
+    c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.set_defaults(run=cmd_check)
+
+    e = sub.add_parser("explain", help="the levels of a model or optimizer, as a table with costs")
+    e.add_argument("spec", metavar="SPEC")
+    e.add_argument("--unit", help="which model or optimizer (default: the file's first)")
+    e.add_argument("--width", type=int, default=160, help="table width in characters")
+    e.set_defaults(run=cmd_explain)
+
+    r = sub.add_parser("render", help="draw the level hierarchy (or the firing timeline)")
+    r.add_argument("spec", metavar="SPEC")
+    r.add_argument("-o", "--output", required=True, help="FILE.svg, FILE.png or FILE.dot")
+    r.add_argument("--timeline", action="store_true", help="draw which levels fire over one hyperperiod")
+    r.add_argument("--unit", help="which model or optimizer (default: the file's first)")
+    r.set_defaults(run=cmd_render)
+
+    f = sub.add_parser("fmt", help="print specs in canonical form")
+    f.add_argument("specs", nargs="+", metavar="SPEC")
+    mode = f.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="only report files that would change (exit 1)")
+    mode.add_argument("-w", "--write", action="store_true", help="rewrite the files in place")
+    f.set_defaults(run=cmd_fmt)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return 130
+    except Exception as e:  # an internal error, not a spec error: say so in one line
+        if os.environ.get("NLDSL_DEBUG"):
+            raise
+        err.print(f"internal error in nldsl ({type(e).__name__}: {e}); rerun with NLDSL_DEBUG=1 for the "
+                  "traceback and please report it", markup=False)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""A cost preview per component and per level, before anything runs.
+
+Counts are exact (parameters, fast-state numbers); FLOPs and activation memory are estimates that
+follow the chosen algorithm's dominant terms, so configurations can be compared and a spec that
+would not fit in memory is visible before it is compiled.
+"""
+
+from __future__ import annotations
+
+from math import ceil, prod
+
+from pydantic import BaseModel, ConfigDict
+
+from nldsl.dataflow import learn_exprs
+from nldsl.graph import Component, NestingGraph
+from nldsl.spec import Block, Memory, Model, Op
+
+BYTES = 4  # float32 states and activations
+
+
+class Cost(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    slow_params: int = 0          # trained by the outer optimizer (all layers of a repeated block)
+    fast_state: int = 0           # in-context state per sequence (all layers, all heads)
+    optimizer_state: int = 0      # buffers of the outer optimizer
+    flops_per_token: float = 0.0  # forward reads + in-context updates, all layers
+    activation_bytes: int = 0     # kept for the outer backward, per sequence
+
+
+def _read_flops(m: Memory, context: int) -> float:
+    s = m.structure
+    if s.kind == "attention":
+        span = min(s.window, context) if s.window else context / 2
+        return 4.0 * span * s.in_dim * m.heads
+    if s.kind == "elementwise":
+        return float(s.in_dim * m.heads)
+    return 2.0 * s.state_size() * m.heads
+
+
+def _count_reads(block: Block, name: str) -> int:
+    return sum(1 for a in block.assignments for o in a.expr.walk() if o.op == "read" and o.attrs["memory"] == name)
+
+
+def _self_calls(ops: list[Op]) -> int:
+    return sum(1 for e in ops for o in e.walk() if o.op == "self")
+
+
+def _memory_cost(block: Block, m: Memory, context: int) -> Cost:
+    reads = _count_reads(block, m.name)
+    read = _read_flops(m, context)
+    if not m.parametric:
+        return Cost(flops_per_token=read * reads, activation_bytes=3 * context * m.structure.in_dim * m.heads * BYTES)
+    state = m.structure.state_size() * m.heads
+    if m.learn is None:
+        return Cost(slow_params=state, flops_per_token=read * reads)
+    learn = m.learn
+    selves = max(1, _self_calls(learn_exprs(learn)["write"]))
+    # the update: forward of each self(...) call, its backward (≈2× forward), the state write
+    update = 3.0 * read * selves + 2.0 * state * (2 if learn.rule.kind == "dgd" else 1)
+    if learn.rule.momentum is not None or learn.rule.kind == "adam":
+        update += 2.0 * state
+    if learn.objective is None:       # teach signal: a backward through the level per token
+        update = 2.0 * read + 2.0 * state
+    anchors = ceil(context / (learn.time.period * learn.chunk)) if learn.time.base == "token" else 1
+    kept = {"through": anchors, "truncate": min(anchors, learn.truncate), "first_order": 1, "stop": 1}
+    slow = state if m.init == "learned" else 0
+    return Cost(slow_params=slow, fast_state=state, flops_per_token=read * reads + update,
+                activation_bytes=kept[learn.backprop] * state * BYTES)
+
+
+def _block_static_flops(block: Block) -> float:
+    flops = 0.0
+    for a in block.assignments:
+        for o in a.expr.walk():
+            if o.op == "matmul":
+                flops += 2.0 * o.args[0].width * o.width
+            elif o.op == "conv":
+                flops += 2.0 * o.width * o.attrs["kernel"]
+    return flops
+
+
+def component_costs(ng: NestingGraph) -> dict[str, Cost]:
+    """Cost of every component of a model's nesting graph (optimizer graphs cost nothing here)."""
+    model = ng.model
+    if model is None:
+        return {}
+    blocks = {b.name: b for b in model.blocks}
+    out = {c.id: _component(c, model, blocks) for c in ng.components()}
+    for c in ng.components():
+        if c.kind == "state" and c.block is None:   # an outer optimizer buffer: one number per parameter
+            owned = sum(out[dst].slow_params for _, dst, d in ng.g.out_edges(c.id, data=True) if d["kind"] == "update")
+            out[c.id] = Cost(optimizer_state=owned)
+    return out
+
+
+def _component(c: Component, model: Model, blocks: dict[str, Block]) -> Cost:
+    if c.kind == "param":
+        n = prod(c.shape) * c.repeat
+        flops = 2.0 * model.dim * int(model.config["vocab"]) if c.name == "unembed" else 0.0
+        return Cost(slow_params=n, flops_per_token=flops)
+    if c.kind in ("memory", "attention") and c.memory is not None and c.block in blocks:
+        block = blocks[c.block]
+        cost = _memory_cost(block, c.memory, model.context)
+        if c.memory.learn is not None and c.memory.init == "learned":
+            cost = cost.model_copy(update={"slow_params": 0})   # counted on the init component
+        return Cost(**{k: v * c.repeat for k, v in cost.model_dump().items()})
+    if c.kind == "init" and c.block in blocks:
+        mem = blocks[c.block].memories[c.name.rstrip("₀")]
+        return Cost(slow_params=mem.structure.state_size() * mem.heads * c.repeat)
+    return Cost()
+
+
+def block_flops(model: Model) -> float:
+    """FLOPs per token of the static projections and convolutions (all blocks and layers)."""
+    return sum(_block_static_flops(b) * b.repeat for b in model.blocks)
+
+
+def totals(ng: NestingGraph, costs: dict[str, Cost]) -> Cost:
+    model = ng.model
+    flops = sum(c.flops_per_token for c in costs.values()) + (block_flops(model) if model else 0.0)
+    return Cost(slow_params=sum(c.slow_params for c in costs.values()),
+                fast_state=sum(c.fast_state for c in costs.values()),
+                optimizer_state=sum(c.optimizer_state for c in costs.values()), flops_per_token=flops,
+                activation_bytes=sum(c.activation_bytes for c in costs.values()))
