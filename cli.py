@@ -60,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from nldsl.explain import render
+    from nldsl.report import render
     result = _checked(args.spec, args.unit)
     if result is None:
         return 1
@@ -69,7 +69,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from nldsl.render import GraphvizMissing, diagram
+    from nldsl.draw import GraphvizMissing, diagram
     result = _checked(args.spec, args.unit)
     if result is None:
         return 1

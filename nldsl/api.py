@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nldsl import report
 from nldsl.check import check
 from nldsl.diagnostics import Diagnostic, Diagnostics, SpecError, render_all
+from nldsl.draw import Diagram, diagram
 from nldsl.graph import NestingGraph, build
 from nldsl.load import load
+from nldsl.schedule import analyze
 from nldsl.source import SourceFile
 from nldsl.spec import Spec
 
@@ -72,6 +75,7 @@ def _run(entry: str | Path, text: str | None) -> CheckResult:
             for name in spec.local_units:
                 graph = build(spec, name, diags, lint=clean)
                 if graph is not None:
+                    analyze(graph, diags)
                     result.graphs[name] = graph
     result.diagnostics = [d for d in diags.sorted() if not _allowed(d, loaded.sources)]
     return result
@@ -100,3 +104,15 @@ def nesting_graph(path: str | Path, name: str | None = None) -> NestingGraph:
     result = check_file(path)
     result.raise_for_errors()
     return result.graph(name)
+
+
+def render(path: str | Path, name: str | None = None, timeline: bool = False) -> Diagram:
+    """The level hierarchy (or firing timeline) of a spec; displays as SVG in a notebook."""
+    return diagram(nesting_graph(path, name), timeline=timeline)
+
+
+def explain(path: str | Path, name: str | None = None, width: int = 160) -> str:
+    """The `nldsl explain` table of a spec, as text."""
+    result = check_file(path)
+    result.raise_for_errors()
+    return report.render(result.graph(name), result.sources, width=width)

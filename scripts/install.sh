@@ -1,0 +1,23 @@
+# Sourced by setup.sh and test.sh: make .venv/ hold everything nldsl needs, idempotently.
+# torch comes first and pinned, so no later requirement can pull a multi-GB CUDA build.
+
+install_env() {
+  local extras="${1:-}"
+  if ! command -v dot >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing Graphviz (dot) for diagrams..."
+      apt-get install -y -qq graphviz >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq graphviz >/dev/null 2>&1; } \
+        || echo "warning: could not install Graphviz; diagrams will be written as .dot files"
+    else
+      echo "warning: Graphviz 'dot' not found; diagrams will be written as .dot (install graphviz for SVG/PNG)"
+    fi
+  fi
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import nldsl" || { echo "error: nldsl did not install"; return 1; }
+}

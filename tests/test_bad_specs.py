@@ -1,0 +1,159 @@
+"""The negative corpus: golden diagnostics for realistic bad specs (tests/bad/*.nl).
+
+Every `tests/bad/X.nl` starts with `# expect: NLxxx[, NLyyy]`, the codes the file is about, and has
+a golden `X.expected` holding exactly `check_file("tests/bad/X.nl").render()`, run from the
+repository root so that locations read `tests/bad/X.nl:LINE:COL`.
+
+When the checker's wording changes on purpose, regenerate the goldens and read the diff:
+
+    NLDSL_UPDATE_GOLDEN=1 PYTHONPATH=. python -m pytest tests/test_bad_specs.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from nldsl.api import CheckResult, check_file
+from nldsl.codes import CODES
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = ROOT / "tests" / "bad"
+SPECS = sorted(BAD.glob("*.nl"))
+UPDATE = os.environ.get("NLDSL_UPDATE_GOLDEN") == "1"
+EXPECT = re.compile(r"# expect: (NL\d{3}(?:, NL\d{3})*)")
+
+# Codes the checker emits as warnings; every other code is an error. A file whose `# expect:` codes
+# are all warnings must still check ok; a file expecting any error code must not.
+WARNING_CODES = {"NL060", "NL061", "NL064", "NL072", "NL073", "NL074", "NL083", "NL092"}
+
+# Registered codes that no bad spec can trigger, with the reason. Empty: every code is exercised.
+UNTRIGGERABLE: dict[str, str] = {}
+
+# Bad specs on which `check_file` currently raises instead of reporting. Each is a checker bug:
+# a value whose definition failed is "poisoned" with index -2, and once reduced (`mean(...)`) or
+# read by an optimizer update it reaches the graph, where `op_deps` indexes assignments[-2].
+# When the bug is fixed these tests XPASS (strict): regenerate the goldens and empty the entry.
+KNOWN_CRASHES: dict[str, str] = {
+    "failed_value_reduced.nl": "poisoned value reaches graph.op_deps (IndexError)",
+    "optimizer_unknown_function.nl": "poisoned value reaches graph.op_deps (IndexError)",
+}
+
+
+def _params() -> list:
+    out = []
+    for spec in SPECS:
+        marks = []
+        if spec.name in KNOWN_CRASHES:
+            marks.append(pytest.mark.xfail(raises=IndexError, strict=True, reason=KNOWN_CRASHES[spec.name]))
+        out.append(pytest.param(spec, id=spec.stem, marks=marks))
+    return out
+
+
+PARAMS = _params()
+
+
+def expected_codes(spec: Path) -> list[str]:
+    first = spec.read_bytes().decode("utf-8", errors="replace").splitlines()[0]
+    m = EXPECT.fullmatch(first.strip())
+    assert m, f"{spec.name}: the first line must read `# expect: NLxxx[, NLyyy]`, got {first!r}"
+    return m.group(1).split(", ")
+
+
+def relative(spec: Path) -> str:
+    return spec.relative_to(ROOT).as_posix()
+
+
+def run(spec: Path) -> CheckResult:
+    """`check_file` on the spec's path relative to the repository root, as the goldens were made."""
+    with contextlib.chdir(ROOT):
+        return check_file(relative(spec))
+
+
+def golden_path(spec: Path) -> Path:
+    return spec.with_suffix(".expected")
+
+
+# ---- the corpus itself --------------------------------------------------------------------------
+
+def test_corpus_is_large_and_well_formed():
+    assert len(SPECS) >= 45
+    for spec in SPECS:
+        codes = expected_codes(spec)
+        unknown = [c for c in codes if c not in CODES]
+        assert not unknown, f"{spec.name} expects unregistered codes {unknown}"
+    orphans = [g.name for g in BAD.glob("*.expected") if not g.with_suffix(".nl").exists()]
+    assert not orphans, f"goldens without a spec: {orphans}"
+
+
+def test_every_code_is_exercised():
+    exercised = {c for spec in SPECS if spec.name not in KNOWN_CRASHES for c in expected_codes(spec)}
+    missing = sorted(set(CODES) - exercised - set(UNTRIGGERABLE))
+    assert not missing, f"codes no bad spec expects: {missing} (add a spec, or justify them in UNTRIGGERABLE)"
+
+
+def test_untriggerable_list_is_honest():
+    for code in UNTRIGGERABLE:
+        assert code in CODES, f"{code} is not registered"
+        users = [s.name for s in SPECS if code in expected_codes(s)]
+        assert not users, f"{code} is listed as untriggerable but {users} expect it: drop it from UNTRIGGERABLE"
+
+
+# ---- one bad spec at a time ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", PARAMS)
+def test_golden(spec: Path):
+    """(a) checking never raises; (b) the rendered diagnostics equal the golden."""
+    rendered = run(spec).render()
+    golden = golden_path(spec)
+    if UPDATE:
+        with golden.open("w", encoding="utf-8", newline="") as f:
+            f.write(rendered)
+        return
+    assert golden.exists(), f"no golden for {spec.name}: run with NLDSL_UPDATE_GOLDEN=1 and review it"
+    with golden.open(encoding="utf-8", newline="") as f:
+        assert rendered == f.read(), f"{spec.name}: diagnostics differ from {golden.name}"
+
+
+@pytest.mark.parametrize("spec", PARAMS)
+def test_expected_codes_are_reported(spec: Path):
+    """(c) every code named on the `# expect:` line is among the diagnostics."""
+    reported = {d.code for d in run(spec).diagnostics}
+    missing = [c for c in expected_codes(spec) if c not in reported]
+    assert not missing, f"{spec.name}: expected {missing}, got {sorted(reported)}"
+
+
+@pytest.mark.parametrize("spec", PARAMS)
+def test_diagnostics_are_well_formed(spec: Path):
+    """(d) registered codes with a consistent severity, and spans that lie inside their file."""
+    result = run(spec)
+    assert result.diagnostics, f"{spec.name}: a bad spec must produce at least one diagnostic"
+    for d in result.diagnostics:
+        assert d.code in CODES, f"unregistered code {d.code}"
+        severity = "warning" if d.code in WARNING_CODES else "error"
+        assert d.severity == severity, f"{d.code} is reported as a {d.severity}, expected a {severity}"
+        source = result.sources.get(d.span.file)
+        if source is not None:
+            lines = source.text.splitlines() or [""]
+        else:  # a file that could not be read (NL012): measure it on disk
+            lines = (ROOT / d.span.file).read_bytes().splitlines() or [b""]
+        assert 1 <= d.span.line <= len(lines), f"{d.code} at line {d.span.line} of a {len(lines)}-line file"
+        assert d.span.col >= 1, f"{d.code} at column {d.span.col}"
+        assert d.span.col <= len(lines[d.span.line - 1]) + 1, f"{d.code} past the end of line {d.span.line}"
+        assert (d.span.end_line, d.span.end_col) >= (d.span.line, d.span.col), f"{d.code} span ends before it starts"
+
+
+@pytest.mark.parametrize("spec", PARAMS)
+def test_ok_matches_severity(spec: Path):
+    """(d) a file about an error fails the check; a file about warnings only still passes it."""
+    result = run(spec)
+    expects_error = any(c not in WARNING_CODES for c in expected_codes(spec))
+    if expects_error:
+        assert not result.ok, f"{spec.name} expects an error but checks ok"
+    else:
+        assert result.ok, f"{spec.name} expects only warnings but has errors: " + \
+            ", ".join(f"{d.code} at {d.span}" for d in result.errors)

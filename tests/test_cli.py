@@ -1,0 +1,84 @@
+"""The command line: exit codes, one-line OKs, diagnostics on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from specutil import ALL_SPECS, ROOT, SPECS
+
+# the console script installed next to this interpreter (the tests run against the installed package)
+NLDSL = str(Path(sys.executable).with_name("nldsl")) if Path(sys.executable).with_name("nldsl").exists() \
+    else shutil.which("nldsl")
+
+
+def run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    assert NLDSL, "the nldsl console script is not installed"
+    return subprocess.run([NLDSL, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+
+
+def test_check_library_is_clean():
+    done = run("check", *map(str, ALL_SPECS))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("OK ") == len(ALL_SPECS)
+    assert done.stderr == ""
+
+
+def test_check_bad_spec_exits_1_without_traceback(tmp_path):
+    bad = tmp_path / "bad.nl"
+    bad.write_text('import "optim/sgd.nl"\nmodel M(vocab = 8, dim = 8, context = 8) {\n  block {\n'
+                   "    h = h + rmsnrm(h)\n    h = h + q\n  }\n  train { optimize all by sgd(lr = 0.1) }\n}\n")
+    done = run("check", str(bad))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "error[NL022]: unknown function 'rmsnrm'" in done.stderr
+    assert "did you mean 'rmsnorm'?" in done.stderr
+    assert "error[NL020]: unknown name 'q'" in done.stderr
+    assert "bad.nl:4:13" in done.stderr
+
+
+def test_check_missing_file(tmp_path):
+    done = run("check", str(tmp_path / "nope.nl"))
+    assert done.returncode == 1 and "NL012" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_explain_hope():
+    done = run("explain", "specs/hope.nl", "--width", "260")
+    assert done.returncode == 0, done.stderr
+    assert "model Hope: 6 levels" in done.stdout
+    for name in ("M_memory", "cms_3", "adamw.m", "initial states", "l2", "teach signal"):
+        assert name in done.stdout
+    assert "parameters (outer level):" in done.stdout
+
+
+def test_explain_unknown_unit():
+    done = run("explain", "specs/hope.nl", "--unit", "Nope")
+    assert done.returncode == 1 and "defines no model or optimizer named 'Nope'" in done.stderr
+
+
+def test_render_writes_svg_png_dot(tmp_path):
+    for ext in ("svg", "png", "dot"):
+        target = tmp_path / f"hope.{ext}"
+        done = run("render", str(SPECS / "hope.nl"), "-o", str(target))
+        assert done.returncode == 0, done.stderr
+        assert target.stat().st_size > 1000
+    done = run("render", str(SPECS / "hope.nl"), "-o", str(tmp_path / "t.svg"), "--timeline")
+    assert done.returncode == 0 and (tmp_path / "t.svg").exists()
+
+
+def test_usage_error_exit_2():
+    done = run("frobnicate")
+    assert done.returncode == 2
+
+
+@pytest.mark.parametrize("path", [SPECS / "hope.nl", SPECS / "optim" / "adam.nl"], ids=lambda p: p.name)
+def test_fmt_check_on_library(path, tmp_path):
+    copy = tmp_path / path.name
+    formatted = run("fmt", str(path))
+    assert formatted.returncode == 0, formatted.stderr
+    copy.write_text(formatted.stdout)
+    again = run("fmt", "--check", str(copy))
+    assert again.returncode == 0, again.stdout + again.stderr
