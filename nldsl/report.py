@@ -65,6 +65,8 @@ def _context(learn: Learn, sources: dict[str, SourceFile]) -> str:
         return "outer loss gradient at its output"
     if obj.op in ("l2", "dot", "l1", "huber"):
         pred, target = obj.args
+        if pred.op == "state":            # dot(self, g): a vector memory compressing g
+            return _text(target.span, sources)
         keys = _text(learn.key.span, sources) if learn.key is not None else _text(pred.span, sources)
         return f"{keys} → {_text(target.span, sources)}"
     return _text(obj.span, sources)
@@ -93,7 +95,8 @@ def _memory_row(c: Component, sources: dict[str, SourceFile], cost: Cost) -> Row
 def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
     costs = component_costs(ng)
     out: list[Row] = []
-    comps = sorted((c for c in ng.components() if c.kind != "loss"), key=lambda c: (c.level, c.kind, c.id))
+    comps = sorted((c for c in ng.components() if c.kind != "loss"),
+                   key=lambda c: (c.level, c.kind, c.block or "", c.id))
     for (level, kind, block), group in groupby(comps, key=lambda c: (c.level, c.kind, c.block)):
         members = list(group)
         if kind in ("param", "init"):

@@ -43,6 +43,13 @@ KNOWN_CRASHES: dict[str, str] = {
     "optimizer_unknown_function.nl": "poisoned value reaches graph.op_deps (IndexError)",
 }
 
+# Expected codes the checker does not report yet (an independent mistake hidden by an earlier one).
+# The `# expect:` line states what a user needs to see; the gap is checked as a strict xfail.
+KNOWN_GAPS: dict[str, tuple[set[str], str]] = {
+    "multi_syntax_errors.nl": ({"NL002"}, "syntax recovery never resynchronizes: after the first error every "
+                                          "line reports an echo, so the '%' on line 14 is never seen"),
+}
+
 
 def _params() -> list:
     out = []
@@ -124,7 +131,11 @@ def test_expected_codes_are_reported(spec: Path):
     """(c) every code named on the `# expect:` line is among the diagnostics."""
     reported = {d.code for d in run(spec).diagnostics}
     missing = [c for c in expected_codes(spec) if c not in reported]
-    assert not missing, f"{spec.name}: expected {missing}, got {sorted(reported)}"
+    gap, why = KNOWN_GAPS.get(spec.name, (set(), ""))
+    assert set(missing) <= gap, f"{spec.name}: expected {missing}, got {sorted(reported)}"
+    if gap:
+        assert set(missing) == gap, f"{spec.name}: {sorted(gap - set(missing))} now reported: drop it from KNOWN_GAPS"
+        pytest.xfail(f"known gap: {why}")
 
 
 @pytest.mark.parametrize("spec", PARAMS)
