@@ -10,16 +10,24 @@ The public API. Everything not imported here is internal.
     print(nldsl.explain("specs/hope.nl"))          # the levels as a table
 """
 
-from nldsl.api import CheckResult as CheckResult
-from nldsl.api import check_file as check_file
-from nldsl.api import check_text as check_text
-from nldsl.api import explain as explain
-from nldsl.api import load_spec as load_spec
-from nldsl.api import nesting_graph as nesting_graph
-from nldsl.api import render as render
-from nldsl.codes import CODES as CODES
-from nldsl.diagnostics import Diagnostic as Diagnostic
-from nldsl.diagnostics import SpecError as SpecError
-from nldsl.spec import Spec as Spec
+from pathlib import Path as _Path
+
+# In a source checkout (PYTHONPATH=.), the card's top-level backends/ and cli.py belong to this
+# package as they do in the wheel; an installed package already has them inside.
+_checkout = _Path(__file__).resolve().parent.parent
+if not (_Path(__file__).parent / "backends").is_dir() and (_checkout / "grammar" / "nl.lark").is_file():
+    __path__.append(str(_checkout))
+
+from nldsl.api import CheckResult as CheckResult  # noqa: E402
+from nldsl.api import check_file as check_file  # noqa: E402
+from nldsl.api import check_text as check_text  # noqa: E402
+from nldsl.api import explain as explain  # noqa: E402
+from nldsl.api import load_spec as load_spec  # noqa: E402
+from nldsl.api import nesting_graph as nesting_graph  # noqa: E402
+from nldsl.api import render as render  # noqa: E402
+from nldsl.codes import CODES as CODES  # noqa: E402
+from nldsl.diagnostics import Diagnostic as Diagnostic  # noqa: E402
+from nldsl.diagnostics import SpecError as SpecError  # noqa: E402
+from nldsl.spec import Spec as Spec  # noqa: E402
 
 __version__ = "0.1.0"

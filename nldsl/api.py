@@ -51,24 +51,28 @@ class CheckResult:
             raise SpecError(self.errors + self.warnings, self.sources)
 
 
-def check_text(text: str, file: str = "<spec>") -> CheckResult:
+Overrides = dict[str, float] | None
+
+
+def check_text(text: str, file: str = "<spec>", overrides: Overrides = None) -> CheckResult:
     """Check spec text; imports resolve against the working directory, then the spec library."""
-    return _run(file, text)
+    return _run(file, text, overrides)
 
 
-def check_file(path: str | Path) -> CheckResult:
-    """Check a `.nl` file and its imports. Never raises for a bad spec: read `.diagnostics`."""
-    return _run(path, None)
+def check_file(path: str | Path, overrides: Overrides = None) -> CheckResult:
+    """Check a `.nl` file and its imports. Never raises for a bad spec: read `.diagnostics`.
+    `overrides` replace the header defaults of the file's models, e.g. {"dim": 64}."""
+    return _run(path, None, overrides)
 
 
-def _run(entry: str | Path, text: str | None) -> CheckResult:
+def _run(entry: str | Path, text: str | None, overrides: Overrides = None) -> CheckResult:
     loaded = load(entry, text)
     diags = Diagnostics()
     diags.extend(loaded.diagnostics)
     result = CheckResult(file=loaded.entry, diagnostics=[], sources=loaded.sources)
     syntax_ok = not diags.errors
     if syntax_ok or loaded.modules:
-        spec = check(loaded, diags)
+        spec = check(loaded, diags, overrides)
         result.spec = spec
         if spec is not None and syntax_ok:
             clean = not diags.errors
@@ -91,9 +95,9 @@ def _allowed(d: Diagnostic, sources: dict[str, SourceFile]) -> bool:
     return mark in src.line(d.span.line).partition("#")[2] or (above.startswith("#") and mark in above)
 
 
-def load_spec(path: str | Path) -> Spec:
+def load_spec(path: str | Path, overrides: Overrides = None) -> Spec:
     """The checked spec of a file; raises `SpecError` (every diagnostic, rendered) if it has errors."""
-    result = check_file(path)
+    result = check_file(path, overrides)
     result.raise_for_errors()
     assert result.spec is not None
     return result.spec

@@ -32,8 +32,9 @@ RESERVED = set(catalog.FUNCTIONS) | set(catalog.OBJECTIVES) | {"self", "outer"}
 MODEL_PARAMS = ("embed", "unembed", "final_norm")
 
 
-def check(loaded: Loaded, diags: Diagnostics) -> Spec | None:
-    """Check every unit of every loaded module; returns None when nothing could be checked."""
+def check(loaded: Loaded, diags: Diagnostics, overrides: dict[str, float] | None = None) -> Spec | None:
+    """Check every unit of every loaded module; returns None when nothing could be checked.
+    `overrides` replace header defaults of the entry file's models (`--set dim=64`)."""
     units: dict[str, ast.Model | ast.Optimizer] = {}
     local: list[str] = []
     for module in loaded.modules:
@@ -60,7 +61,7 @@ def check(loaded: Loaded, diags: Diagnostics) -> Spec | None:
     models = {}
     for name, unit in units.items():
         if isinstance(unit, ast.Model):
-            m = check_model(unit, optimizers, checked_opts, diags)
+            m = check_model(unit, optimizers, checked_opts, diags, overrides if name in local else None)
             if m is not None:
                 models[name] = m
     return Spec(file=loaded.entry, models=models, optimizers=checked_opts, local_units=tuple(local))
@@ -68,7 +69,8 @@ def check(loaded: Loaded, diags: Diagnostics) -> Spec | None:
 
 # ---- headers ------------------------------------------------------------------------------------
 
-def check_header(params: list[ast.HeaderParam], diags: Diagnostics) -> dict[str, float]:
+def check_header(params: list[ast.HeaderParam], diags: Diagnostics,
+                 overrides: dict[str, float] | None = None) -> dict[str, float]:
     config: dict[str, float] = {}
     for p in params:
         name = p.name.name
@@ -78,7 +80,7 @@ def check_header(params: list[ast.HeaderParam], diags: Diagnostics) -> dict[str,
         if name in RESERVED:
             diags.error("NL024", f"'{name}' is a built-in name", p.name.span)
             continue
-        v = const_eval(p.value, config, diags, f"'{name}'")
+        v = overrides[name] if overrides and name in overrides else const_eval(p.value, config, diags, f"'{name}'")
         if v is None:
             continue
         if name in catalog.RESERVED_HEADER and (v != int(v) or v < 1):
@@ -91,8 +93,12 @@ def check_header(params: list[ast.HeaderParam], diags: Diagnostics) -> dict[str,
 # ---- models -------------------------------------------------------------------------------------
 
 def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_opts: dict[str, Optimizer],
-                diags: Diagnostics) -> Model | None:
-    config = check_header(unit.params, diags)
+                diags: Diagnostics, overrides: dict[str, float] | None = None) -> Model | None:
+    config = check_header(unit.params, diags, overrides)
+    unknown = sorted(set(overrides or {}) - {p.name.name for p in unit.params})
+    if unknown:
+        diags.error("NL040", f"cannot set {', '.join(unknown)}: model '{unit.name.name}' has no such header "
+                             "parameter", unit.name.span, did_you_mean(unknown[0], [p.name.name for p in unit.params]))
     missing = [k for k in ("vocab", "dim", "context") if k not in config]
     if missing and not any(p.name.name in missing for p in unit.params):
         diags.error("NL040", f"model '{unit.name.name}' does not declare {', '.join(missing)}", unit.name.span,

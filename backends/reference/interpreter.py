@@ -1,0 +1,433 @@
+"""An exact per-token interpreter of a checked model: the oracle every fast lowering is tested against.
+
+It executes each memory's declared objective and update rule literally, one token at a time, with
+autograd for the inner gradients, in float32 or float64:
+
+- `every token`: the state changes every token; with `chunk C` its gradients are taken at the state
+  where the current chunk began (refreshed every C tokens), otherwise at the current state;
+- `every P tokens`: reads see the state committed at the last boundary; gradients are taken there;
+  the rule runs token by token on a shadow state, which is committed every P tokens;
+- `read before` reads come before the token's write, `read after` reads after it (`nldsl.lower`
+  orders the work of a token from these dependencies);
+- `outer` objectives (teach signal) use δ = ∂(sum of the chunk's per-token losses)/∂(memory output)
+  and update once the chunk's last loss is known;
+- backprop policies: `through` differentiates every write, `first_order` keeps writes out of the
+  graph but lets the initial state's gradient through (state = init + detached delta), `stop`
+  detaches the state, `truncate N` detaches it every N chunks.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nldsl.backends import functional as fn
+from nldsl.backends.params import get, make_parameters
+from nldsl.dataflow import block_output
+from nldsl.lower import LoweredBlock, layer_prefix, lower_block, memory_param_names, memory_shapes, parameter_table
+from nldsl.spec import Block, Memory, Model, Op, Spec
+
+
+@dataclass
+class MemoryState:
+    cur: list[torch.Tensor]                      # the evolving state (a shadow state for `every P tokens`)
+    ref: list[torch.Tensor]                      # where gradients are taken; what period memories show
+    momentum: list[torch.Tensor] | None = None
+    adam: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    updates: int = 0                             # Adam's bias-correction count
+    pending: list[dict] = field(default_factory=list)     # teach signal: this chunk's reads and coefficients
+    losses: list[torch.Tensor] = field(default_factory=list)
+    reads: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # this token's (x, y)
+
+
+@dataclass
+class LayerState:
+    memories: dict[str, MemoryState]
+    conv: dict[str, torch.Tensor] = field(default_factory=dict)        # last K−1 inputs per convolution
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # attention caches
+
+
+@dataclass
+class State:
+    """Everything a sequence carries from one token to the next; pass it back to continue a stream."""
+
+    pos: int
+    layers: list[LayerState]
+
+
+@dataclass
+class Ctx:
+    """What evaluating an expression at one token of one layer can see."""
+
+    block: Block
+    prefix: str
+    layer: LayerState
+    h: torch.Tensor
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    self_memory: Memory | None = None
+    self_weights: list[torch.Tensor] | None = None
+
+
+def _time_period(m: Memory) -> int:
+    assert m.learn is not None
+    return m.learn.time.period if m.learn.time.base == "token" else 1
+
+
+class Reference(nn.Module):
+    """`Reference(spec)(tokens)` → logits, one token at a time."""
+
+    def __init__(self, spec: Spec, model: str | None = None, dtype: torch.dtype = torch.float32, seed: int = 0):
+        super().__init__()
+        name = model or next(u for u in spec.local_units if u in spec.models)
+        self.model: Model = spec.models[name]
+        self.dtype = dtype
+        self.params = make_parameters(parameter_table(self.model), seed, dtype)
+        self.layers: list[tuple[Block, int, LoweredBlock]] = [
+            (b, i, lower_block(b)) for b in self.model.blocks for i in range(b.repeat)]
+        self.persistent: dict[str, list[torch.Tensor]] = {}
+        self.steps = 0
+
+    # ---- states -----------------------------------------------------------------------------------
+    def initial_state(self, batch: int) -> State:
+        layers = []
+        for block, i, _ in self.layers:
+            prefix = layer_prefix(block, i)
+            mems = {}
+            for name, m in block.memories.items():
+                if m.learn is None:
+                    continue
+                cur = self._initial_memory(prefix, m, batch)
+                mems[name] = MemoryState(cur=cur, ref=list(cur))
+                rule = m.learn.rule
+                if rule.momentum is not None:
+                    mems[name].momentum = [torch.zeros_like(w) for w in cur]
+                if rule.kind == "adam":
+                    mems[name].adam = ([torch.zeros_like(w) for w in cur], [torch.zeros_like(w) for w in cur])
+            layers.append(LayerState(memories=mems))
+        return State(pos=0, layers=layers)
+
+    def _initial_memory(self, prefix: str, m: Memory, batch: int) -> list[torch.Tensor]:
+        key = f"{prefix}.{m.name}"
+        if m.scope == "persistent" and key in self.persistent:
+            return list(self.persistent[key])
+        lead = 1 if m.scope == "persistent" else batch
+        if m.init == "zeros":
+            return [torch.zeros((lead, *s), dtype=self.dtype) for s in memory_shapes(m)]
+        return [get(self.params, n).unsqueeze(0).expand(lead, *get(self.params, n).shape)
+                for n in memory_param_names(prefix, m)]
+
+    # ---- the sequence -----------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None,
+                final: bool = True) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, vocab) and the state after the last token. `targets` (B, T), default the next
+        token, feed teach signals; `final=False` leaves partial chunks open for a stream to continue."""
+        batch, length = tokens.shape
+        st = state or self.initial_state(batch)
+        if targets is None:
+            targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
+        teach = any(m.learn is not None and m.learn.objective is None for b, _, _ in self.layers
+                    for m in b.memories.values())
+        embed, unembed = get(self.params, "embed"), get(self.params, "unembed")
+        logits = []
+        with torch.enable_grad() if teach else nullcontext():   # δ needs autograd even when evaluating
+            for t in range(length):
+                h = embed[tokens[:, t]]
+                for li, (block, layer, lowered) in enumerate(self.layers):
+                    h = self._token(block, layer, lowered, st.layers[li], h, st.pos)
+                logit = fn.rmsnorm(h, get(self.params, "final_norm")) @ unembed
+                logits.append(logit)
+                if teach:
+                    loss = F.cross_entropy(logit, targets[:, t], ignore_index=-100, reduction="none")
+                    self._teach(st, loss, st.pos, last=final and t == length - 1)
+                st.pos += 1
+            if final:
+                self._end_of_sequence(st)
+        return torch.stack(logits, dim=1), st
+
+    def loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits, _ = self(tokens)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+    def _end_of_sequence(self, st: State) -> None:
+        """Flush partial periods and keep persistent memories for the next sequence."""
+        self.steps += 1
+        for li, (block, layer, _) in enumerate(self.layers):
+            prefix = layer_prefix(block, layer)
+            for name, ms in st.layers[li].memories.items():
+                m = block.memories[name]
+                assert m.learn is not None
+                if m.learn.objective is not None and (_time_period(m) > 1 or m.learn.time.base == "step"):
+                    ms.ref = list(ms.cur)
+                if m.scope == "persistent":
+                    self.persistent[f"{prefix}.{name}"] = [w.detach() for w in ms.cur]
+
+    # ---- one token of one layer -------------------------------------------------------------------
+    def _token(self, block: Block, layer: int, lowered: LoweredBlock, ls: LayerState, h: torch.Tensor,
+               pos: int) -> torch.Tensor:
+        ctx = Ctx(block=block, prefix=layer_prefix(block, layer), layer=ls, h=h)
+        for name, ms in ls.memories.items():   # a new chunk: gradients are now taken at this state
+            learn = block.memories[name].learn
+            assert learn is not None
+            if _time_period(block.memories[name]) == 1 and learn.time.base == "token" and pos % learn.chunk == 0:
+                if learn.backprop == "truncate" and pos and (pos // learn.chunk) % learn.truncate == 0:
+                    ms.cur = [w.detach() for w in ms.cur]
+                ms.ref = list(ms.cur)
+        for step in lowered.order:
+            if step.kind == "assign":
+                ctx.values[step.index] = self._eval(block.assignments[step.index].expr, ctx)
+            else:
+                self._update(block.memories[step.memory], ls.memories[step.memory], ctx, pos)
+        for name, ms in ls.memories.items():   # teach-signal memories: remember this token's reads
+            m = block.memories[name]
+            assert m.learn is not None
+            if m.learn.objective is None:
+                ms.pending.append({"reads": ms.reads, "coeffs": self._coefficients(m, ctx)})
+                ms.reads = []
+        out = block_output(block)
+        return ctx.values[out] if out is not None else h
+
+    def _visible(self, m: Memory, ms: MemoryState) -> list[torch.Tensor]:
+        assert m.learn is not None
+        period_like = _time_period(m) > 1 or m.learn.time.base == "step"
+        return ms.ref if period_like else ms.cur
+
+    def _weights(self, ctx: Ctx, m: Memory) -> list[torch.Tensor]:
+        if m.learn is None:
+            return [get(self.params, n) for n in memory_param_names(ctx.prefix, m)]
+        return self._visible(m, ctx.layer.memories[m.name])
+
+    # ---- expressions ------------------------------------------------------------------------------
+    def _eval(self, op: Op, ctx: Ctx) -> torch.Tensor:
+        a = [self._eval(x, ctx) for x in op.args] if op.op not in ("read", "self") else None
+        o = op.op
+        if o == "const":
+            return torch.tensor(op.attrs["value"], dtype=self.dtype)
+        if o == "input":
+            return ctx.h
+        if o == "value":
+            return ctx.values[op.attrs["index"]]
+        if o == "param":
+            return self._param(ctx, op.attrs["name"])
+        if o == "matmul":
+            assert a is not None
+            return a[0] @ self._param(ctx, op.args[1].attrs["name"])
+        if o in ("add", "sub", "mul", "div", "pow", "min", "max"):
+            assert a is not None
+            x, y = fn.broadcast_pair(a[0], a[1])
+            return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
+                    "min": torch.minimum, "max": torch.maximum}[o](x, y)
+        assert a is not None or o in ("read", "self")
+        if o == "neg":
+            return -a[0]
+        if o in fn.UNARY:
+            return fn.UNARY[o](a[0])
+        if o == "stopgrad":
+            return a[0].detach()
+        if o == "rmsnorm":
+            return fn.rmsnorm(a[0], self._param(ctx, op.attrs["param"]), op.attrs["groups"])
+        if o == "layernorm":
+            return fn.layernorm(a[0], self._param(ctx, op.attrs["param"]), op.attrs["groups"])
+        if o == "l2norm":
+            return fn.l2norm(a[0], op.attrs["groups"])
+        if o in ("sum", "mean"):
+            return fn.reduce(a[0], op.attrs["groups"], mean=o == "mean")
+        if o == "conv":
+            return self._conv(ctx, op.attrs["param"], a[0])
+        if o in ("l2", "dot", "l1", "huber"):
+            return fn.objective(o, a[0], a[1], op.attrs.get("delta", 1.0))
+        if o == "state":
+            m = ctx.block.memories[op.attrs["memory"]]
+            w = ctx.self_weights if op.attrs.get("self") else self._weights(ctx, m)
+            assert w is not None
+            return w[0].flatten(-2)
+        if o == "self":
+            m = ctx.self_memory
+            assert m is not None and ctx.self_weights is not None
+            return self._apply(m, ctx.self_weights, self._eval(op.args[0], ctx))
+        if o == "read":
+            return self._read(op, ctx)
+        raise AssertionError(f"reference interpreter cannot evaluate op {o!r}")
+
+    def _param(self, ctx: Ctx, name: str) -> torch.Tensor:
+        full = f"{ctx.prefix}.{name}"
+        return get(self.params, full if full.replace(".", "__") in self.params else name)
+
+    def _apply(self, m: Memory, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        s = m.structure
+        return fn.memory_apply(s.kind, weights, x, m.heads, s.act, s.residual, s.norm)
+
+    def _conv(self, ctx: Ctx, name: str, x: torch.Tensor) -> torch.Tensor:
+        weight = self._param(ctx, name)
+        k = weight.shape[1]
+        hist = ctx.layer.conv.get(name)
+        if hist is None:
+            hist = torch.zeros(x.shape[0], k - 1, x.shape[-1], dtype=x.dtype)
+        window = torch.cat([hist, x.unsqueeze(1)], dim=1)
+        ctx.layer.conv[name] = window[:, 1:]
+        return fn.conv_window(window, weight)
+
+    def _read(self, op: Op, ctx: Ctx) -> torch.Tensor:
+        m = ctx.block.memories[op.attrs["memory"]]
+        args = [self._eval(x, ctx) for x in op.args]
+        if not m.parametric:
+            return self._attention(m, op, ctx, *args)
+        y = self._apply(m, self._weights(ctx, m), args[0])
+        if m.learn is not None and m.learn.objective is None:   # teach signal: δ will be taken at y
+            if not y.requires_grad:
+                y = y.detach().requires_grad_(True)
+            ctx.layer.memories[m.name].reads.append((args[0], y))
+        return y
+
+    def _attention(self, m: Memory, op: Op, ctx: Ctx, q: torch.Tensor, k: torch.Tensor,
+                   v: torch.Tensor) -> torch.Tensor:
+        site = f"{m.name}@{op.span.line}:{op.span.col}"
+        keys, values = ctx.layer.kv.get(site, (k[:, None, :0], v[:, None, :0]))
+        keys = torch.cat([keys, k.unsqueeze(1)], dim=1) if keys.shape[-1] else k.unsqueeze(1)
+        values = torch.cat([values, v.unsqueeze(1)], dim=1) if values.shape[-1] else v.unsqueeze(1)
+        if m.structure.window:
+            keys, values = keys[:, -m.structure.window:], values[:, -m.structure.window:]
+        ctx.layer.kv[site] = (keys, values)
+        heads = m.heads
+        qh = q.unflatten(-1, (heads, -1))                        # (B, H, d)
+        kh = keys.unflatten(-1, (heads, -1))                     # (B, t, H, d)
+        vh = values.unflatten(-1, (heads, -1))
+        scores = torch.einsum("bhd,bthd->bht", qh, kh) / qh.shape[-1] ** 0.5
+        return torch.einsum("bht,bthd->bhd", scores.softmax(-1), vh).flatten(-2)
+
+    # ---- writes -----------------------------------------------------------------------------------
+    def _coefficients(self, m: Memory, ctx: Ctx) -> dict[str, torch.Tensor | None]:
+        assert m.learn is not None
+        rule, learn = m.learn.rule, m.learn
+        out: dict[str, torch.Tensor | None] = {}
+        for k in ("lr", "retain", "momentum", "precond"):
+            e = getattr(rule, k)
+            out[k] = None if e is None else self._eval(e, ctx)
+        out["key"] = self._eval(learn.key, ctx) if rule.kind == "dgd" and learn.key is not None else None
+        return out
+
+    def _update(self, m: Memory, ms: MemoryState, ctx: Ctx, pos: int) -> None:
+        learn = m.learn
+        assert learn is not None and learn.objective is not None
+        policy = learn.backprop
+        persistent = m.scope == "persistent"
+        batch = ctx.h.shape[0]
+        ref = [w.expand(batch, *w.shape[1:]) for w in ms.ref] if persistent else ms.ref
+        leaves = [w if w.requires_grad else w.detach().requires_grad_(True) for w in ref]
+        with torch.enable_grad():
+            ctx.self_memory, ctx.self_weights = m, leaves
+            loss = self._eval(learn.objective, ctx).sum()
+            ctx.self_memory = ctx.self_weights = None
+            graph = policy in ("through", "truncate") and torch.is_grad_enabled() and loss.requires_grad
+            grads = torch.autograd.grad(loss, leaves, create_graph=graph, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves, strict=True)]
+        coeffs = self._coefficients(m, ctx)
+        self._step(m, ms, list(grads), coeffs, persistent, batch)
+        period = _time_period(m)
+        if learn.time.base == "token" and period > 1 and (pos + 1) % period == 0:
+            ms.ref = list(ms.cur)
+
+    def _step(self, m: Memory, ms: MemoryState, grads: list[torch.Tensor], coeffs: dict, persistent: bool,
+              batch: int) -> None:
+        """One application of the update rule to the evolving state."""
+        learn = m.learn
+        assert learn is not None
+        policy = learn.backprop
+        detach = policy in ("first_order", "stop")
+        cur = [w.expand(batch, *w.shape[1:]) for w in ms.cur] if persistent else ms.cur
+        if detach:
+            grads = [g.detach() for g in grads]
+            coeffs = {k: (v.detach() if v is not None else None) for k, v in coeffs.items()}
+        new = _rule(m, [w.detach() if detach else w for w in cur], grads, coeffs, ms)
+        if policy == "first_order":
+            new = [w + (n - w.detach()) for w, n in zip(cur, new, strict=True)]
+        if persistent:    # one state shared by every sequence: writes are averaged over the batch
+            new = [n.mean(0, keepdim=True) for n in new]
+        ms.cur = new
+
+    def _teach(self, st: State, loss: torch.Tensor, pos: int, last: bool) -> None:
+        """After a token's loss: teach-signal memories whose chunk ends here learn from δ."""
+        for li, (block, _, _) in enumerate(self.layers):
+            for name, ms in st.layers[li].memories.items():
+                m = block.memories[name]
+                assert m.learn is not None
+                if m.learn.objective is not None:
+                    continue
+                ms.losses.append(loss)
+                period = _time_period(m)
+                if (pos + 1) % period and not last:
+                    continue
+                total = torch.stack(ms.losses).sum()
+                ys = [y for record in ms.pending for _, y in record["reads"]]
+                deltas = torch.autograd.grad(total, ys, retain_graph=True, allow_unused=True) if ys else []
+                deltas = [torch.zeros_like(y) if d is None else d for d, y in zip(deltas, ys, strict=True)]
+                i = 0
+                batch = loss.shape[0]
+                for record in ms.pending:
+                    leaves = [w.detach().requires_grad_(True) for w in ms.ref]
+                    with torch.enable_grad():
+                        inner = sum((self._apply(m, leaves, x.detach()) * deltas[i + j].detach()).sum()
+                                    for j, (x, _) in enumerate(record["reads"]))
+                    i += len(record["reads"])
+                    grads = torch.autograd.grad(inner, leaves, allow_unused=True) if record["reads"] else \
+                        [None] * len(leaves)
+                    grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves, strict=True)]
+                    self._step(m, ms, grads, record["coeffs"], m.scope == "persistent", batch)
+                ms.ref = list(ms.cur)
+                ms.pending, ms.losses = [], []
+
+
+def _coef(value: torch.Tensor | None, like: torch.Tensor, heads: int) -> torch.Tensor | None:
+    """A coefficient (B, 1) or (B, H) or a constant, shaped to scale a state (B, H, ...)."""
+    if value is None:
+        return None
+    if value.dim() == 0:
+        return value
+    lead = value.shape[0]
+    per_head = value.shape[-1] == heads and heads > 1
+    shape = (lead, heads if per_head else 1) + (1,) * (like.dim() - 2)
+    return value.reshape(shape)
+
+
+def _rule(m: Memory, cur: list[torch.Tensor], grads: list[torch.Tensor], coeffs: dict, ms: MemoryState) -> list:
+    learn = m.learn
+    assert learn is not None
+    rule = learn.rule
+    heads = m.heads
+    lr = _coef(coeffs["lr"], cur[0], heads)
+    retain = _coef(coeffs.get("retain"), cur[0], heads)
+    beta = _coef(coeffs.get("momentum"), cur[0], heads)
+    precond = _coef(coeffs.get("precond"), cur[0], heads)
+    new = []
+    if rule.kind == "adam":
+        assert ms.adam is not None
+        ms.updates += 1
+        first, second = ms.adam
+        for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
+            first[j] = rule.beta1 * first[j] + (1 - rule.beta1) * g
+            second[j] = rule.beta2 * second[j] + (1 - rule.beta2) * g * g
+            mhat = first[j] / (1 - rule.beta1 ** ms.updates)
+            vhat = second[j] / (1 - rule.beta2 ** ms.updates)
+            new.append(w - lr * mhat / (vhat.sqrt() + rule.eps))
+        return new
+    for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
+        if precond is not None:
+            g = precond * g
+        if beta is not None:
+            assert ms.momentum is not None
+            ms.momentum[j] = beta * ms.momentum[j] - lr * g
+            d = ms.momentum[j]
+        else:
+            d = -lr * g
+        if rule.output_steps:
+            d = fn.newton_schulz(d, rule.output_steps)
+        base = w if retain is None else retain * w
+        if rule.kind == "dgd" and j == 0:          # decorrelate the keys the first layer reads
+            k = coeffs["key"].unflatten(-1, (heads, -1)).unsqueeze(-1)     # (B, H, in, 1)
+            base = base - lr * (w @ k) @ k.transpose(-2, -1)
+        new.append(base + d)
+    return new
+

@@ -1,0 +1,249 @@
+"""Stage 4, lower: a checked model → the facts every backend executes the same way.
+
+- the parameter table: canonical names, shapes and initializations, shared by the reference
+  interpreter and the compiled module so one can be loaded into the other;
+- the order of work inside one token: assignments and memory updates, from their dependencies
+  (a read-after read waits for the write; a write waits for every read-before read);
+- the algorithm each memory is bound to, chosen from its pattern (structure, objective, rule,
+  time), never from the spec's name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from nldsl.dataflow import learn_exprs
+from nldsl.spec import Block, Memory, Model, Op
+
+Init = Literal["normal", "zeros", "ones", "eye", "conv", "layernorm"]
+
+
+class ParamInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    shape: tuple[int, ...]
+    init: Init
+    std: float = 0.02
+    trainable: bool = True
+
+
+def layer_prefix(block: Block, layer: int) -> str:
+    return f"{block.name}.{layer}"
+
+
+def memory_param_names(prefix: str, m: Memory) -> list[str]:
+    """Names of a memory's state tensors: one per weight matrix (mlp, matrix) or `s` (elementwise)."""
+    if m.structure.kind == "elementwise":
+        return [f"{prefix}.{m.name}.s"]
+    return [f"{prefix}.{m.name}.w{j}" for j in range(len(m.structure.layer_shapes()))]
+
+
+def memory_shapes(m: Memory) -> list[tuple[int, ...]]:
+    if m.structure.kind == "elementwise":
+        return [(m.heads, m.structure.in_dim)]
+    return [(m.heads, o, i) for o, i in m.structure.layer_shapes()]
+
+
+def _memory_params(prefix: str, m: Memory) -> list[ParamInfo]:
+    """Parameters holding a memory's initial state (learned) or its weights (static memories)."""
+    if not m.parametric or m.init == "zeros":
+        return []
+    out = []
+    names, shapes = memory_param_names(prefix, m), memory_shapes(m)
+    last = len(shapes) - 1
+    trainable = not m.frozen
+    for j, (name, shape) in enumerate(zip(names, shapes, strict=True)):
+        if m.init == "identity":
+            init: Init = "eye" if m.structure.kind == "matrix" else ("zeros" if j == last else "normal")
+        else:
+            init = "normal"
+        std = shape[-1] ** -0.5 if len(shape) == 3 else 0.02
+        if m.structure.residual and j == last:
+            std = 0.02
+        out.append(ParamInfo(name=name, shape=shape, init=init, std=std, trainable=trainable))
+    return out
+
+
+def _param(name: str, shape: tuple[int, ...], init: str, frozen: bool) -> ParamInfo:
+    if init == "normal":
+        kind: Init = "normal"
+        std = shape[0] ** -0.5 if len(shape) == 2 else 0.02
+    else:
+        kind, std = init, 0.0  # type: ignore[assignment]
+    return ParamInfo(name=name, shape=shape, init=kind, std=std, trainable=not frozen)
+
+
+def parameter_table(model: Model) -> dict[str, ParamInfo]:
+    """Every outer-level tensor of the model, by canonical name."""
+    table: dict[str, ParamInfo] = {}
+    for name, p in model.params.items():
+        if name in ("embed", "unembed"):
+            table[name] = ParamInfo(name=name, shape=p.shape, init="normal", std=0.02)
+        elif name == "final_norm":
+            table[name] = ParamInfo(name=name, shape=p.shape, init="ones")
+        else:
+            table[name] = _param(name, p.shape, p.init, p.frozen)
+    for block in model.blocks:
+        for layer in range(block.repeat):
+            prefix = layer_prefix(block, layer)
+            for name, p in block.params.items():
+                full = f"{prefix}.{name}"
+                if p.implicit and name.endswith(("_conv",)) or "_conv_" in name:
+                    table[full] = ParamInfo(name=full, shape=p.shape, init="conv")
+                elif p.implicit and "layernorm" in name:
+                    table[full] = ParamInfo(name=full, shape=p.shape, init="layernorm")
+                else:
+                    table[full] = _param(full, p.shape, p.init, p.frozen)
+            for m in block.memories.values():
+                for info in _memory_params(prefix, m):
+                    table[info.name] = info
+    return table
+
+
+def init_tensor(info: ParamInfo, generator, dtype):
+    """A freshly initialized tensor for one parameter (torch imported lazily: the front end has no torch)."""
+    import torch
+
+    shape = info.shape
+    if info.init == "normal":
+        return torch.randn(shape, generator=generator, dtype=dtype) * info.std
+    if info.init == "zeros":
+        return torch.zeros(shape, dtype=dtype)
+    if info.init == "ones":
+        return torch.ones(shape, dtype=dtype)
+    if info.init == "eye":
+        return torch.eye(shape[-1], dtype=dtype).expand(shape).clone()
+    if info.init == "layernorm":
+        return torch.stack([torch.ones(shape[1], dtype=dtype), torch.zeros(shape[1], dtype=dtype)])
+    t = torch.zeros(shape, dtype=dtype)   # conv: the identity on the current token
+    t[:, -1] = 1.0
+    return t
+
+
+# ---- the order of work inside one token ---------------------------------------------------------
+
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["assign", "update"]
+    index: int = -1          # assignment index
+    memory: str = ""         # memory updated
+
+
+def _reads(ops: list[Op]) -> set[str]:
+    return {o.attrs["memory"] for e in ops for o in e.walk() if o.op in ("read", "state") and not o.attrs.get("self")}
+
+
+def _values(ops: list[Op]) -> set[int]:
+    return {o.attrs["index"] for e in ops for o in e.walk() if o.op == "value"}
+
+
+def deferred(m: Memory) -> bool:
+    """Teach-signal memories update after the token's loss is known, not inside the block."""
+    return m.learn is not None and m.learn.objective is None
+
+
+def token_order(block: Block) -> list[Step]:
+    """Assignments and in-block memory updates in an order that respects every dependency."""
+    learned = {n: m for n, m in block.memories.items() if m.learn is not None and not deferred(m)}
+    after = {n for n, m in learned.items() if m.learn is not None and m.learn.read == "after"}
+    deps: dict[str, set[str]] = {}
+    position: dict[str, tuple[int, int, int]] = {}
+    for i, a in enumerate(block.assignments):
+        key = f"a{i}"
+        deps[key] = {f"a{j}" for j in _values([a.expr])} | {f"u{n}" for n in _reads([a.expr]) & after}
+        position[key] = (a.span.line, a.span.col, 0)
+    for n, m in learned.items():
+        assert m.learn is not None
+        exprs = [e for group in learn_exprs(m.learn).values() for e in group]
+        key = f"u{n}"
+        deps.setdefault(key, set()).update({f"a{j}" for j in _values(exprs)} |
+                                           {f"u{r}" for r in _reads(exprs) & after if r != n})
+        position[key] = (m.learn.span.line, m.learn.span.col, 1)
+    for n in learned.keys() - after:        # a write waits for every read that must see the old state
+        for i, a in enumerate(block.assignments):
+            if n in _reads([a.expr]):
+                deps[f"u{n}"].add(f"a{i}")
+        for r, m in learned.items():
+            assert m.learn is not None
+            if r != n and n in _reads([e for g in learn_exprs(m.learn).values() for e in g]):
+                deps[f"u{n}"].add(f"u{r}")
+    pending = {k: set(v) for k, v in deps.items()}
+    order: list[Step] = []
+    while pending:   # Kahn's algorithm, taking the ready step that comes first in the source
+        ready = [k for k, v in pending.items() if not v]
+        if not ready:  # the checker reports cycles as NL070; reaching here is a compiler bug
+            raise AssertionError(f"dependency cycle inside a token among {sorted(pending)}")
+        key = min(ready, key=lambda k: position[k])
+        del pending[key]
+        for v in pending.values():
+            v.discard(key)
+        order.append(Step(kind="assign", index=int(key[1:])) if key[0] == "a" else Step(kind="update", memory=key[1:]))
+    return order
+
+
+# ---- algorithms ---------------------------------------------------------------------------------
+
+Algorithm = Literal["attention", "static", "teach", "linear_attention", "delta_rule", "period", "generic"]
+
+
+class Binding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    memory: str
+    algorithm: Algorithm
+    reason: str
+
+
+def _plain_prediction(m: Memory) -> bool:
+    """objective(self(k), target) with the target free of the memory itself."""
+    learn = m.learn
+    if learn is None or learn.objective is None or learn.objective.op not in ("l2", "dot"):
+        return False
+    pred, target = learn.objective.args
+    return pred.op == "self" and not any(o.op in ("self", "state") and o.attrs.get("self") for o in target.walk()) \
+        and not any(o.op == "self" for o in pred.args[0].walk())
+
+
+def bind(m: Memory) -> Binding:
+    """The cheapest exact algorithm for a memory, from its pattern."""
+    learn = m.learn
+    if not m.parametric:
+        return Binding(memory=m.name, algorithm="attention", reason="softmax attention: scaled_dot_product_attention")
+    if learn is None:
+        return Binding(memory=m.name, algorithm="static", reason="no in-context learning: a plain module")
+    if learn.objective is None:
+        return Binding(memory=m.name, algorithm="teach", reason="teach signal: chunk-interleaved forward/backward")
+    rule = learn.rule
+    simple_rule = rule.kind in ("gd", "dgd") and rule.momentum is None and rule.output_steps is None
+    per_token = learn.time.base == "token" and learn.time.period == 1
+    if m.structure.kind == "matrix" and simple_rule and per_token and _plain_prediction(m) \
+            and m.scope == "sequence":
+        if learn.objective.op == "dot" and rule.kind == "gd":
+            return Binding(memory=m.name, algorithm="linear_attention",
+                           reason="matrix + dot objective + gd: chunkwise (gated) linear attention")
+        if learn.objective.op == "l2" and learn.chunk == 1:
+            return Binding(memory=m.name, algorithm="delta_rule",
+                           reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
+    if learn.time.base == "token" and learn.time.period > 1 and rule.kind in ("gd", "dgd") and m.scope == "sequence":
+        return Binding(memory=m.name, algorithm="period",
+                       reason=f"state fixed for {learn.time.period} tokens: batched gradients at the chunk-start "
+                              "state, the update recurrence scanned, applied at the boundary")
+    return Binding(memory=m.name, algorithm="generic",
+                   reason="generic path: torch.func gradients of the declared objective, token by token")
+
+
+class LoweredBlock(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    block: Block
+    order: tuple[Step, ...]
+    bindings: dict[str, Binding]
+
+
+def lower_block(block: Block) -> LoweredBlock:
+    return LoweredBlock(block=block, order=tuple(token_order(block)),
+                        bindings={n: bind(m) for n, m in block.memories.items()})
