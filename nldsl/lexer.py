@@ -143,4 +143,14 @@ class NlLexer(RegexLexer):
     mimetypes = ["text/x-nldsl"]
     url = "https://arxiv.org/abs/2512.24695"
     flags = re.MULTILINE
+    priority = 0.1   # `*.nl` is also claimed by newLISP; prefer this lexer when nothing else decides
     tokens = _tokens()
+
+    @staticmethod
+    def analyse_text(text: str) -> float:
+        """How likely `text` is a spec: a unit header decides, a `learn ... by` hints."""
+        if re.search(r"^\s*(model|optimizer)\s+[A-Za-z_]\w*\s*\(", text, re.MULTILINE):
+            return 0.9
+        if re.search(r"^\s*learn\s+[A-Za-z_][\w, ]*:", text, re.MULTILINE):
+            return 0.5
+        return 0.0

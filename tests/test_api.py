@@ -19,7 +19,7 @@ def test_load_spec_returns_checked_spec():
     spec = nldsl.load_spec(SPECS / "hope.nl")
     hope = spec.models["Hope"]
     assert hope.config["dim"] == 256 and hope.blocks[0].repeat == 4
-    assert hope.blocks[0].memories["M_memory"].learn.chunk == 64
+    assert hope.blocks[0].memories["M_memory"].learn.time.period == 64
     assert "adamw" in spec.optimizers
 
 

@@ -12,8 +12,11 @@ When the checker's wording changes on purpose, regenerate the goldens and read t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,16 @@ KNOWN_GAPS: dict[str, tuple[set[str], str]] = {
     "multi_syntax_errors.nl": ({"NL002"}, "syntax recovery never resynchronizes: after the first error every "
                                           "line reports an echo, so the '%' on line 14 is never seen"),
 }
+
+# Bad specs whose rendering changes with PYTHONHASHSEED: a checker bug (graph._cycles starts the
+# reported cycle at an arbitrary member of a networkx strongly connected component, a set).
+# Their golden is compared, but a mismatch is an xfail; test_render_is_hash_seed_independent
+# keeps this list honest.
+UNSTABLE: dict[str, str] = {
+    "same_frequency_cycle.nl": "NL070 names the cycle from an arbitrary member ('A → B → A' or 'B → A → B') "
+                               "and puts the caret under that member",
+}
+SEEDS = ("0", "1", "7", "11")
 
 
 def _params() -> list:
@@ -123,7 +136,10 @@ def test_golden(spec: Path):
         return
     assert golden.exists(), f"no golden for {spec.name}: run with NLDSL_UPDATE_GOLDEN=1 and review it"
     with golden.open(encoding="utf-8", newline="") as f:
-        assert rendered == f.read(), f"{spec.name}: diagnostics differ from {golden.name}"
+        want = f.read()
+    if rendered != want and spec.name in UNSTABLE:
+        pytest.xfail(f"hash-seed dependent: {UNSTABLE[spec.name]}")
+    assert rendered == want, f"{spec.name}: diagnostics differ from {golden.name}"
 
 
 @pytest.mark.parametrize("spec", PARAMS)
@@ -168,3 +184,33 @@ def test_ok_matches_severity(spec: Path):
     else:
         assert result.ok, f"{spec.name} expects only warnings but has errors: " + \
             ", ".join(f"{d.code} at {d.span}" for d in result.errors)
+
+
+# ---- determinism --------------------------------------------------------------------------------
+
+_RENDER_ALL = """
+import json, sys
+from nldsl.api import check_file
+out = {}
+for path in sys.argv[1:]:
+    try:
+        out[path] = check_file(path).render()
+    except Exception as e:  # a known crash: compare the exception instead
+        out[path] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_render_is_hash_seed_independent():
+    """Goldens are only meaningful if the output does not depend on Python's string hashing."""
+    paths = [relative(s) for s in SPECS]
+    renders = []
+    for seed in SEEDS:
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, "-c", _RENDER_ALL, *paths], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=True)
+        renders.append(json.loads(proc.stdout))
+    unstable = sorted(Path(p).name for p in paths if len({r[p] for r in renders}) > 1)
+    assert set(unstable) <= set(UNSTABLE), f"output depends on PYTHONHASHSEED: {unstable}"
+    assert set(unstable) == set(UNSTABLE), \
+        f"{sorted(set(UNSTABLE) - set(unstable))} no longer depend on the hash seed: drop them from UNSTABLE"

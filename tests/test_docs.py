@@ -7,6 +7,7 @@ The convention (stated at the top of docs/reference.md):
     ```nl error=NL020               a complete file that must produce error NL020
     ```nl warning=NL064             ... warning NL064
     ```nl error=NL090 also=NL092    ... and may also produce NL092 (a known cascade), nothing else
+    ```nl levels=3                  ... and its first unit has 3 derived levels
     ```nl fragment                  part of a block body: only parsed, after wrapping
     ```nl fragment=WHERE            WHERE is file, model, block, train, optimizer or expr
 
@@ -54,6 +55,7 @@ class Example:
     fragment: str | None = None      # wrapper name for fragments
     expect: tuple[str, str] | None = None   # (severity, code)
     also: set[str] = field(default_factory=set)
+    levels: int | None = None        # asserted number of derived levels
 
     @property
     def id(self) -> str:
@@ -61,7 +63,7 @@ class Example:
 
 
 def parse_info(info: str, where: str) -> dict:
-    out: dict = {"fragment": None, "expect": None, "also": set()}
+    out: dict = {"fragment": None, "expect": None, "also": set(), "levels": None}
     for word in info.split():
         key, _, value = word.partition("=")
         if key == "fragment":
@@ -70,12 +72,16 @@ def parse_info(info: str, where: str) -> dict:
         elif key in ("error", "warning"):
             assert CODE.fullmatch(value), f"{where}: {key}= needs a code, got {value!r}"
             out["expect"] = (key, value)
+        elif key == "levels":
+            assert value.isdigit(), f"{where}: levels= needs a number, got {value!r}"
+            out["levels"] = int(value)
         elif key == "also":
             out["also"] = set(value.split(","))
             assert all(CODE.fullmatch(c) for c in out["also"]), f"{where}: bad also= list {value!r}"
         else:
             raise AssertionError(f"{where}: unknown fence attribute {word!r}")
     assert not (out["fragment"] and out["expect"]), f"{where}: a fragment is only parsed; it cannot expect a code"
+    assert not (out["levels"] and (out["fragment"] or out["expect"])), f"{where}: levels= needs a clean example"
     return out
 
 
@@ -158,6 +164,10 @@ def test_example(example: Example, tmp_path, monkeypatch):
     if example.expect is None:
         assert result.ok and not result.warnings, f"{example.id} should check clean:\n{report}"
         assert result.graphs, f"{example.id}: a complete example defines a model or an optimizer"
+        if example.levels is not None:
+            levels = result.graph().levels
+            assert len(levels) == example.levels, f"{example.id}: {len(levels)} levels, not {example.levels}: " + \
+                "; ".join(", ".join(result.graph().component(n).name for n in lv) for lv in levels)
         return
     severity, code = example.expect
     produced = {d.code for d in result.diagnostics}
