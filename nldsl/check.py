@@ -80,7 +80,9 @@ def check_header(params: list[ast.HeaderParam], diags: Diagnostics,
         if name in RESERVED:
             diags.error("NL024", f"'{name}' is a built-in name", p.name.span)
             continue
-        v = overrides[name] if overrides and name in overrides else const_eval(p.value, config, diags, f"'{name}'")
+        later = frozenset(q.name.name for q in params[params.index(p) + 1:])
+        v = overrides[name] if overrides and name in overrides else \
+            const_eval(p.value, config, diags, f"'{name}'", later)
         if v is None:
             continue
         if name in catalog.RESERVED_HEADER and (v != int(v) or v < 1):
@@ -117,16 +119,22 @@ def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_o
     for item in unit.items:
         if isinstance(item, ast.ParamDecl):
             _declare_param(item, config, params, diags, global_names=params)
-    for i, item in enumerate(b for b in unit.items if isinstance(b, ast.Block)):
-        block = check_block(item, i, config, params, diags)
+    ast_blocks = [b for b in unit.items if isinstance(b, ast.Block)]
+    owners = {n.name: (b.name.name if b.name else f"block{i}") for i, b in enumerate(ast_blocks)
+              for st in b.body if isinstance(st, ast.MemoryDecl) for n in st.names}
+    for i, item in enumerate(ast_blocks):
+        block = check_block(item, i, config, params, diags, owners)
         if block is not None:
-            if any(b.name == block.name for b in blocks):
+            first = next((b for b in blocks if b.name == block.name), None)
+            if first is not None:
                 assert item.name is not None
-                diags.error("NL021", f"block '{block.name}' is defined twice", item.name.span)
+                diags.error("NL021", f"block '{block.name}' is defined twice (first at line {first.span.line})",
+                            item.name.span, "give each block its own name")
             blocks.append(block)
     for t in trains[1:]:
-        diags.error("NL021", "a model has one `train` block", t.span)
-    learnable = set(params)
+        diags.error("NL021", f"a model has one `train` block (the first is at line {trains[0].span.line})", t.span,
+                    "merge the two blocks")
+    learnable = set(params) | {st.name.name for b in ast_blocks for st in b.body if isinstance(st, ast.ParamDecl)}
     for b in blocks:
         learnable |= set(b.params) | {m for m, mem in b.memories.items() if mem.init == "learned"}
     train = check_train(trains[0] if trains else None, unit, config, optimizers, checked_opts, learnable, diags)
@@ -145,7 +153,8 @@ def _declare_param(decl: ast.ParamDecl, config: dict[str, float], into: dict[str
         diags.error("NL024", f"'{name}' is a built-in or header name", decl.name.span, "pick another name")
         return
     if name in into or (into is not global_names and name in global_names):
-        diags.error("NL021", f"'{name}' is defined twice", decl.name.span)
+        first = (into.get(name) or global_names[name]).span.line
+        diags.error("NL021", f"'{name}' is defined twice (first at line {first})", decl.name.span, "rename one of them")
         return
     p = check_param(decl, config, diags)
     if p is not None:
@@ -161,10 +170,11 @@ def _scope_for(config: dict[str, float], params: dict[str, Param]) -> dict[str, 
 
 
 def check_block(block: ast.Block, index: int, config: dict[str, float], model_params: dict[str, Param],
-                diags: Diagnostics) -> Block | None:
+                diags: Diagnostics, elsewhere: dict[str, str] | None = None) -> Block | None:
     name = block.name.name if block.name else f"block{index}"
     repeat = 1 if block.repeat is None else const_int(block.repeat, config, diags, "a repeat count")
-    ctx = Context(diags=diags, config=config, scope=_scope_for(config, model_params))
+    ctx = Context(diags=diags, config=config, scope=_scope_for(config, model_params),
+                  elsewhere={k: v for k, v in (elsewhere or {}).items() if v != name})
     ctx.scope["h"] = Binding(kind="input", width=int(config["dim"]))
     params: dict[str, Param] = {}
     memories: dict[str, Memory] = {}
@@ -177,10 +187,15 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
             if stmt.name.name in params:
                 p = params[stmt.name.name]
                 ctx.scope[p.name] = Binding(kind="param", width=p.shape[-1] if p.shape else 1, param=p)
+            else:
+                ctx.scope.setdefault(stmt.name.name, Binding(kind="poisoned"))
         elif isinstance(stmt, ast.MemoryDecl):
             if any(_bad_name(n, ctx, declared, diags) for n in stmt.names):
                 continue
             mems, group = check_memory(stmt, config, diags, "model")
+            if not mems:
+                for n in stmt.names:
+                    ctx.scope.setdefault(n.name, Binding(kind="poisoned"))
             for m in mems:
                 memories[m.name] = m
                 ctx.scope[m.name] = Binding(kind="memory", memory=m)
@@ -212,7 +227,7 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
             op = ExprChecker(ctx).check(stmt.value)
             ctx.later.pop(target, None)
             if op is None:
-                ctx.scope.setdefault(target, Binding(kind="value", width=0, index=-2))  # poisoned: no echoes
+                ctx.scope.setdefault(target, Binding(kind="poisoned"))  # reported once; later uses stay quiet
                 continue
             if target == "h" and op.width != int(config["dim"]):
                 diags.error("NL057", f"the residual stream must keep width {int(config['dim'])}, got {op.width}",
@@ -282,6 +297,7 @@ def _expand_cms_reads(assignments: list[Assignment], groups: dict[str, CmsGroup]
 def check_train(train: ast.Train | None, unit: ast.Model, config: dict[str, float],
                 optimizers: dict[str, ast.Optimizer], checked: dict[str, Optimizer], learnable: set[str],
                 diags: Diagnostics) -> Train:
+    """The outer level. An optimizer whose import failed is reported there, not here again."""
     if train is None:
         diags.warn("NL092", f"model '{unit.name.name}' has no `train` block: it checks, but cannot be trained",
                    unit.name.span, "add `train { optimize all by adamw(lr = 3e-4) }`")
@@ -296,7 +312,7 @@ def check_train(train: ast.Train | None, unit: ast.Model, config: dict[str, floa
         g = _optimize(item, config, optimizers, checked, learnable, claimed, diags)
         if g is not None:
             groups.append(g)
-    if not groups:
+    if not any(isinstance(i, ast.Optimize) for i in train.items):
         diags.warn("NL092", "this `train` block optimizes nothing: no parameter will change", train.span,
                    "add `optimize all by adamw(lr = 3e-4)`")
     return Train(groups=tuple(groups), span=train.span, **fields)  # type: ignore[arg-type]
@@ -305,8 +321,10 @@ def check_train(train: ast.Train | None, unit: ast.Model, config: dict[str, floa
 def _setting(item: ast.Setting, config: dict[str, float], fields: dict[str, object], diags: Diagnostics) -> None:
     key = item.key.name
     if key not in catalog.TRAIN_SETTINGS:
-        diags.error("NL091", f"unknown train setting '{key}'", item.key.span,
-                    did_you_mean(key, [*catalog.TRAIN_SETTINGS, "optimize"]))
+        hint = did_you_mean(key, [*catalog.TRAIN_SETTINGS, "optimize"])
+        if key in ("warmup", "min_ratio"):
+            hint = f"'{key}' is an option of the schedule: `schedule cosine({key} = ...)`"
+        diags.error("NL091", f"unknown train setting '{key}'", item.key.span, hint)
         return
     if key in fields:
         diags.error("NL033", f"'{key}' is set twice", item.key.span)
@@ -314,7 +332,8 @@ def _setting(item: ast.Setting, config: dict[str, float], fields: dict[str, obje
     v = item.value
     if key == "loss":
         if not isinstance(v, ast.Name) or v.id not in catalog.LOSSES:
-            diags.error("NL034", "unknown loss", v.span, did_you_mean(getattr(v, "id", ""), catalog.LOSSES))
+            got = v.id if isinstance(v, ast.Name) else "an expression"
+            diags.error("NL034", f"unknown loss '{got}'", v.span, did_you_mean(got, catalog.LOSSES))
             return
         fields["loss"] = v.id
     elif key == "schedule":
@@ -332,7 +351,8 @@ def _setting(item: ast.Setting, config: dict[str, float], fields: dict[str, obje
 def _schedule(v: ast.Expr, config: dict[str, float], diags: Diagnostics) -> Schedule:
     name = v.func.name if isinstance(v, ast.Call) else v.id if isinstance(v, ast.Name) else ""
     if name not in catalog.SCHEDULES:
-        diags.error("NL034", "unknown schedule", v.span, did_you_mean(name, catalog.SCHEDULES))
+        span = v.func.span if isinstance(v, ast.Call) else v.span
+        diags.error("NL034", f"unknown schedule '{name}'", span, did_you_mean(name, catalog.SCHEDULES))
         return Schedule()
     if isinstance(v, ast.Name):
         return Schedule(kind=name)
@@ -352,7 +372,12 @@ def _optimize(item: ast.Optimize, config: dict[str, float], optimizers: dict[str
     if name not in optimizers:
         hint = did_you_mean(name, optimizers)
         lib = f"optim/{name}.nl"
-        if lib in library_specs():
+        broken_imports = [d for d in diags.errors if d.code in ("NL010", "NL011", "NL012") or
+                          (d.code in ("NL001", "NL002", "NL003") and d.span.file != item.span.file)]
+        if broken_imports:
+            hint = f"an import failed (line {broken_imports[0].span.line} of {broken_imports[0].span.file}); " \
+                   "fix it first"
+        elif lib in library_specs():
             hint = f'add `import "{lib}"` at the top of the file'
         elif name in catalog.RULES:
             hint = f"'{name}' is an in-context update rule; the outer optimizer is an optimizer spec"
@@ -374,7 +399,8 @@ def _optimize(item: ast.Optimize, config: dict[str, float], optimizers: dict[str
     for t in item.targets:
         if t.name == "all":
             if len(item.targets) > 1:
-                diags.error("NL091", "`all` stands alone", t.span)
+                diags.error("NL091", "`all` stands alone", t.span,
+                            "write `optimize all by ...` or list names: `optimize W_q, W_k by ...`")
             continue
         if t.name not in learnable:
             diags.error("NL020", f"'{t.name}' is not a trainable parameter", t.span, did_you_mean(t.name, learnable))
@@ -422,6 +448,9 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
             if any(_bad_name(n, ctx, declared, diags) for n in stmt.names):
                 continue
             mems, _ = check_memory(stmt, config, diags, "optimizer")
+            if not mems:
+                for n in stmt.names:
+                    ctx.scope.setdefault(n.name, Binding(kind="poisoned"))
             for m in mems:
                 memories[m.name] = m
                 ctx.scope[m.name] = Binding(kind="memory", memory=m)
@@ -444,7 +473,7 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
             op = ExprChecker(ctx).check(stmt.value)
             ctx.later.pop(target, None)
             if op is None:
-                ctx.scope.setdefault(target, Binding(kind="value", width=0, index=-2))
+                ctx.scope.setdefault(target, Binding(kind="poisoned"))
                 continue
             ctx.scope[target] = Binding(kind="value", width=op.width, index=len(assignments))
             assignments.append(Assignment(target=target, expr=op, span=stmt.span))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from nldsl import ast, catalog
 from nldsl.check_expr import bind, const_eval, const_int
 from nldsl.diagnostics import Diagnostics, did_you_mean
+from nldsl.source import Span
 from nldsl.spec import Memory, Param, Structure
 
 Mode = Literal["model", "optimizer"]
@@ -32,7 +34,7 @@ def _modifiers(mods: list[ast.Modifier], allowed: dict[str, dict[str, str]], dia
             continue
         if m.key not in allowed:
             diags.error("NL030", f"{what} cannot be declared '{m.key}'", m.span,
-                        f"{what} modifiers: " + ", ".join(sorted(allowed)))
+                        f"{what.split()[-1]} modifiers: " + ", ".join(sorted(allowed)))
             continue
         if m.key == "frozen":
             out["frozen"] = True
@@ -45,6 +47,11 @@ def _modifiers(mods: list[ast.Modifier], allowed: dict[str, dict[str, str]], dia
         else:
             choices = allowed[m.key]
             if m.value not in choices:
+                if m.key == "per" and m.value in catalog.PER:
+                    where = "optimizer states" if m.value == "element" else "model memories"
+                    diags.error("NL034", f"`per {m.value}` is for {where}", m.value_span or m.span,
+                                "model memories are `per head` (or shared); optimizer states `per element`")
+                    continue
                 diags.error("NL034", f"unknown {m.key} '{m.value}'", m.value_span or m.span,
                             did_you_mean(str(m.value), choices))
                 continue
@@ -81,7 +88,7 @@ def memory_modifiers(mode: Mode) -> dict[str, dict[str, str]]:
 
 
 def check_structure(call: ast.Call, heads: int, config: dict[str, float], diags: Diagnostics,
-                    mode: Mode) -> Structure | None:
+                    mode: Mode, heads_span: Span | None = None) -> Structure | None:
     sig = catalog.STRUCTURES.get(call.func.name)
     if sig is None:
         hint = did_you_mean(call.func.name, catalog.STRUCTURES)
@@ -102,7 +109,7 @@ def check_structure(call: ast.Call, heads: int, config: dict[str, float], diags:
             if not isinstance(expr, ast.Name) or expr.id not in opt.choices:
                 got = expr.id if isinstance(expr, ast.Name) else "an expression"
                 diags.error("NL034", f"'{key}' must be one of {', '.join(opt.choices)}; got {got}", expr.span,
-                            did_you_mean(got, opt.choices))
+                            did_you_mean(got, opt.choices) if "did you mean" in did_you_mean(got, opt.choices) else "")
                 return None
             values[key] = expr.id
         elif opt.type == "number":
@@ -118,8 +125,9 @@ def check_structure(call: ast.Call, heads: int, config: dict[str, float], diags:
     if mode == "optimizer":
         in_dim = int(values.get("in", 1 if kind == "mlp" else 0))
     else:
-        if dim % heads:
-            diags.error("NL052", f"the model width {dim} does not split into {heads} heads", call.span)
+        if "in" not in values and dim % heads:
+            diags.error("NL052", f"the model width {dim} does not split into {heads} heads", heads_span or call.span,
+                        "give the memory an explicit `in = ...` width, or change `heads`")
             return None
         in_dim = int(values.get("in", dim // heads))
     out_dim = int(values.get("out", in_dim))
@@ -146,10 +154,12 @@ def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnost
                  mode: Mode) -> tuple[list[Memory], CmsGroup | None]:
     """One declaration can name several memories (`memory A, B : ...`) or one CMS of several."""
     mods = _modifiers(decl.modifiers, memory_modifiers(mode), diags, "a memory")
+    spans = {m.key: m.span for m in decl.modifiers}
     heads = 1
     if mods.get("per") == "head":
         if "heads" not in config:
-            diags.error("NL041", "`per head` needs a `heads` parameter in the model header", decl.span)
+            diags.error("NL041", "`per head` needs a `heads` parameter in the model header", spans["per"],
+                        "add it to the header: `model M(..., heads = 4)`")
             return [], None
         heads = int(config["heads"])
     common = dict(heads=heads, per=mods.get("per"), scope=mods.get("scope", "sequence"),
@@ -168,8 +178,9 @@ def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnost
             return [], None
         base = decl.names[0].name
         members: list[Memory] = []
+        periods: list[ast.Period] = []
         for i, level in enumerate(cms.levels, start=1):
-            s = check_structure(level.structure, heads, config, diags, mode)
+            s = check_structure(level.structure, heads, config, diags, mode, spans.get("per"))
             if s is None:
                 continue
             if s.kind not in ("mlp", "matrix"):
@@ -177,20 +188,27 @@ def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnost
                 continue
             members.append(Memory(name=f"{base}_{i}", structure=s, group=base, span=level.span,
                                   **common))  # type: ignore[arg-type]
+            periods.append(level.period)
+        if len(members) != len(cms.levels):
+            return [], None
         if mode_name == "chain":
-            for a, b in zip(members, members[1:], strict=False):
+            for i, (a, b) in enumerate(pairwise(members), start=1):
                 if a.structure.out_dim != b.structure.in_dim:
-                    diags.error("NL051", f"CMS level '{a.name}' outputs width {a.structure.out_dim} but the "
-                                         f"next level reads width {b.structure.in_dim}", b.span)
+                    diags.error("NL051", f"level {i} of cms '{base}' outputs width {a.structure.out_dim} but "
+                                         f"level {i + 1} reads width {b.structure.in_dim}", b.span)
         group = CmsGroup(name=base, members=[m.name for m in members], mode=mode_name,  # type: ignore[arg-type]
-                         periods=[lv.period for lv in cms.levels])
+                         periods=periods)
         return members, group
-    s = check_structure(decl.structure, heads, config, diags, mode)
+    s = check_structure(decl.structure, heads, config, diags, mode, spans.get("per"))
     if s is None:
         return [], None
     if common["init"] == "identity" and not ((s.kind == "matrix" and s.in_dim == s.out_dim) or s.residual):
-        diags.error("NL034", "`init identity` needs a square matrix or a residual MLP memory", decl.span)
+        diags.error("NL034", f"`init identity` needs a square matrix or a residual MLP; this is "
+                             f"{s.describe()}", spans["init"], "use `init learned` or `init zeros`")
         return [], None
-    if s.kind == "attention" and mods.get("init") is not None:
-        diags.error("NL030", "attention has no state to initialize", decl.span)
+    if s.kind == "attention":
+        for key in ("init", "scope"):
+            if key in mods:
+                diags.error("NL030", f"attention has no state: `{key}` does not apply", spans[key],
+                            "attention is re-solved from the context for every query")
     return [Memory(name=n.name, structure=s, span=n.span, **common) for n in decl.names], None  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
 
 @dataclass
 class Binding:
-    kind: Literal["config", "input", "value", "param", "memory", "hyper"]
+    kind: Literal["config", "input", "value", "param", "memory", "hyper", "poisoned"]
     width: int = 1
     index: int = -1                  # values: which assignment defines this version
     value: float = 0.0               # config constants
@@ -35,6 +35,7 @@ class Context:
     self_memory: Memory | None = None
     implicit: dict[str, Param] = field(default_factory=dict)
     base: str = "value"                                     # names implicit parameters
+    elsewhere: dict[str, str] = field(default_factory=dict)  # memories of other blocks → their block
 
     def fresh_param(self, suffix: str, shape: tuple[int, ...], span: Span, init: str = "normal") -> str:
         name = f"{self.base}_{suffix}"
@@ -47,22 +48,28 @@ class Context:
 
 # ---- constants ----------------------------------------------------------------------------------
 
-def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: str) -> float | None:
-    """Fold a size or coefficient known before training: numbers, header names, arithmetic."""
+def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: str,
+               later: frozenset[str] = frozenset()) -> float | None:
+    """Fold a size or coefficient known before training: numbers, header names, arithmetic.
+    `later` names header parameters declared further right, which cannot be used yet."""
     if isinstance(e, ast.Num):
         return e.value
     if isinstance(e, ast.Name):
         if e.id in config:
             return config[e.id]
+        if e.id in later:
+            diags.error("NL035", f"'{e.id}' is declared later in the header", e.span,
+                        "a header parameter can only use the ones before it; move it left")
+            return None
         diags.error("NL035", f"{what} must be a constant, but '{e.id}' is not a header parameter", e.span,
                     did_you_mean(e.id, config) or "use a number or a name from the header")
         return None
     if isinstance(e, ast.Neg):
-        v = const_eval(e.operand, config, diags, what)
+        v = const_eval(e.operand, config, diags, what, later)
         return None if v is None else -v
     if isinstance(e, ast.BinOp) and e.op != "@":
-        a = const_eval(e.left, config, diags, what)
-        b = const_eval(e.right, config, diags, what)
+        a = const_eval(e.left, config, diags, what, later)
+        b = const_eval(e.right, config, diags, what, later)
         if a is None or b is None:
             return None
         if e.op == "/" and b == 0:
@@ -85,13 +92,9 @@ def const_int(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: s
         return None
     if v != int(v) or v < minimum:
         diags.error("NL032" if v != int(v) else "NL066",
-                    f"{what} must be an integer ≥ {minimum}, got {_fmt(v)}", e.span)
+                    f"{what} must be an integer ≥ {minimum}, got {v:.6g}", e.span)
         return None
     return int(v)
-
-
-def _fmt(v: float) -> str:
-    return str(int(v)) if v == int(v) else repr(v)
 
 
 # ---- calls: positional arguments, options and flags ---------------------------------------------
@@ -197,8 +200,9 @@ class ExprChecker:
             self.diags.error("NL027", "`self` is only defined inside a `learn` objective", e.span)
             return None
         if m.structure.kind != "elementwise":
-            self.diags.error("NL026", f"'{m.name}' is a {m.structure.kind} memory; `self` alone is its state",
-                             e.span, "call it on an input: `self(k)`")
+            article = "an" if m.structure.kind[0] in "aeiou" or m.structure.kind == "mlp" else "a"
+            self.diags.error("NL026", f"'{m.name}' is {article} {m.structure.kind} memory: bare `self` is only the "
+                                      "state of an elementwise memory", e.span, "call it on an input: `self(k)`")
             return None
         return Op(op="state", attrs={"memory": m.name, "self": True}, width=self._memory_width(m, "in"),
                   span=e.span)
@@ -211,6 +215,8 @@ class ExprChecker:
                                  f"it is assigned at line {self.ctx.later[e.id].line}")
             else:
                 self.diags.error("NL020", f"unknown name '{e.id}'", e.span, did_you_mean(e.id, self.ctx.scope))
+            return None
+        if b.kind == "poisoned":      # its definition already failed and was reported
             return None
         if b.kind == "config":
             return Op(op="const", attrs={"value": b.value, "name": e.id}, width=1, span=e.span)
@@ -253,6 +259,8 @@ class ExprChecker:
         x = self.check(e.left)
         right = e.right
         b = self.ctx.scope.get(right.id) if isinstance(right, ast.Name) else None
+        if b is not None and b.kind == "poisoned":
+            return None
         if b is None or b.kind != "param" or b.param is None or len(b.param.shape) != 2:
             if isinstance(right, ast.Name) and b is None:
                 self.diags.error("NL020", f"unknown name '{right.id}'", right.span,
@@ -284,11 +292,14 @@ class ExprChecker:
                 return None
             return self._read(e, self.ctx.self_memory, is_self=True)
         b = self.ctx.scope.get(name)
+        if b is not None and b.kind == "poisoned":
+            return None
         if b is not None and b.kind == "memory":
             assert b.memory is not None
             return self._read(e, b.memory, is_self=False)
         if b is not None:
-            self.diags.error("NL023", f"'{name}' is a {b.kind}, not a memory: it cannot be called", e.func.span)
+            kind = {"param": "parameter", "config": "header parameter", "hyper": "hyperparameter"}.get(b.kind, b.kind)
+            self.diags.error("NL023", f"'{name}' is a {kind}, not a memory: it cannot be called", e.func.span)
             return None
         if name in catalog.FUNCTIONS:
             return self._builtin(e, catalog.FUNCTIONS[name])
@@ -300,6 +311,10 @@ class ExprChecker:
                              "structures follow `memory M :`, rules follow `by`")
             return None
         memories = [k for k, v in self.ctx.scope.items() if v.kind == "memory"]
+        if name in self.ctx.elsewhere:
+            self.diags.error("NL022", f"memory '{name}' belongs to block '{self.ctx.elsewhere[name]}'", e.func.span,
+                             "memories are local to their block; declare it here or read it in its own block")
+            return None
         self.diags.error("NL022", f"unknown function '{name}'", e.func.span,
                          did_you_mean(name, [*catalog.FUNCTIONS, *catalog.OBJECTIVES, *memories]))
         return None
@@ -311,7 +326,7 @@ class ExprChecker:
         return per_head * m.heads
 
     def _read(self, e: ast.Call, m: Memory, is_self: bool) -> Op | None:
-        who = "self" if is_self else f"memory '{m.name}'"
+        who = f"self ('{m.name}')" if is_self else f"memory '{m.name}'"
         if e.kwargs:
             self.diags.error("NL030", f"{who} takes no options when read", e.kwargs[0].span)
             return None

@@ -6,7 +6,6 @@ from nldsl import ast, catalog
 from nldsl.check_decl import CmsGroup, Mode
 from nldsl.check_expr import Context, ExprChecker, bind, const_eval, const_int
 from nldsl.diagnostics import Diagnostics, did_you_mean
-from nldsl.source import Span
 from nldsl.spec import Learn, Memory, Op, Rule, Time
 
 
@@ -54,26 +53,29 @@ class LearnChecker:
         self.groups = groups
         self.diags = ctx.diags
 
-    def targets(self, learn: ast.Learn) -> list[tuple[Memory, ast.Period | None, Span]]:
+    def targets(self, learn: ast.Learn) -> list[tuple[Memory, ast.Period | None]]:
         """The memories a `learn` names, with a CMS expanded to its levels and their periods."""
-        out = []
+        out: list[tuple[Memory, ast.Period | None]] = []
         for ident in learn.memories:
             if ident.name in self.groups:
                 g = self.groups[ident.name]
-                for member, period in zip(g.members, g.periods, strict=False):
+                for member, period in zip(g.members, g.periods, strict=True):
                     if period.unit == "never":  # a frozen CMS level: the Transformer MLP (frequency 0)
                         continue
                     b = self.ctx.scope[member]
                     assert b.memory is not None
-                    out.append((b.memory, period, ident.span))
+                    out.append((b.memory, period))
                 continue
             b = self.ctx.scope.get(ident.name)
+            if b is not None and b.kind == "poisoned":
+                continue
             if b is None:
                 names = [k for k, v in self.ctx.scope.items() if v.kind == "memory"] + list(self.groups)
                 self.diags.error("NL020", f"unknown memory '{ident.name}'", ident.span,
                                  did_you_mean(ident.name, names))
             elif b.kind != "memory" or b.memory is None:
-                self.diags.error("NL023", f"'{ident.name}' is a {b.kind}, not a memory", ident.span,
+                kind = {"param": "parameter", "config": "header parameter"}.get(b.kind, b.kind)
+                self.diags.error("NL023", f"'{ident.name}' is a {kind}, not a memory", ident.span,
                                  "only memories learn in context; parameters learn through `train`")
             elif not b.memory.parametric:
                 self.diags.error("NL082", f"'{ident.name}' is softmax attention: it has no state to learn",
@@ -82,7 +84,7 @@ class LearnChecker:
                 self.diags.error("NL085", f"'{ident.name}' is declared frozen but is learned here", ident.span,
                                  "remove `frozen` or this `learn`")
             else:
-                out.append((b.memory, None, ident.span))
+                out.append((b.memory, None))
         return out
 
     def check(self, learn: ast.Learn) -> dict[str, Learn]:
@@ -93,15 +95,37 @@ class LearnChecker:
             else:
                 clauses[c.key] = c
         out: dict[str, Learn] = {}
-        for memory, cms_period, span in self.targets(learn):
+        targets = self.targets(learn)
+        for memory, cms_period in targets:
             result = self._one(learn, memory, clauses, cms_period)
             if result is not None:
                 out[memory.name] = result
+        if isinstance(learn.objective, ast.Outer) and self.mode == "model" and targets:
+            self._teach_diagnostics(learn, clauses, targets, out)
         return out
+
+    def _teach_diagnostics(self, learn: ast.Learn, clauses: dict[str, ast.Clause],
+                           targets: list[tuple[Memory, ast.Period | None]], results: dict[str, Learn]) -> None:
+        """Once per statement (a CMS is one statement, not one per level)."""
+        name = ", ".join(i.name for i in learn.memories)
+        read = clauses.get("read")
+        if read is None or read.value == "after":
+            self.diags.error("NL070", f"'{name}' learns from the outer loss but is read after its own write: its "
+                                      "output would depend on its own update", learn.span,
+                             "add `read before`: a teach signal can only update what was already read")
+            return
+        context = int(self.ctx.config.get("context", 0))
+        passes = [-(-context // r.time.period) for r in results.values() if context and r.time.base == "token"]
+        if passes:
+            count = str(passes[0]) if len(passes) == 1 else f"{' + '.join(map(str, passes))} = {sum(passes)}"
+            self.diags.warn("NL083", f"'{name}' learns from the outer gradient (teach signal): every sequence "
+                                     f"needs {count} interleaved forward/backward passes", learn.objective.span,
+                            "this is exact but sequential; a local objective like l2(self(x), target) stays "
+                            "parallel")
 
     def _one(self, learn: ast.Learn, memory: Memory, clauses: dict[str, ast.Clause],
              cms_period: ast.Period | None) -> Learn | None:
-        config, diags = self.ctx.config, self.diags
+        diags = self.diags
         self.ctx.self_memory = memory
         self.ctx.base = f"learn_{memory.name}"
         checker = ExprChecker(self.ctx)
@@ -160,7 +184,7 @@ class LearnChecker:
             if op.width not in allowed:
                 per = f" or {memory.heads} (one per head)" if memory.heads > 1 else ""
                 diags.error("NL055", f"'{key}' has width {op.width}; it must be 1{per}", bound.options[key].span,
-                            "reduce it, e.g. `mean(x, groups = heads)`, or give the producing memory `out = 1`")
+                            "reduce it to one value per head, e.g. `mean(x, groups = heads)`")
                 ok = False
                 continue
             coeffs[key] = op
@@ -237,9 +261,12 @@ class LearnChecker:
                                 "a period ≥ context acts as a slow parameter: declare it without `learn`, "
                                 "or `scope persistent`")
             elif context % time.period:
+                divisors = [d for d in range(time.period - 1, 0, -1) if context % d == 0][:1] + \
+                    [d for d in range(time.period + 1, context + 1) if context % d == 0][:1]
                 self.diags.warn("NL060", f"period {time.period} does not divide the context {context}: the last "
                                          f"{context % time.period} tokens form a partial chunk, flushed at the end",
-                                p.span)
+                                p.span, "periods that divide the context, near this one: "
+                                        + " or ".join(map(str, divisors)))
         return time
 
     def _clauses(self, learn: ast.Learn, memory: Memory, clauses: dict[str, ast.Clause], objective: Op | None,
@@ -273,7 +300,7 @@ class LearnChecker:
                 ok = False
             elif point not in catalog.ANCHORS:
                 diags.error("NL034", f"unknown gradient reference point '{point}'", anchor.value_span or anchor.span,
-                            did_you_mean(point, catalog.ANCHORS))
+                            did_you_mean(point, [a for a in catalog.ANCHORS if a != "chunk_end"]))
                 ok = False
             elif point == "token" and int(fields.get("chunk", 1)) > 1:  # type: ignore[call-overload]
                 diags.error("NL062", "`grad at token` is exact per-token learning; it contradicts `chunk`",
@@ -290,11 +317,8 @@ class LearnChecker:
             else:
                 fields["read"] = read.value
                 fields["read_default"] = False
-        if objective is None and fields.get("read", "after") == "after":
-            diags.error("NL070", f"'{memory.name}' learns from the outer loss but is read after its own write: "
-                                 "its output would depend on its own update", learn.span,
-                        "add `read before`: a teach signal can only update what was already read")
-            ok = False
+        if objective is None and self.mode == "model" and fields.get("read", "after") == "after":
+            ok = False   # reported once for the statement by _teach_diagnostics
         backprop = clauses.get("backprop")
         if backprop is not None:
             policy = str(backprop.value)
@@ -321,12 +345,6 @@ class LearnChecker:
             ok = False
         elif objective is None:
             fields.setdefault("backprop", "first_order")
-        if objective is None and self.mode == "model":
-            context = int(self.ctx.config.get("context", 0))
-            passes = -(-context // time.period) if context and time.base == "token" else 0
-            diags.warn("NL083", f"'{memory.name}' learns from the outer gradient (teach signal): every step runs "
-                                f"{passes} interleaved forward/backward passes", learn.objective.span,
-                       "this is exact but sequential; a local objective like l2(self(x), target) stays parallel")
         if not ok:
             return None
         key = None

@@ -98,9 +98,13 @@ def render_all(diagnostics: list[Diagnostic], sources: dict[str, SourceFile]) ->
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A hint naming the closest candidate, or listing the valid ones when there are few."""
     pool = sorted(set(candidates))
-    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    exact_case = [c for c in pool if c.lower() == name.lower()]
+    if exact_case:
+        return f"did you mean '{exact_case[0]}'?"
+    lowered = {c.lower(): c for c in pool}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     if close:
-        return f"did you mean '{close[0]}'?"
+        return f"did you mean '{lowered[close[0]]}'?"
     if 0 < len(pool) <= 8:
         return "expected one of: " + ", ".join(f"'{c}'" for c in pool)
     return ""

@@ -355,9 +355,11 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
 
 def _cycles(g: nx.DiGraph) -> list[list[str]]:
     out = []
-    for comp in nx.strongly_connected_components(g):
-        if len(comp) > 1:
-            out.append([e[0] for e in nx.find_cycle(g.subgraph(comp))])
+    for comp in sorted(nx.strongly_connected_components(g), key=min):
+        if len(comp) > 1:   # start from the smallest node, so the report does not depend on hashing
+            cycle = [e[0] for e in nx.find_cycle(g.subgraph(comp), source=min(comp))]
+            i = cycle.index(min(cycle))
+            out.append(cycle[i:] + cycle[:i])
         else:
             (n,) = comp
             if g.has_edge(n, n):

@@ -146,8 +146,7 @@ class NlLexer(RegexLexer):
     priority = 0.1   # `*.nl` is also claimed by newLISP; prefer this lexer when nothing else decides
     tokens = _tokens()
 
-    @staticmethod
-    def analyse_text(text: str) -> float:
+    def analyse_text(text: str) -> float:  # Pygments wraps this into a static method
         """How likely `text` is a spec: a unit header decides, a `learn ... by` hints."""
         if re.search(r"^\s*(model|optimizer)\s+[A-Za-z_]\w*\s*\(", text, re.MULTILINE):
             return 0.9

@@ -64,9 +64,17 @@ def _visit(path: Path, text: str | None, out: Loaded, stack: list[Path], done: s
     if text is None:
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            raw = path.read_bytes()[:e.start]
+            line, col = raw.count(b"\n") + 1, e.start - (raw.rfind(b"\n") + 1) + 1
+            span = at or Span(file=name, line=line, col=col, end_line=line, end_col=col + 1)
+            out.diagnostics.append(Diagnostic(code="NL012", span=span, hint="save the file as UTF-8",
+                                              message=f"{name} is not UTF-8 text (line {line}, column {col})"))
+            return
+        except OSError as e:
             span = at or Span(file=name, line=1, col=1, end_line=1, end_col=1)
-            out.diagnostics.append(Diagnostic(code="NL012", message=f"cannot read {name}: {e}", span=span))
+            out.diagnostics.append(Diagnostic(code="NL012", message=f"cannot read {name}: {e.strerror or e}",
+                                              span=span, hint="check the path"))
             return
     source = SourceFile(path=name, text=text)
     out.sources[name] = source
@@ -85,7 +93,7 @@ def _visit(path: Path, text: str | None, out: Loaded, stack: list[Path], done: s
             continue
         tkey = target.resolve()
         if tkey in stack:
-            chain = " → ".join(display_path(p) for p in stack[stack.index(tkey):] + [tkey])
+            chain = " → ".join(display_path(p) for p in [*stack[stack.index(tkey):], tkey])
             out.diagnostics.append(Diagnostic(code="NL011", span=imp.span, message=f"import cycle: {chain}",
                                               hint="a file cannot import, directly or not, its importer"))
             continue

@@ -24,7 +24,10 @@ PUNCTUATION = {"LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "
                "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "MATMUL": "'@'", "CARET": "'^'"}
 CLASSES = {"NAME": "a name", "INT": "an integer", "NUMBER": "a number", "STRING": "a string",
            "$END": "the end of the file", "COMMENT": "a comment", "WS": "whitespace"}
+NOUNS = {"NAME": "name", "INT": "integer", "NUMBER": "number", "STRING": "string"}
 EXPRESSION_START = {"NAME", "INT", "NUMBER", "SELF", "LPAR", "MINUS"}
+CLAUSE_KEYWORDS = {"GRAD", "READ", "CHUNK", "EVERY", "BACKPROP", "LEVEL", "SCOPE", "INIT", "PER", "FROZEN", "BY",
+                   "AT", "STEP", "STEPS", "TOKEN", "TOKENS", "NEVER", "OUTER", "REPEAT"}
 
 
 @cache
@@ -48,29 +51,49 @@ def terminal_names() -> dict[str, str]:
 
 
 def parse(source: SourceFile) -> tuple[ast.Module | None, list[Diagnostic]]:
-    """Parse one file. On syntax errors, returns no tree and every error found (up to a cap)."""
+    """Parse one file. On syntax errors, returns no tree and every error found (up to a cap).
+
+    After an error the offending statement is blanked out and the file parsed again, so each
+    further error is a real one rather than an echo of the first."""
+    text = source.text
     errors: list[Diagnostic] = []
-    lines_with_errors: set[int] = set()
-
-    def on_error(e: UnexpectedInput) -> bool:
-        d = _syntax_diagnostic(e, source)
-        if d.span.line not in lines_with_errors:  # one error per line: the rest are echoes
-            lines_with_errors.add(d.span.line)
-            errors.append(d)
-        return len(errors) < MAX_SYNTAX_ERRORS and not isinstance(e, UnexpectedEOF) and \
-            not (isinstance(e, UnexpectedToken) and e.token.type == "$END")
-
-    try:
-        tree = parser().parse(source.text, on_error=on_error)
-    except UnexpectedInput as e:
-        if not errors or errors[-1] != _syntax_diagnostic(e, source):
+    while True:
+        try:
+            tree = parser().parse(text)
+        except UnexpectedInput as e:
             d = _syntax_diagnostic(e, source)
-            if d.span.line not in lines_with_errors:
-                errors.append(d)
-        return None, errors
-    if errors:
-        return None, errors
-    return _ToAst(source.path).transform(tree), []
+            if any(x.span.line == d.span.line for x in errors):   # no progress: stop rather than echo
+                break
+            errors.append(d)
+            at_end = isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END")
+            if at_end or len(errors) >= MAX_SYNTAX_ERRORS:
+                break
+            blanked = _blank_statement(text, d.span.line)
+            if blanked is None:
+                break
+            text = blanked
+            continue
+        if errors:
+            return None, errors
+        return _ToAst(source.path).transform(tree), []
+    return None, errors
+
+
+def _blank_statement(text: str, line: int) -> str | None:
+    """Blank line `line` and the more-indented lines continuing it. None when that would unbalance
+    braces: later errors would then only be echoes of this one."""
+    lines = text.split("\n")
+    first = lines[line - 1]
+    if first.count("{") != first.count("}"):
+        return None
+    indent = len(first) - len(first.lstrip())
+    end = line
+    while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip()) > indent \
+            and "{" not in lines[end] and "}" not in lines[end]:
+        end += 1
+    for i in range(line - 1, end):
+        lines[i] = " " * len(lines[i])
+    return "\n".join(lines)
 
 
 # ---- syntax errors ------------------------------------------------------------------------------
@@ -88,7 +111,13 @@ def _describe_expected(expected: set[str]) -> str:
     return ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
 
 
-def _hint_for(prev: str | None, token_type: str, expected: set[str]) -> str:
+def _hint_for(prev: str | None, token_type: str, expected: set[str], prev_text: str = "") -> str:
+    if token_type == "EQ" and prev in CLAUSE_KEYWORDS:
+        return f"'{prev_text}' is a keyword here (it would continue the statement above); rename the value"
+    if token_type in ("MODEL", "OPTIMIZER", "$END") and "RBRACE" in expected:
+        return "a '{' above is never closed: check the '}' of the block or model before this line"
+    if token_type in ("TRAIN", "BLOCK") and "RBRACE" in expected:
+        return "a `train` or `block` cannot appear inside a block: is the '}' closing the block above missing?"
     if expected & {"TOKEN", "TOKENS", "STEP", "STEPS"} and token_type != "NAME":
         return "a period reads `token`, `16 tokens`, `step`, `4 steps` or `never`"
     if expected & {"TOKEN", "TOKENS"}:
@@ -115,17 +144,23 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
                           span=source.span_at(e.line, e.column), hint=hint)
     if isinstance(e, UnexpectedToken):
         expected = set(e.accepts or e.expected)
-        prev = None
-        if e.token_history:
-            prev = e.token_history[-1].type
-        hint = _hint_for(prev, e.token.type, expected)
+        last = _previous_token(source.text, e.token.start_pos if e.token.type != "$END" else len(source.text))
+        prev, prev_text = (last.type, str(last)) if last is not None else (None, "")
+        hint = _hint_for(prev, e.token.type, expected, prev_text)
         if e.token.type == "$END":
             return Diagnostic(code="NL003", span=source.end_span(), hint=hint or "a block is not closed",
                               message=f"unexpected end of file; expected {_describe_expected(expected)}")
         names = terminal_names()
+        if last is not None and last.end_line is not None and e.token.line > last.end_line and len(expected) <= 4:
+            # the statement stopped short at the end of a line: point there, not at the next line
+            span = Span(file=source.path, line=last.end_line, col=last.end_column, end_line=last.end_line,
+                        end_col=last.end_column + 1)
+            return Diagnostic(code="NL001", span=span, hint=hint,
+                              message=f"expected {_describe_expected(expected)} after {_describe(last)}")
         what = names.get(e.token.type, e.token.type)
-        if e.token.type in {"NAME", "INT", "NUMBER", "STRING"}:
-            what = f"{what} {e.token.value!r}" if e.token.type != "STRING" else f"{what} {e.token.value}"
+        if e.token.type in NOUNS:
+            what = f"{NOUNS[e.token.type]} {e.token.value!r}" if e.token.type != "STRING" else \
+                f"{NOUNS[e.token.type]} {e.token.value}"
         elif e.token.type not in PUNCTUATION:
             what = f"keyword {what}"
         span = Span(file=source.path, line=e.token.line, col=e.token.column,
@@ -134,6 +169,21 @@ def _syntax_diagnostic(e: UnexpectedInput, source: SourceFile) -> Diagnostic:
         return Diagnostic(code="NL001", span=span, hint=hint,
                           message=f"unexpected {what}; expected {_describe_expected(expected)}")
     return Diagnostic(code="NL003", message="unexpected end of file", span=source.end_span())
+
+
+def _previous_token(text: str, pos: int) -> Token | None:
+    """The last token before `pos` (Lark's LALR errors do not carry it)."""
+    try:
+        tokens = [t for t in parser().lex(text[:pos]) if t.type not in ("WS", "COMMENT")]
+    except UnexpectedInput:
+        return None
+    return tokens[-1] if tokens else None
+
+
+def _describe(t: Token) -> str:
+    if t.type in NOUNS:
+        return f"{NOUNS[t.type]} {t.value!r}" if t.type != "STRING" else f"{NOUNS[t.type]} {t.value}"
+    return terminal_names().get(t.type, t.type)
 
 
 # ---- parse tree → AST ---------------------------------------------------------------------------

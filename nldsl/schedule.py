@@ -88,7 +88,10 @@ def _report(ng: NestingGraph, clock: Clock, diags: Diagnostics) -> None:
     span = ng.component(node).span
     if span is None:
         return
+    nested = [distinct[0]]
+    for p in distinct[1:]:   # the nearest periods that each divide the next one
+        nested.append(max(nested[-1], round(p / nested[-1]) * nested[-1]))
     diags.warn("NL061", f"periods {', '.join(map(str, distinct))} ({clock.unit}s) are not nested: "
                         f"{len(clock.patterns)} distinct firing patterns over a hyperperiod of {clock.hyperperiod}",
-               span, "with periods that divide each other there would be only "
-                     f"{len(distinct) + 1} patterns (e.g. {', '.join(str(distinct[0] * 4 ** i) for i in range(len(distinct)))})")
+               span, f"periods that divide each other, e.g. {', '.join(map(str, nested))}, give at most "
+                     f"{len(distinct) + 1} patterns")

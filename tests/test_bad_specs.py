@@ -37,30 +37,17 @@ WARNING_CODES = {"NL060", "NL061", "NL064", "NL072", "NL073", "NL074", "NL083", 
 # Registered codes that no bad spec can trigger, with the reason. Empty: every code is exercised.
 UNTRIGGERABLE: dict[str, str] = {}
 
-# Bad specs on which `check_file` currently raises instead of reporting. Each is a checker bug:
-# a value whose definition failed is "poisoned" with index -2, and once reduced (`mean(...)`) or
-# read by an optimizer update it reaches the graph, where `op_deps` indexes assignments[-2].
-# When the bug is fixed these tests XPASS (strict): regenerate the goldens and empty the entry.
-KNOWN_CRASHES: dict[str, str] = {
-    "failed_value_reduced.nl": "poisoned value reaches graph.op_deps (IndexError)",
-    "optimizer_unknown_function.nl": "poisoned value reaches graph.op_deps (IndexError)",
-}
+# Bad specs on which `check_file` raises instead of reporting (checker bugs), as strict xfails: when a
+# bug is fixed the test XPASSes and the entry must go. Empty: none known.
+KNOWN_CRASHES: dict[str, str] = {}
 
 # Expected codes the checker does not report yet (an independent mistake hidden by an earlier one).
 # The `# expect:` line states what a user needs to see; the gap is checked as a strict xfail.
-KNOWN_GAPS: dict[str, tuple[set[str], str]] = {
-    "multi_syntax_errors.nl": ({"NL002"}, "syntax recovery never resynchronizes: after the first error every "
-                                          "line reports an echo, so the '%' on line 14 is never seen"),
-}
+KNOWN_GAPS: dict[str, tuple[set[str], str]] = {}
 
-# Bad specs whose rendering changes with PYTHONHASHSEED: a checker bug (graph._cycles starts the
-# reported cycle at an arbitrary member of a networkx strongly connected component, a set).
-# Their golden is compared, but a mismatch is an xfail; test_render_is_hash_seed_independent
-# keeps this list honest.
-UNSTABLE: dict[str, str] = {
-    "same_frequency_cycle.nl": "NL070 names the cycle from an arbitrary member ('A → B → A' or 'B → A → B') "
-                               "and puts the caret under that member",
-}
+# Bad specs whose rendering changes with PYTHONHASHSEED (a checker bug); test_render_is_hash_seed_independent
+# keeps this list honest. Empty: rendering is deterministic.
+UNSTABLE: dict[str, str] = {}
 SEEDS = ("0", "1", "7", "11")
 
 
