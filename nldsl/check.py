@@ -10,6 +10,7 @@ from nldsl import ast, catalog
 from nldsl.check_decl import CmsGroup, check_memory, check_param
 from nldsl.check_expr import Binding, Context, ExprChecker, bind, const_eval, const_int
 from nldsl.check_learn import LearnChecker, period_of
+from nldsl.dataflow import learn_exprs
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.load import Loaded, library_specs
 from nldsl.source import Span
@@ -136,7 +137,8 @@ def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_o
                     "merge the two blocks")
     learnable = set(params) | {st.name.name for b in ast_blocks for st in b.body if isinstance(st, ast.ParamDecl)}
     for b in blocks:
-        learnable |= set(b.params) | {m for m, mem in b.memories.items() if mem.init == "learned"}
+        learnable |= set(b.params) | {m for m, mem in b.memories.items()
+                                      if mem.parametric and (mem.init == "learned" or mem.learn is None)}
     train = check_train(trains[0] if trains else None, unit, config, optimizers, checked_opts, learnable, diags)
     return Model(name=unit.name.name, config=_ints(config), blocks=tuple(blocks), params=params,
                  train=train, span=unit.span)
@@ -183,6 +185,10 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
     # Declarations are visible everywhere in the block; values only after their assignment.
     for stmt in block.body:
         if isinstance(stmt, ast.ParamDecl):
+            if stmt.name.name in declared:
+                diags.error("NL021", f"'{stmt.name.name}' is defined twice (first at line "
+                                     f"{declared[stmt.name.name].line})", stmt.name.span, "rename one of them")
+                continue
             _declare_param(stmt, config, params, diags, global_names=model_params)
             if stmt.name.name in params:
                 p = params[stmt.name.name]
@@ -219,9 +225,11 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
             target = stmt.target.name
             if target in RESERVED or target in config or (target in ctx.scope and
                                                            ctx.scope[target].kind in ("param", "memory")):
+                kind = ctx.scope[target].kind if target in ctx.scope else "built-in"
                 diags.error("NL024", f"cannot assign to '{target}': it names a "
-                                     f"{ctx.scope[target].kind if target in ctx.scope else 'built-in'}",
-                            stmt.target.span, "pick another name")
+                                     f"{'parameter' if kind == 'param' else kind}", stmt.target.span,
+                            "pick another name")
+                ctx.later.pop(target, None)
                 continue
             ctx.base = target
             op = ExprChecker(ctx).check(stmt.value)
@@ -448,6 +456,12 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
             if any(_bad_name(n, ctx, declared, diags) for n in stmt.names):
                 continue
             mems, _ = check_memory(stmt, config, diags, "optimizer")
+            for m in mems:
+                if m.structure.kind not in ("elementwise", "mlp"):
+                    diags.error("NL084", f"an optimizer state is elementwise or a per-element mlp, not "
+                                         f"{m.structure.kind}", stmt.structure.span,
+                                "it has the shape of the parameter it serves: `memory m : elementwise`")
+            mems = [m for m in mems if m.structure.kind in ("elementwise", "mlp")]
             if not mems:
                 for n in stmt.names:
                     ctx.scope.setdefault(n.name, Binding(kind="poisoned"))
@@ -488,6 +502,9 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
                 continue
             update_span = stmt.span
             update = ExprChecker(ctx).check(stmt.value)
+        if update_span is not None and stmt.span != update_span and not isinstance(stmt, ast.Update):
+            diags.error("NL086", "`param = ...` must be the last statement of an optimizer", stmt.span,
+                        f"move this above line {update_span.line}: nothing runs after the parameter is updated")
     if update_span is None:
         diags.error("NL086", f"optimizer '{unit.name.name}' never updates the parameter", unit.name.span,
                     "end the body with `param = param - lr * grad` or similar")
@@ -496,5 +513,12 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
         return None
     for mem_name, learn in results.items():
         memories[mem_name] = memories[mem_name].model_copy(update={"learn": learn})
+    used = {o.attrs["index"] for e in [update, *(e for learn in results.values() for g in learn_exprs(learn).values()
+                                                  for e in g)] for o in e.walk() if o.op == "value"}
+    for _ in range(len(assignments)):   # values used by used values
+        used |= {o.attrs["index"] for i in list(used) for o in assignments[i].expr.walk() if o.op == "value"}
+    for i, a in enumerate(assignments):
+        if i not in used:
+            diags.warn("NL073", f"'{a.target}' is computed but never used", a.span, "use it or delete it")
     return Optimizer(name=unit.name.name, defaults=config, memories=memories, assignments=tuple(assignments),
                      update=update, span=unit.span)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -191,6 +192,11 @@ def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnost
             periods.append(level.period)
         if len(members) != len(cms.levels):
             return [], None
+        counts = [(math.inf if p.unit == "never" else (p.count if isinstance(p.count, int) else 0)) for p in periods]
+        if mode_name == "chain" and all(c for c in counts) and counts != sorted(counts):
+            diags.warn("NL067", f"the levels of cms '{base}' are not listed fastest first "
+                                f"({', '.join('never' if c == math.inf else str(c) for c in counts)})", cms.span,
+                       "a chained CMS reads its fastest level first (paper eq. 30): reorder the levels")
         if mode_name == "chain":
             for i, (a, b) in enumerate(pairwise(members), start=1):
                 if a.structure.out_dim != b.structure.in_dim:

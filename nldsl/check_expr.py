@@ -6,6 +6,7 @@ becomes `None`, which its parents pass on quietly, so one bad name yields one er
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,6 +54,9 @@ def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: 
     """Fold a size or coefficient known before training: numbers, header names, arithmetic.
     `later` names header parameters declared further right, which cannot be used yet."""
     if isinstance(e, ast.Num):
+        if not math.isfinite(e.value):
+            diags.error("NL042", f"{e.text} is too large to be a number", e.span)
+            return None
         return e.value
     if isinstance(e, ast.Name):
         if e.id in config:
@@ -76,10 +80,13 @@ def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: 
             diags.error("NL042", f"{what} divides by zero", e.span)
             return None
         try:
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[e.op]
+            v = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[e.op]
         except (OverflowError, ZeroDivisionError):
-            diags.error("NL042", f"{what} overflows", e.span)
+            v = math.inf
+        if isinstance(v, complex) or not math.isfinite(v):
+            diags.error("NL042", f"{what} is not a finite real number", e.span)
             return None
+        return v
     diags.error("NL035", f"{what} must be a constant known before training", e.span,
                 "use a number or header parameter, not a computed value")
     return None
@@ -191,7 +198,10 @@ class ExprChecker:
         return method(e)
 
     # -- leaves
-    def _num(self, e: ast.Num) -> Op:
+    def _num(self, e: ast.Num) -> Op | None:
+        if not math.isfinite(e.value):
+            self.diags.error("NL042", f"{e.text} is too large to be a number", e.span)
+            return None
         return Op(op="const", attrs={"value": e.value}, width=1, span=e.span)
 
     def _selfref(self, e: ast.SelfRef) -> Op | None:

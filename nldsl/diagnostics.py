@@ -52,7 +52,7 @@ class Diagnostics:
         self._add(code, message, span, hint, "warning")
 
     def _add(self, code: str, message: str, span: Span, hint: str, severity: Severity) -> None:
-        assert code in CODES, f"unregistered diagnostic code {code}"
+        assert code in CODES and CODES[code].severity == severity, f"code {code} is not a registered {severity}"
         d = Diagnostic(code=code, message=message, span=span, hint=hint, severity=severity)
         if d not in self.items:
             self.items.append(d)

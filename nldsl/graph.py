@@ -134,10 +134,15 @@ def build_model(spec: Spec, model: Model, diags: Diagnostics, lint: bool = True)
     for pname, p in model.params.items():
         add_param(pname, pname, None, p.shape, p.frozen, p.span, p.level)
         ng.edge(pname, "loss", "data")
+    used: set[str] = set()
     for block in model.blocks:
         _add_block(ng, block, model, add_param, outer_time, diags)
         if lint:
-            _usage_diagnostics(block, diags)
+            used |= _usage_diagnostics(block, diags)
+    if lint:
+        for pname, p in model.params.items():
+            if not p.implicit and not p.frozen and pname not in used:
+                diags.warn("NL073", f"parameter '{pname}' is never used", p.span, "use it or delete it")
     _add_outer_optimizer(ng, spec, model)
     _derive_levels(ng, diags)
     return ng
@@ -233,12 +238,13 @@ def _read_now(m: Memory | None) -> bool:
     return m is not None and m.learn is not None and m.learn.read == "after"
 
 
-def _usage_diagnostics(block: Block, diags: Diagnostics) -> None:
+def _usage_diagnostics(block: Block, diags: Diagnostics) -> set[str]:
+    """Warn about what a block declares but never uses; returns the parameter names it does use."""
     u = usage(block)
     if block_output(block) is None:
         diags.warn("NL073", f"block '{block.name}' never assigns `h`: it has no effect on the output", block.span,
                    "end the block with `h = h + ...`")
-        return
+        return u.params
     for name, m in block.memories.items():
         if name not in u.memories:
             diags.warn("NL072", f"memory '{name}' is never read on the way to the output", m.span,
@@ -255,6 +261,7 @@ def _usage_diagnostics(block: Block, diags: Diagnostics) -> None:
             diags.warn("NL074", f"parameter '{name}' gets no outer gradient: every use of it flows into writes "
                                 "that are not differentiated", p.span,
                        "use `backprop through` on the memory it feeds, or declare it `frozen`")
+    return u.params
 
 
 def _add_outer_optimizer(ng: NestingGraph, spec: Spec, model: Model) -> None:
@@ -317,14 +324,16 @@ def build_optimizer(opt: Optimizer, diags: Diagnostics) -> NestingGraph:
 def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
     nodes = [n for n in ng.g.nodes if ng.component(n).kind != "loss"]
     needs = ng.needs.subgraph(nodes).copy()
-    for cycle in _cycles(needs):
+    for cycle in _cycles(needs):    # one report per tangle; its edges go so levels can still be derived
         comps = [ng.component(n) for n in cycle]
-        names = " → ".join(c.name for c in comps + comps[:1])
+        names = " → ".join(c.name for c in [*comps, comps[0]])
         span = next((c.span for c in comps if c.span is not None), None)
-        if span is not None:
+        if span is not None and len(comps) == 1:
+            diags.error("NL070", f"'{comps[0].name}' reads its own write of a token to compute that write", span,
+                        "a memory's update cannot depend on a `read after` of itself; add `read before`")
+        elif span is not None:
             diags.error("NL070", f"dependency cycle at equal time: {names}", span,
                         "each needs the other's state at the same token; add `read before` to one of them")
-        needs.remove_edges_from(list(zip(cycle, cycle[1:] + cycle[:1], strict=False)))
     by_freq: dict[Fraction, list[str]] = {}
     for n in nodes:
         by_freq.setdefault(ng.component(n).frequency, []).append(n)
@@ -354,14 +363,14 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
 
 
 def _cycles(g: nx.DiGraph) -> list[list[str]]:
+    """One cycle per strongly connected tangle, starting at its smallest node (so reports do not
+    depend on hashing); every edge inside a tangle is removed from `g`, leaving it acyclic."""
     out = []
     for comp in sorted(nx.strongly_connected_components(g), key=min):
-        if len(comp) > 1:   # start from the smallest node, so the report does not depend on hashing
-            cycle = [e[0] for e in nx.find_cycle(g.subgraph(comp), source=min(comp))]
-            i = cycle.index(min(cycle))
-            out.append(cycle[i:] + cycle[:i])
-        else:
-            (n,) = comp
-            if g.has_edge(n, n):
-                out.append([n])
+        if len(comp) == 1 and not g.has_edge(min(comp), min(comp)):
+            continue
+        cycle = [e[0] for e in nx.find_cycle(g.subgraph(comp), source=min(comp))]
+        i = cycle.index(min(cycle))
+        out.append(cycle[i:] + cycle[:i])
+        g.remove_edges_from([(a, b) for a, b in list(g.edges) if a in comp and b in comp])
     return out

@@ -48,16 +48,21 @@ def memory_shapes(m: Memory) -> list[tuple[int, ...]]:
 
 
 def _memory_params(prefix: str, m: Memory) -> list[ParamInfo]:
-    """Parameters holding a memory's initial state (learned) or its weights (static memories)."""
-    if not m.parametric or m.init == "zeros":
+    """Tensors holding a memory's initial state, or its weights for a static memory. Static memories
+    and learned initial states are trained by the outer optimizer; zero or identity initial states of
+    a memory that learns in context are constants."""
+    static = m.learn is None
+    if not m.parametric or (m.init == "zeros" and not static):
         return []
     out = []
     names, shapes = memory_param_names(prefix, m), memory_shapes(m)
     last = len(shapes) - 1
-    trainable = not m.frozen
+    trainable = not m.frozen and (static or m.init == "learned")
     for j, (name, shape) in enumerate(zip(names, shapes, strict=True)):
         if m.init == "identity":
             init: Init = "eye" if m.structure.kind == "matrix" else ("zeros" if j == last else "normal")
+        elif m.init == "zeros":
+            init = "zeros"
         else:
             init = "normal"
         std = shape[-1] ** -0.5 if len(shape) == 3 else 0.02

@@ -88,7 +88,7 @@ class Reference(nn.Module):
         self.params = make_parameters(parameter_table(self.model), seed, dtype)
         self.layers: list[tuple[Block, int, LoweredBlock]] = [
             (b, i, lower_block(b)) for b in self.model.blocks for i in range(b.repeat)]
-        self.persistent: dict[str, list[torch.Tensor]] = {}
+        self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}   # (evolving, committed)
         self.steps = 0
 
     # ---- states -----------------------------------------------------------------------------------
@@ -100,8 +100,8 @@ class Reference(nn.Module):
             for name, m in block.memories.items():
                 if m.learn is None:
                     continue
-                cur = self._initial_memory(prefix, m, batch)
-                mems[name] = MemoryState(cur=cur, ref=list(cur))
+                cur, ref = self._initial_memory(prefix, m, batch)
+                mems[name] = MemoryState(cur=cur, ref=ref)
                 rule = m.learn.rule
                 if rule.momentum is not None:
                     mems[name].momentum = [torch.zeros_like(w) for w in cur]
@@ -110,15 +110,18 @@ class Reference(nn.Module):
             layers.append(LayerState(memories=mems))
         return State(pos=0, layers=layers)
 
-    def _initial_memory(self, prefix: str, m: Memory, batch: int) -> list[torch.Tensor]:
+    def _initial_memory(self, prefix: str, m: Memory, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         key = f"{prefix}.{m.name}"
         if m.scope == "persistent" and key in self.persistent:
-            return list(self.persistent[key])
+            cur, ref = self.persistent[key]
+            return list(cur), list(ref)
         lead = 1 if m.scope == "persistent" else batch
         if m.init == "zeros":
-            return [torch.zeros((lead, *s), dtype=self.dtype) for s in memory_shapes(m)]
-        return [get(self.params, n).unsqueeze(0).expand(lead, *get(self.params, n).shape)
-                for n in memory_param_names(prefix, m)]
+            init = [torch.zeros((lead, *s), dtype=self.dtype) for s in memory_shapes(m)]
+        else:
+            init = [get(self.params, n).unsqueeze(0).expand(lead, *get(self.params, n).shape)
+                    for n in memory_param_names(prefix, m)]
+        return init, list(init)
 
     # ---- the sequence -----------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None,
@@ -153,29 +156,38 @@ class Reference(nn.Module):
         return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
 
     def _end_of_sequence(self, st: State) -> None:
-        """Flush partial periods and keep persistent memories for the next sequence."""
+        """Flush partial periods, commit per-step memories whose step has come, and keep persistent
+        memories for the next sequence."""
         self.steps += 1
         for li, (block, layer, _) in enumerate(self.layers):
             prefix = layer_prefix(block, layer)
             for name, ms in st.layers[li].memories.items():
                 m = block.memories[name]
                 assert m.learn is not None
-                if m.learn.objective is not None and (_time_period(m) > 1 or m.learn.time.base == "step"):
+                time = m.learn.time
+                if m.learn.objective is not None and time.base == "token" and time.period > 1:
+                    ms.ref = list(ms.cur)
+                if time.base == "step" and self.steps % time.period == 0:
                     ms.ref = list(ms.cur)
                 if m.scope == "persistent":
-                    self.persistent[f"{prefix}.{name}"] = [w.detach() for w in ms.cur]
+                    self.persistent[f"{prefix}.{name}"] = ([w.detach() for w in ms.cur],
+                                                           [w.detach() for w in ms.ref])
 
     # ---- one token of one layer -------------------------------------------------------------------
     def _token(self, block: Block, layer: int, lowered: LoweredBlock, ls: LayerState, h: torch.Tensor,
                pos: int) -> torch.Tensor:
         ctx = Ctx(block=block, prefix=layer_prefix(block, layer), layer=ls, h=h)
-        for name, ms in ls.memories.items():   # a new chunk: gradients are now taken at this state
+        for name, ms in ls.memories.items():
             learn = block.memories[name].learn
             assert learn is not None
-            if _time_period(block.memories[name]) == 1 and learn.time.base == "token" and pos % learn.chunk == 0:
-                if learn.backprop == "truncate" and pos and (pos // learn.chunk) % learn.truncate == 0:
-                    ms.cur = [w.detach() for w in ms.cur]
-                ms.ref = list(ms.cur)
+            if learn.time.base != "token":
+                continue
+            unit = learn.chunk * learn.time.period
+            if learn.backprop == "truncate" and pos and pos % unit == 0 and (pos // unit) % learn.truncate == 0:
+                ms.cur = [w.detach() for w in ms.cur]     # truncated backprop: forget older writes
+                ms.ref = [w.detach() for w in ms.ref]
+            if learn.time.period == 1 and pos % learn.chunk == 0:
+                ms.ref = list(ms.cur)                     # a new chunk: gradients are taken at this state
         for step in lowered.order:
             if step.kind == "assign":
                 ctx.values[step.index] = self._eval(block.assignments[step.index].expr, ctx)
@@ -312,6 +324,8 @@ class Reference(nn.Module):
     def _update(self, m: Memory, ms: MemoryState, ctx: Ctx, pos: int) -> None:
         learn = m.learn
         assert learn is not None and learn.objective is not None
+        if learn.time.base == "never":
+            return
         policy = learn.backprop
         persistent = m.scope == "persistent"
         batch = ctx.h.shape[0]
