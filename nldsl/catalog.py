@@ -112,7 +112,8 @@ RULES: dict[str, Signature] = {
 SCOPES = {"sequence": "state resets at every sequence (fast weights)",
           "persistent": "state carries across sequences (continual learning)"}
 MEMORY_INITS = {"learned": "initial state is an outer-level parameter (meta-learned)",
-                "zeros": "initial state is zero", "identity": "the identity map: I for a square matrix; a residual MLP whose last layer is zero"}
+                "zeros": "initial state is zero",
+                "identity": "the identity map: I for a square matrix; a residual MLP whose last layer is zero"}
 PARAM_INITS = {"normal": "scaled normal (default)", "zeros": "all zeros", "ones": "all ones"}
 PER = {"head": "one memory per attention head", "element": "one memory applied to every element"}
 ANCHORS = {"chunk_start": "gradients at the state where the chunk began (previous chunk's end)",

@@ -260,7 +260,8 @@ class ExprChecker:
         w = broadcast(a.width, b.width, self.heads)
         if w is None:
             self.diags.error("NL050", f"cannot combine {_width_name(a.width)} with {_width_name(b.width)} "
-                                      f"in '{e.op}'", e.span, "both sides need the same width, width 1, or one value per head")
+                                      f"in '{e.op}'", e.span,
+                             "both sides need the same width, width 1, or one value per head")
             return None
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}[e.op]
         return Op(op=op, args=(a, b), width=w, span=e.span)

@@ -32,7 +32,9 @@ CODES: dict[str, Code] = {
     "NL024": Code("reserved name", "Pick another name: this one is a keyword or a built-in."),
     "NL025": Code("used before it is assigned", "Move the assignment above its first use."),
     "NL026": Code("memory used as a value", "Call the memory on an input, e.g. `M(x)`."),
-    "NL027": Code("`self` outside an objective", "`self` names the memory being learned; use it only in a `learn` objective."),
+    "NL027": Code(
+        "`self` outside an objective", "`self` names the memory being learned; use it only in a `learn` objective."
+    ),
     # options and arguments
     "NL030": Code("unknown option", "Use one of the options the reference lists for this call."),
     "NL031": Code("wrong number of arguments", "Pass the positional arguments the call expects."),
@@ -54,31 +56,58 @@ CODES: dict[str, Code] = {
     "NL056": Code("matmul shape mismatch", "The left operand's width must equal the matrix's first size."),
     "NL057": Code("block output width", "The residual stream `h` must keep the model width `dim`."),
     # time
-    "NL060": Code("period does not divide the context", "Choose a period that divides `context`, or accept the flushed partial chunk.", "warning"),
-    "NL061": Code("periods are not nested", "Make each period divide the next slower one so firing patterns stay few.", "warning"),
-    "NL062": Code("chunk and period conflict", "A memory updated every P tokens already holds its state fixed for P tokens; drop `chunk`."),
-    "NL063": Code("gradient reference point reads the future", "Use `grad at chunk_start`: the state at the previous chunk's end."),
-    "NL064": Code("period never fires within a sequence", "Use a shorter period, `scope persistent`, or make it a plain parameter.", "warning"),
+    "NL060": Code(
+        "period does not divide the context",
+        "Choose a period that divides `context`, or accept the flushed partial chunk.",
+        "warning",
+    ),
+    "NL061": Code(
+        "periods are not nested", "Make each period divide the next slower one so firing patterns stay few.", "warning"
+    ),
+    "NL062": Code(
+        "chunk and period conflict",
+        "A memory updated every P tokens already holds its state fixed for P tokens; drop `chunk`.",
+    ),
+    "NL063": Code(
+        "gradient reference point reads the future", "Use `grad at chunk_start`: the state at the previous chunk's end."
+    ),
+    "NL064": Code(
+        "period never fires within a sequence",
+        "Use a shorter period, `scope persistent`, or make it a plain parameter.",
+        "warning",
+    ),
     "NL065": Code("time base not allowed here", "Model memories update per token; optimizer states per step."),
     "NL066": Code("bad period", "Periods and chunk sizes are positive integers."),
-    "NL067": Code("CMS levels out of order", "List the levels of a chained CMS fastest first, as the paper does.", "warning"),
+    "NL067": Code(
+        "CMS levels out of order", "List the levels of a chained CMS fastest first, as the paper does.", "warning"
+    ),
     # levels and the graph
     "NL070": Code("dependency cycle", "Break the cycle with `read before` on one of the memories."),
-    "NL071": Code("level assertion is wrong", "Change the asserted level to the derived one, or change the frequencies."),
+    "NL071": Code(
+        "level assertion is wrong", "Change the asserted level to the derived one, or change the frequencies."
+    ),
     "NL072": Code("unused memory", "Read the memory somewhere, or delete it.", "warning"),
     "NL073": Code("unused value", "Use the value or delete the assignment.", "warning"),
-    "NL074": Code("parameter gets no outer gradient", "Let the gradient through (`backprop through`) or freeze the parameter.", "warning"),
+    "NL074": Code(
+        "parameter gets no outer gradient",
+        "Let the gradient through (`backprop through`) or freeze the parameter.",
+        "warning",
+    ),
     "NL075": Code("learned initial state never trained", "Use `backprop through` or `first_order`, or `init zeros`."),
     # learning
     "NL080": Code("memory learned twice", "Merge the two `learn` statements."),
     "NL081": Code("objective ignores the memory", "Call `self(...)` in the objective, or the gradient is zero."),
     "NL082": Code("non-parametric memory cannot be learned", "Attention is re-solved per query; remove the `learn`."),
-    "NL083": Code("teach signal is expensive", "Outer-gradient objectives force chunk-by-chunk forward/backward; prefer a local objective when you can.", "warning"),
+    "NL083": Code(
+        "teach signal is expensive",
+        "Outer-gradient objectives force chunk-by-chunk forward/backward; prefer a local objective when you can.",
+        "warning",
+    ),
     "NL084": Code("rule does not fit the memory", "Check the rule's requirements in the reference."),
     "NL085": Code("frozen memory is learned", "Remove `frozen`, or remove the `learn`."),
     "NL086": Code("parameter update missing or not last", "An optimizer body must end in `param = ...`."),
     # the outer level
-    "NL090": Code("unknown optimizer", "Import the optimizer spec, e.g. `import \"optim/adamw.nl\"`."),
+    "NL090": Code("unknown optimizer", 'Import the optimizer spec, e.g. `import "optim/adamw.nl"`.'),
     "NL091": Code("bad train setting", "Use a setting the reference lists for `train`."),
     "NL092": Code("no train block", "Add `train { optimize all by adamw(...) }` to train this model.", "warning"),
     "NL093": Code("parameter in two groups", "Each parameter belongs to exactly one `optimize` group."),

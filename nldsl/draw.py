@@ -10,6 +10,7 @@ import html
 import shutil
 import subprocess
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 from nldsl.graph import INFINITE, Component, NestingGraph
@@ -93,7 +94,8 @@ def _group_key(c: Component) -> str:
 
 DRAWN = {  # which edges the drawing shows, by (source kind, target kind); parameters feed everything
     ("learn", "learn"), ("learn", "loss"), ("attention", "learn"), ("learn", "attention"), ("attention", "loss"),
-    ("loss", "learn"), ("init", "learn"), ("learn", "init"), ("optstate", "param"), ("optstate", "init"), ("state", "learn"),
+    ("loss", "learn"), ("init", "learn"), ("learn", "init"), ("optstate", "param"), ("optstate", "init"),
+    ("state", "learn"),
     ("loss", "param"), ("loss", "init"), ("param", "learn"), ("param", "attention"),
 }
 CONTEXT_ONLY = {"param"}   # from parameter groups, draw only what they write into or generate for
@@ -134,7 +136,7 @@ def to_dot(ng: NestingGraph) -> str:
                        f'{_esc(members[0].name)}</FONT>>, shape=oval, fillcolor="#fbfcfc"];')
             level_of[key] = len(ng.levels) + 1
             anchors.append(ids[key])
-    for a, b in zip(anchors, anchors[1:], strict=False):   # keep the levels stacked, fastest on top
+    for a, b in pairwise(anchors):   # keep the levels stacked, fastest on top
         out.append(f"  {a} -> {b} [style=invis, weight=20];")
     out += _edges(ng, owner, ids, level_of)
     out += _legend()

@@ -75,28 +75,30 @@ def format_source(source: SourceFile) -> tuple[str | None, list[Diagnostic]]:
 
 
 def format_module(module: ast.Module, comments: list[Comment]) -> str:
+    """The canonical text of `module`, with `comments` (from `collect_comments`) put back."""
     lines = _Layout().module(module)
     starts = [line.start for line in lines]
-    leading: list[list[Comment]] = [[] for _ in range(len(lines) + 1)]   # the extra one: end of file
+    leading: list[list[Comment]] = [[] for _ in lines]
     after: list[list[Comment]] = [[] for _ in lines]
+    at_end: list[Comment] = []
     for c in comments:
         if c.token is None:
-            leading[-1].append(c)
+            at_end.append(c)
         else:
             owner = bisect.bisect_right(starts, c.token) - 1   # the line whose code holds the token
             (leading if c.own_line else after)[owner].append(c)
     out = _Emitter()
-    for line, before, behind in zip(lines, leading, after, strict=False):
+    for i, line in enumerate(lines):
         # one comment fits behind a line; any others written inside the statement move above it
-        *hoisted, trailing = behind or [None]
+        *hoisted, trailing = after[i] or [None]
         sep = line.sep
-        for c in sorted(before + hoisted, key=lambda c: (c.line, c.col)):
+        for c in sorted(leading[i] + hoisted, key=lambda c: (c.line, c.col)):
             at = c.line if (c.line, c.col) < line.start else line.first   # glued to its statement
             out.put(c.text, line.comment_indent, at, at, sep, comment=True)
             sep = "keep"
         text = line.text if trailing is None else f"{line.text}  {trailing.text}"
         out.put(text, line.indent, line.first, line.last, "none" if line.glued else sep, comment=False)
-    for c in leading[-1]:
+    for c in at_end:
         out.put(c.text, 0, c.line, c.line, "keep", comment=True)
     return "\n".join(out.lines) + "\n" if out.lines else ""
 

@@ -96,7 +96,7 @@ def parameter_table(model: Model) -> dict[str, ParamInfo]:
             prefix = layer_prefix(block, layer)
             for name, p in block.params.items():
                 full = f"{prefix}.{name}"
-                if p.implicit and name.endswith(("_conv",)) or "_conv_" in name:
+                if (p.implicit and name.endswith(("_conv",))) or "_conv_" in name:
                     table[full] = ParamInfo(name=full, shape=p.shape, init="conv")
                 elif p.implicit and "layernorm" in name:
                     table[full] = ParamInfo(name=full, shape=p.shape, init="layernorm")

@@ -107,7 +107,7 @@ def _describe_expected(expected: set[str]) -> str:
         parts.append("an expression")
     parts += sorted(names.get(t, t) for t in shown)
     if len(parts) > 8:
-        parts = parts[:8] + ["..."]
+        parts = [*parts[:8], "..."]
     return ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
 
 

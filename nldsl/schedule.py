@@ -8,6 +8,7 @@ up to 2^L patterns, which is reported.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from math import lcm
 
 from pydantic import BaseModel, ConfigDict
@@ -48,7 +49,7 @@ class Schedule(BaseModel):
 
 def _clock(unit: str, periods: dict[str, int]) -> Clock:
     distinct = sorted(set(periods.values()))
-    nested = all(b % a == 0 for a, b in zip(distinct, distinct[1:], strict=False))
+    nested = all(b % a == 0 for a, b in pairwise(distinct))
     hyper = lcm(*distinct) if distinct else 1
     patterns: set[tuple[str, ...]] = set()
     if hyper <= MAX_ENUMERATED:
@@ -83,7 +84,7 @@ def analyze(ng: NestingGraph, diags: Diagnostics | None = None) -> Schedule:
 
 def _report(ng: NestingGraph, clock: Clock, diags: Diagnostics) -> None:
     distinct = sorted(set(clock.periods.values()))
-    culprit = next((b for a, b in zip(distinct, distinct[1:], strict=False) if b % a), distinct[-1])
+    culprit = next((b for a, b in pairwise(distinct) if b % a), distinct[-1])
     node = next(c for c, p in clock.periods.items() if p == culprit)
     span = ng.component(node).span
     if span is None:

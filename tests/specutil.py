@@ -1,4 +1,5 @@
-"""Shared test helpers (importable because pytest puts tests/ on sys.path): the repository's paths and a tiny model template for writing specs in tests."""
+"""Shared test helpers (pytest puts tests/ on sys.path):
+the repository's paths and a tiny model template for writing specs in tests."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def test_every_rule_and_alias_has_an_ast_handler():
     for rule in parse.parser().rules:
         name = rule.alias or rule.origin.name
         name = str(name)
-        if name.startswith("_") or rule.options.expand1 and not rule.alias:
+        if name.startswith("_") or (rule.options.expand1 and not rule.alias):
             continue
         assert name in handlers, f"grammar rule {name!r} has no AST handler"
 

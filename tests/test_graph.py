@@ -72,7 +72,7 @@ def test_schedule_nested_and_not_nested():
     learn B : l2(self(h), h) by gd(lr = 0.1) every 16 tokens
     h = h + A(h) + B(h)
 """)
-    r, g = graph(nested)
+    _, g = graph(nested)
     s = analyze(g)
     assert s.tokens.hyperperiod == 16 and s.tokens.nested
     assert len(s.tokens.patterns) == 3              # nothing, A, A and B
@@ -85,7 +85,7 @@ def test_step_patterns_count_compiled_graphs():
     g = nldsl.nesting_graph(SPECS / "optim" / "m3.nl")
     assert g.levels
     text = model("h = h + rmsnorm(h)", train="optimize all by m3(lr = 0.01)", imports='import "optim/m3.nl"')
-    r, g = graph(text)
+    _, g = graph(text)
     s = analyze(g)
     assert s.steps.hyperperiod == 8
     assert s.compiled_graphs == 2                   # with and without the slow momentum
@@ -98,7 +98,7 @@ def test_costs_count_parameters_exactly():
     learn M : l2(self(h), h) by gd(lr = 0.1)
     h = h + M(h @ W)
 """)
-    r, g = graph(text)
+    _, g = graph(text)
     costs = component_costs(g)
     dim, heads, vocab = 32, 4, 64
     per_head = 2 * (dim // heads) * (2 * dim // heads)

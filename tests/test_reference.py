@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-import nldsl
 from nldsl.backends import functional as fn
 from nldsl.backends.params import get
 from nldsl.backends.reference import Reference
+
+import nldsl
 
 torch.set_default_dtype(torch.float64)
 HEADER = "vocab = 11, dim = 8, heads = 2, context = 16"
@@ -228,7 +228,7 @@ def test_teach_signal_is_the_gradient_of_the_tokens_loss():
 """
     model = Reference(spec(text), dtype=torch.float64)
     tok = tokens(batch=1, length=4)
-    out, state = model(tok)
+    _, state = model(tok)
     w = [get(model.params, f"block0.0.C.w{j}").detach() for j in range(2)]
     emb = get(model.params, "embed").detach()[tok]
     for t in range(3):     # the last token has no target, so no teach signal

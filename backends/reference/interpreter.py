@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from nldsl.backends import functional as fn
 from nldsl.backends.params import get, make_parameters
+from torch import nn
+
 from nldsl.dataflow import block_output
 from nldsl.lower import LoweredBlock, layer_prefix, lower_block, memory_param_names, memory_shapes, parameter_table
 from nldsl.spec import Block, Memory, Model, Op, Spec
