@@ -73,15 +73,19 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads: int, act: str = "identity",
-                 residual: bool = False, norm: str = "none") -> torch.Tensor:
+                 residual: bool = False, norm: str = "none", probe: torch.Tensor | None = None) -> torch.Tensor:
     """Read a parametric memory: x (..., H*in) → (..., H*out). Each weight is (..., H, out, in) with
-    leading axes that broadcast against x's; an elementwise memory has one state (..., H, in)."""
+    leading axes that broadcast against x's; an elementwise memory has one state (..., H, in).
+    `probe` (..., H, out of layer 1) is added to the first layer's output: its gradient is the
+    per-token error signal at that layer, which the delta-rule form of dgd needs."""
     xh = x.unflatten(-1, (heads, x.shape[-1] // heads))
     if kind == "elementwise":
         return (weights[0] * xh).flatten(-2)
     a = xh
     for j, w in enumerate(weights):
         a = torch.einsum("...oi,...i->...o", w, a)
+        if j == 0 and probe is not None:
+            a = a + probe
         if j < len(weights) - 1:
             a = ACTIVATIONS[act](a)
     if norm == "layernorm":
@@ -93,17 +97,20 @@ def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads:
     return a.flatten(-2)
 
 
-def objective(name: str, pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
-    """One loss per token, (..., 1): l2 = ½‖p − t‖², dot = −⟨p, t⟩, l1, huber."""
+def objective(name: str, pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0,
+              groups: int = 1) -> torch.Tensor:
+    """One loss per token, (..., 1), or one per head with `groups` = heads, (..., H):
+    l2 = ½‖p − t‖², dot = −⟨p, t⟩, l1, huber."""
     pred, target = broadcast_pair(pred, target)
     if name == "dot":
-        return -(pred * target).sum(-1, keepdim=True)
-    diff = pred - target
-    if name == "l2":
-        return 0.5 * diff.pow(2).sum(-1, keepdim=True)
-    if name == "l1":
-        return diff.abs().sum(-1, keepdim=True)
-    return F.huber_loss(pred, target, reduction="none", delta=delta).sum(-1, keepdim=True)
+        terms = -(pred * target)
+    elif name == "l2":
+        terms = 0.5 * (pred - target).pow(2)
+    elif name == "l1":
+        terms = (pred - target).abs()
+    else:
+        terms = F.huber_loss(pred, target.expand_as(pred), reduction="none", delta=delta)
+    return groups_of(terms, groups).sum(-1) if groups > 1 else terms.sum(-1, keepdim=True)
 
 
 def newton_schulz(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -120,3 +127,51 @@ def newton_schulz(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
         s = y @ y.transpose(-2, -1)
         y = a * y + (b * s + c * s @ s) @ y
     return y.transpose(-2, -1) if tall else y
+
+
+def coefficient(value: torch.Tensor | None, like: torch.Tensor, heads: int) -> torch.Tensor | None:
+    """A coefficient (B, 1) or (B, H) or a constant, shaped to scale a state (B, H, ...)."""
+    if value is None or value.dim() == 0:
+        return value
+    per_head = value.shape[-1] == heads and heads > 1
+    return value.reshape((value.shape[0], heads if per_head else 1) + (1,) * (like.dim() - 2))
+
+
+def rule_step(rule, heads: int, cur: list[torch.Tensor], grads: list[torch.Tensor], coeffs: dict,
+              buffers) -> list[torch.Tensor]:
+    """One token's application of an update rule (`spec.Rule`) to a memory's state.
+
+    gd:  m ← β m − lr·P·g (with momentum) then W ← α W + output(m), or W ← α W + output(−lr·P·g);
+    dgd: the same plus −lr (W k) kᵀ on the first layer (the one that reads the key k);
+    adam: W ← W − lr m̂ / (√v̂ + ε). `buffers` holds `momentum`, `adam` and `updates`, updated in place."""
+    lr = coefficient(coeffs["lr"], cur[0], heads)
+    retain = coefficient(coeffs.get("retain"), cur[0], heads)
+    beta = coefficient(coeffs.get("momentum"), cur[0], heads)
+    precond = coefficient(coeffs.get("precond"), cur[0], heads)
+    new = []
+    if rule.kind == "adam":
+        buffers.updates += 1
+        first, second = buffers.adam
+        for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
+            first[j] = rule.beta1 * first[j] + (1 - rule.beta1) * g
+            second[j] = rule.beta2 * second[j] + (1 - rule.beta2) * g * g
+            mhat = first[j] / (1 - rule.beta1 ** buffers.updates)
+            vhat = second[j] / (1 - rule.beta2 ** buffers.updates)
+            new.append(w - lr * mhat / (vhat.sqrt() + rule.eps))
+        return new
+    for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
+        if precond is not None:
+            g = precond * g
+        if beta is not None:
+            buffers.momentum[j] = beta * buffers.momentum[j] - lr * g
+            d = buffers.momentum[j]
+        else:
+            d = -lr * g
+        if rule.output_steps:
+            d = newton_schulz(d, rule.output_steps)
+        base = w if retain is None else retain * w
+        if rule.kind == "dgd" and j == 0:          # decorrelate the keys the first layer reads
+            k = coeffs["key"].unflatten(-1, (heads, -1)).unsqueeze(-1)     # (B, H, in, 1)
+            base = base - lr * (w @ k) @ k.transpose(-2, -1)
+        new.append(base + d)
+    return new

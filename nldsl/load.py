@@ -31,13 +31,12 @@ def library_specs() -> list[str]:
 def display_path(path: Path) -> str:
     """How a file is named in diagnostics: relative to the working directory, or to the library."""
     path = path.resolve()
-    rel = os.path.relpath(path)
-    if not rel.startswith(".."):
-        return rel
-    try:
+    try:   # library specs read the same wherever nldsl is installed
         return LIBRARY_PREFIX + path.relative_to(library_dir().resolve()).as_posix()
     except ValueError:
-        return str(path)
+        pass
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
 
 
 class Loaded:

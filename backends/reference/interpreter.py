@@ -355,7 +355,7 @@ class Reference(nn.Module):
         if detach:
             grads = [g.detach() for g in grads]
             coeffs = {k: (v.detach() if v is not None else None) for k, v in coeffs.items()}
-        new = _rule(m, [w.detach() if detach else w for w in cur], grads, coeffs, ms)
+        new = fn.rule_step(learn.rule, m.heads, [w.detach() if detach else w for w in cur], grads, coeffs, ms)
         if policy == "first_order":
             new = [w + (n - w.detach()) for w, n in zip(cur, new, strict=True)]
         if persistent:    # one state shared by every sequence: writes are averaged over the batch
@@ -392,56 +392,3 @@ class Reference(nn.Module):
                     self._step(m, ms, grads, record["coeffs"], m.scope == "persistent", batch)
                 ms.ref = list(ms.cur)
                 ms.pending, ms.losses = [], []
-
-
-def _coef(value: torch.Tensor | None, like: torch.Tensor, heads: int) -> torch.Tensor | None:
-    """A coefficient (B, 1) or (B, H) or a constant, shaped to scale a state (B, H, ...)."""
-    if value is None:
-        return None
-    if value.dim() == 0:
-        return value
-    lead = value.shape[0]
-    per_head = value.shape[-1] == heads and heads > 1
-    shape = (lead, heads if per_head else 1) + (1,) * (like.dim() - 2)
-    return value.reshape(shape)
-
-
-def _rule(m: Memory, cur: list[torch.Tensor], grads: list[torch.Tensor], coeffs: dict, ms: MemoryState) -> list:
-    learn = m.learn
-    assert learn is not None
-    rule = learn.rule
-    heads = m.heads
-    lr = _coef(coeffs["lr"], cur[0], heads)
-    retain = _coef(coeffs.get("retain"), cur[0], heads)
-    beta = _coef(coeffs.get("momentum"), cur[0], heads)
-    precond = _coef(coeffs.get("precond"), cur[0], heads)
-    new = []
-    if rule.kind == "adam":
-        assert ms.adam is not None
-        ms.updates += 1
-        first, second = ms.adam
-        for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
-            first[j] = rule.beta1 * first[j] + (1 - rule.beta1) * g
-            second[j] = rule.beta2 * second[j] + (1 - rule.beta2) * g * g
-            mhat = first[j] / (1 - rule.beta1 ** ms.updates)
-            vhat = second[j] / (1 - rule.beta2 ** ms.updates)
-            new.append(w - lr * mhat / (vhat.sqrt() + rule.eps))
-        return new
-    for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
-        if precond is not None:
-            g = precond * g
-        if beta is not None:
-            assert ms.momentum is not None
-            ms.momentum[j] = beta * ms.momentum[j] - lr * g
-            d = ms.momentum[j]
-        else:
-            d = -lr * g
-        if rule.output_steps:
-            d = fn.newton_schulz(d, rule.output_steps)
-        base = w if retain is None else retain * w
-        if rule.kind == "dgd" and j == 0:          # decorrelate the keys the first layer reads
-            k = coeffs["key"].unflatten(-1, (heads, -1)).unsqueeze(-1)     # (B, H, in, 1)
-            base = base - lr * (w @ k) @ k.transpose(-2, -1)
-        new.append(base + d)
-    return new
-
