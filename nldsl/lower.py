@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from math import gcd
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -213,32 +214,72 @@ def _plain_prediction(m: Memory) -> bool:
         and not any(o.op == "self" for o in pred.args[0].walk())
 
 
-def bind(m: Memory) -> Binding:
+def read_sites(block: Block, name: str) -> list[tuple[int, Op]]:
+    """Where a memory is read: (assignment index, read op) pairs; reads inside objectives count as -1."""
+    sites = [(i, o) for i, a in enumerate(block.assignments) for o in a.expr.walk()
+             if o.op in ("read", "state") and o.attrs.get("memory") == name]
+    for m in block.memories.values():
+        if m.learn is not None:
+            sites += [(-1, o) for e in learn_exprs(m.learn).values() for x in e for o in x.walk()
+                      if o.op in ("read", "state") and o.attrs.get("memory") == name and not o.attrs.get("self")]
+    return sites
+
+
+def _fusable(block: Block, m: Memory) -> bool:
+    """A matrix memory read once, in an assignment that comes after everything its update needs:
+    its reads and writes can then run together in one chunkwise kernel."""
+    sites = read_sites(block, m.name)
+    if len(sites) != 1 or sites[0][0] < 0 or m.learn is None:
+        return False
+    needed = {o.attrs["index"] for g in learn_exprs(m.learn).values() for e in g for o in e.walk() if o.op == "value"}
+    return all(i < sites[0][0] for i in needed)
+
+
+def bind(m: Memory, block: Block | None = None) -> Binding:
     """The cheapest exact algorithm for a memory, from its pattern."""
     learn = m.learn
     if not m.parametric:
         return Binding(memory=m.name, algorithm="attention", reason="softmax attention: scaled_dot_product_attention")
-    if learn is None:
+    if learn is None or learn.time.base == "never":
         return Binding(memory=m.name, algorithm="static", reason="no in-context learning: a plain module")
     if learn.objective is None:
         return Binding(memory=m.name, algorithm="teach", reason="teach signal: chunk-interleaved forward/backward")
     rule = learn.rule
-    simple_rule = rule.kind in ("gd", "dgd") and rule.momentum is None and rule.output_steps is None
+    simple_rule = rule.kind in ("gd", "dgd") and rule.momentum is None and rule.output_steps is None \
+        and rule.precond is None
     per_token = learn.time.base == "token" and learn.time.period == 1
     if m.structure.kind == "matrix" and simple_rule and per_token and _plain_prediction(m) \
-            and m.scope == "sequence":
+            and m.scope == "sequence" and (block is None or _fusable(block, m)):
         if learn.objective.op == "dot" and rule.kind == "gd":
             return Binding(memory=m.name, algorithm="linear_attention",
                            reason="matrix + dot objective + gd: chunkwise (gated) linear attention")
         if learn.objective.op == "l2" and learn.chunk == 1:
             return Binding(memory=m.name, algorithm="delta_rule",
                            reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
-    if learn.time.base == "token" and learn.time.period > 1 and rule.kind in ("gd", "dgd") and m.scope == "sequence":
+    closed_form = rule.kind == "gd" or (rule.kind == "dgd" and rule.momentum is None)
+    if learn.time.base == "token" and learn.time.period > 1 and closed_form and rule.precond is None \
+            and rule.output_steps is None and learn.objective.op in ("l2", "dot", "l1", "huber"):
         return Binding(memory=m.name, algorithm="period",
-                       reason=f"state fixed for {learn.time.period} tokens: batched gradients at the chunk-start "
-                              "state, the update recurrence scanned, applied at the boundary")
+                       reason=f"state fixed for {learn.time.period} tokens: all gradients of a chunk at its start "
+                              "state in one vector-Jacobian product, the rule's recurrence in closed form")
     return Binding(memory=m.name, algorithm="generic",
-                   reason="generic path: torch.func gradients of the declared objective, token by token")
+                   reason="generic path: torch.func gradients of the declared objective, the rule token by token")
+
+
+def segment_length(model: Model) -> int | None:
+    """How many tokens a compiled model processes at once: the greatest common divisor of the
+    periods that cut the sequence (1 if some memory must be read token by token), or None when
+    nothing does and the whole sequence goes at once."""
+    periods: list[int] = []
+    for block in model.blocks:
+        for m in block.memories.values():
+            b = bind(m, block)
+            if m.learn is None or b.algorithm in ("static", "attention", "linear_attention", "delta_rule"):
+                continue
+            if m.learn.time.base != "token":
+                continue
+            periods.append(m.learn.time.period if m.learn.time.period > 1 else 1)
+    return gcd(*periods) if periods else None
 
 
 class LoweredBlock(BaseModel):
@@ -251,4 +292,4 @@ class LoweredBlock(BaseModel):
 
 def lower_block(block: Block) -> LoweredBlock:
     return LoweredBlock(block=block, order=tuple(token_order(block)),
-                        bindings={n: bind(m) for n, m in block.memories.items()})
+                        bindings={n: bind(m, block) for n, m in block.memories.items()})

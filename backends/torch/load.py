@@ -1,0 +1,45 @@
+"""Write a compiled model's source to disk and import it, so tracebacks show the generated lines."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from nldsl.backends.torch.emit import emit_model, safe
+from nldsl.spec import Spec
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NLDSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nldsl"
+    return Path(root)
+
+
+def import_source(source: str, stem: str, directory: Path | None = None) -> ModuleType:
+    """Import generated source from a file named by its content hash (written atomically)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    directory = directory or cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stem}_{digest}.py"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source, encoding="utf-8")
+        tmp.replace(path)
+    name = f"nldsl_generated.{stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def model_class(spec: Spec, name: str | None = None) -> type:
+    name = name or next(u for u in spec.local_units if u in spec.models)
+    module = import_source(emit_model(spec, name), safe(name).lower())
+    return getattr(module, safe(name))

@@ -1,0 +1,137 @@
+"""The part of every generated model that is the same for all specs: parameters, initial states
+and the loop over segments. The generated subclass supplies one method per block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nldsl.backends import functional as fn
+from nldsl.backends.params import get, make_parameters
+from nldsl.backends.torch import runtime as rt
+from nldsl.lower import ParamInfo
+
+
+@dataclass
+class LayerState:
+    memories: dict[str, rt.Mem]
+    cache: rt.Cache
+
+
+@dataclass
+class State:
+    """What a stream carries between calls: the position, and every layer's memories and caches."""
+
+    pos: int
+    layers: list[LayerState]
+
+
+class CompiledModel(nn.Module):
+    """Subclasses (generated) set the class attributes below and define one method per block:
+    `block(P, S, cache, h, fires) -> h`, running one segment of tokens through one layer."""
+
+    PARAMS: tuple[tuple, ...] = ()           # (name, shape, init, std, trainable)
+    LAYERS: tuple[tuple[str, int], ...] = ()  # (block, layer index), in order
+    MEMORIES: dict[str, dict[str, rt.MemSpec]] = {}   # block → memory → spec (memories that learn)
+    SEGMENT: int | None = None               # tokens per segment; None: the whole sequence at once
+    VOCAB = 0
+
+    def __init__(self, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        table = {name: ParamInfo(name=name, shape=tuple(shape), init=init, std=std, trainable=train)
+                 for name, shape, init, std, train in self.PARAMS}
+        self.params = make_parameters(table, seed, dtype)
+        self.dtype = dtype
+        self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self.steps = 0
+
+    # ---- parameters and states --------------------------------------------------------------------
+    def view(self, block: str, layer: int) -> dict[str, torch.Tensor]:
+        """The parameters a block's code names: its own (without the layer prefix) and the model's."""
+        prefix = f"{block}__{layer}__"
+        out = {k: v for k, v in self.params.items() if "__" not in k}
+        out.update({k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)})
+        return out
+
+    def initial_state(self, batch: int) -> State:
+        layers = []
+        for block, layer in self.LAYERS:
+            mems = {}
+            for name, spec in self.MEMORIES.get(block, {}).items():
+                key = f"{block}.{layer}.{name}"
+                if spec.persistent and key in self.persistent:
+                    cur, ref = self.persistent[key]
+                    mem = rt.Mem.start(spec, cur)
+                    mem.ref = mem.seen = list(ref)
+                else:
+                    lead = 1 if spec.persistent else batch
+                    init = [torch.zeros((lead, *s), dtype=self.dtype) for s in spec.shapes] if spec.init == "zeros" \
+                        else [get(self.params, f"{key}.{n}").unsqueeze(0).expand(lead, *s)
+                              for n, s in zip(_state_names(spec), spec.shapes, strict=True)]
+                    mem = rt.Mem.start(spec, init)
+                mems[name] = mem
+            layers.append(LayerState(memories=mems, cache=rt.Cache()))
+        return State(pos=0, layers=layers)
+
+    # ---- the sequence -----------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None,
+                final: bool = True) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, vocab) and the state after the last token (pass it back to continue)."""
+        batch, length = tokens.shape
+        st = state or self.initial_state(batch)
+        if targets is None:
+            targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
+        step = self.SEGMENT or length
+        views = [self.view(b, i) for b, i in self.LAYERS]
+        teach = [(li, m) for li, ls in enumerate(st.layers) for m in ls.memories.values()
+                 if m.spec.algorithm == "teach"]
+        losses: dict[int, list[torch.Tensor]] = {id(m): [] for _, m in teach}
+        logits = []
+        for start in range(0, length, step):
+            seg = slice(start, min(start + step, length))
+            last = final and seg.stop == length
+            h = get(self.params, "embed")[tokens[:, seg]]
+            for li, (block, _) in enumerate(self.LAYERS):
+                ls = st.layers[li]
+                fires = {}
+                for name, mem in ls.memories.items():
+                    rt.begin_segment(mem, st.pos)
+                    fires[name] = (st.pos + seg.stop - seg.start) % mem.spec.period == 0
+                h = getattr(self, block)(views[li], ls.memories, ls.cache, h, fires)
+            logit = fn.rmsnorm(h, get(self.params, "final_norm")) @ get(self.params, "unembed")
+            logits.append(logit)
+            if teach:
+                loss = F.cross_entropy(logit.flatten(0, 1), targets[:, seg].flatten(), ignore_index=-100,
+                                       reduction="none").view(batch, -1)
+                for _, mem in teach:
+                    losses[id(mem)].append(loss)
+                    if (st.pos + seg.stop - seg.start) % mem.spec.period == 0 or last:
+                        rt.teach(mem, rt.teach_objective(mem.spec), torch.cat(losses[id(mem)], 1))
+                        rt.commit(mem, True)
+                        losses[id(mem)] = []
+            st.pos += seg.stop - seg.start
+        if final:
+            self._end_of_sequence(st)
+        return torch.cat(logits, 1), st
+
+    def loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits, _ = self(tokens)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+    def _end_of_sequence(self, st: State) -> None:
+        """Flush partial periods; keep persistent memories for the next sequence."""
+        self.steps += 1
+        for (block, layer), ls in zip(self.LAYERS, st.layers, strict=True):
+            for name, mem in ls.memories.items():
+                if mem.spec.period > 1:
+                    mem.ref = list(mem.cur)
+                if mem.spec.persistent:
+                    self.persistent[f"{block}.{layer}.{name}"] = ([w.detach() for w in mem.cur],
+                                                                 [w.detach() for w in mem.ref])
+
+
+def _state_names(spec: rt.MemSpec) -> list[str]:
+    return ["s"] if spec.kind == "elementwise" else [f"w{j}" for j in range(len(spec.shapes))]

@@ -1,0 +1,364 @@
+"""What generated models call for everything that carries state across tokens.
+
+A generated model runs a sequence segment by segment (a segment is as long as the shortest period
+of the model's memories, or the whole sequence when nothing forces a cut). Inside a segment every
+operation is vectorized over its tokens; the objects here carry what crosses segment boundaries:
+memory states (`Mem`), convolution histories and attention caches (`Cache`), and the teach-signal
+windows. Each memory is updated by the cheapest exact algorithm `nldsl.lower.bind` chose for it:
+
+- `linear_attention` / `delta_rule`: a chunkwise kernel (`kernels`) fused with the memory's read;
+- `period`: gradients of all the segment's tokens at the committed state in one vector-Jacobian
+  product, weighted so that the rule's recurrence (retention, momentum) is applied in closed form;
+  dgd's first layer runs the delta-rule kernel. Reads see the committed state;
+- `generic`: per-token gradients (`torch.func`) and the rule applied token by token;
+- `teach`: δ = ∂(the window's losses)/∂(outputs) by autograd once the window's last loss is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from nldsl.backends import functional as fn
+from nldsl.backends.torch import kernels
+from torch.func import grad, vjp, vmap
+
+Objective = Callable[..., torch.Tensor]   # (weights, probe, *values) → losses (..., H)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The static part of an update rule (coefficients are tensors computed by the block)."""
+
+    kind: str = "gd"             # gd | dgd | adam
+    momentum: bool = False
+    output_steps: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class MemSpec:
+    """The static facts of one memory the runtime needs (generated as a literal)."""
+
+    name: str
+    kind: str                    # matrix | mlp | elementwise
+    heads: int
+    shapes: tuple[tuple[int, ...], ...] = ()
+    init: str = "param"          # param (learned or constant tensors) | zeros
+    act: str = "identity"
+    residual: bool = False
+    norm: str = "none"
+    algorithm: str = "generic"
+    rule: Rule = Rule()
+    period: int = 1              # tokens between commits (1: every token)
+    chunk: int = 1               # tokens between gradient reference refreshes
+    read_after: bool = True
+    backprop: str = "through"
+    truncate: int = 0
+    persistent: bool = False
+
+
+@dataclass
+class Mem:
+    spec: MemSpec
+    cur: list[torch.Tensor]                      # evolving (shadow) state, (B, H, out, in) per layer
+    ref: list[torch.Tensor]                      # committed state: gradients are taken here
+    seen: list[torch.Tensor] = field(default_factory=list)   # committed state at the segment's start
+    momentum: list[torch.Tensor] | None = None
+    adam: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    updates: int = 0
+    fired: bool = False
+    window: list[dict] = field(default_factory=list)          # teach signal: reads and coefficients
+
+    @classmethod
+    def start(cls, spec: MemSpec, init: list[torch.Tensor]) -> Mem:
+        m = cls(spec=spec, cur=list(init), ref=list(init), seen=list(init))
+        if spec.rule.momentum:
+            m.momentum = [torch.zeros_like(w) for w in init]
+        if spec.rule.kind == "adam":
+            m.adam = ([torch.zeros_like(w) for w in init], [torch.zeros_like(w) for w in init])
+        return m
+
+
+@dataclass
+class Cache:
+    """Convolution histories and attention keys/values carried from segment to segment."""
+
+    conv: dict[str, torch.Tensor] = field(default_factory=dict)
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+# ---- stateless reads and sequence ops -----------------------------------------------------------
+
+def apply(spec: MemSpec, weights: list[torch.Tensor], x: torch.Tensor, probe: torch.Tensor | None = None):
+    """A memory read: x (B, S, H*in) or one token (B, H*in); weights (B, H, o, i) per sequence, or
+    parameters (H, o, i). A per-sequence state is broadcast over the segment's tokens."""
+    per_sequence = 4 if spec.kind != "elementwise" else 3
+    ws = [w.unsqueeze(1) if w.dim() == per_sequence and x.dim() == 3 else w for w in weights]
+    return fn.memory_apply(spec.kind, ws, x, spec.heads, spec.act, spec.residual, spec.norm, probe)
+
+
+def state_of(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """An elementwise memory's state as a value: (B, H*in), or (B, 1, H*in) beside a segment."""
+    s = weights[0].flatten(-2)
+    return s.unsqueeze(1) if like.dim() == 3 and s.dim() == 2 else s
+
+
+def teach_objective(spec: MemSpec) -> Objective:
+    """⟨M(x), δ⟩ per head: its gradient at M is the teach signal pulled back through the memory."""
+    def objective(weights, probe, x, delta):
+        return fn.groups_of(apply(spec, weights, x) * delta, spec.heads).sum(-1)
+    return objective
+
+
+def conv(cache: Cache, name: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    k = weight.shape[1]
+    hist = cache.conv.get(name)
+    if hist is None:
+        hist = x.new_zeros(x.shape[0], k - 1, x.shape[-1])
+    full = torch.cat([hist, x], 1)
+    cache.conv[name] = full[:, full.shape[1] - (k - 1):]
+    padded = full.transpose(1, 2)
+    return F.conv1d(padded, weight.unsqueeze(1), groups=weight.shape[0]).transpose(1, 2)
+
+
+def attention(cache: Cache, site: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+              window: int) -> torch.Tensor:
+    """Causal softmax attention of a segment's queries over every key so far (or the last `window`)."""
+    old = cache.kv.get(site)
+    keys = k if old is None else torch.cat([old[0], k], 1)
+    values = v if old is None else torch.cat([old[1], v], 1)
+    cache.kv[site] = (keys[:, -window:], values[:, -window:]) if window else (keys, values)
+    s, t = q.shape[1], keys.shape[1]
+    qh = q.unflatten(-1, (heads, -1)).transpose(1, 2)
+    kh = keys.unflatten(-1, (heads, -1)).transpose(1, 2)
+    vh = values.unflatten(-1, (heads, -1)).transpose(1, 2)
+    pos_q = torch.arange(t - s, t, device=q.device).unsqueeze(1)
+    pos_k = torch.arange(t, device=q.device).unsqueeze(0)
+    allowed = pos_k <= pos_q
+    if window:
+        allowed = allowed & (pos_k > pos_q - window)
+    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed)
+    return out.transpose(1, 2).flatten(-2)
+
+
+# ---- reads of learned memories ------------------------------------------------------------------
+
+def read(mem: Mem, x: torch.Tensor) -> torch.Tensor:
+    """Read a memory that learns in context. Period memories show the state committed before the
+    segment; with `read after`, the segment's last token sees the state committed at its end."""
+    spec = mem.spec
+    if spec.period == 1 and spec.algorithm == "generic":
+        return apply(spec, mem.cur, x)            # per-token segments: the evolving state
+    y = apply(spec, mem.seen, x)
+    if spec.read_after and mem.fired:
+        last = apply(spec, mem.ref, x[:, -1:])
+        y = torch.cat([y[:, :-1], last], 1)
+    return y
+
+
+def fused(mem: Mem, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lr, retain) -> torch.Tensor:
+    """A matrix memory's reads and writes over a segment at once (chunkwise kernels)."""
+    spec = mem.spec
+    heads = spec.heads
+    qh, kh, vh = (t.unflatten(-1, (heads, -1)) for t in (q, k, v))
+    lr = _coef(lr, q)
+    retain = _coef(retain, q)
+    if spec.algorithm == "linear_attention":
+        y, state = kernels.linear_attention(mem.cur[0], qh, kh, vh, lr, retain, spec.read_after)
+    else:
+        erase = 2 * lr if spec.rule.kind == "dgd" else lr
+        y, state = kernels.delta_rule(mem.cur[0], qh, kh, vh, erase, lr, retain, spec.read_after)
+    mem.cur = mem.ref = mem.seen = [state]
+    return y.flatten(-2)
+
+
+def _coef(c, like: torch.Tensor):
+    """A coefficient as (B, S, 1) or (B, S, H), or None."""
+    if c is None:
+        return None
+    if not isinstance(c, torch.Tensor) or c.dim() == 0:
+        return torch.as_tensor(c, dtype=like.dtype, device=like.device).expand(*like.shape[:2], 1)
+    return c.expand(*like.shape[:2], c.shape[-1])
+
+
+# ---- writes -------------------------------------------------------------------------------------
+
+def _detach_for(spec: MemSpec, *things):
+    if spec.backprop in ("first_order", "stop"):
+        return [_detached(t) for t in things]
+    return list(things)
+
+
+def _detached(t):
+    if isinstance(t, torch.Tensor):
+        return t.detach()
+    if isinstance(t, list | tuple):
+        return type(t)(_detached(x) for x in t)
+    return t
+
+
+def _settle(spec: MemSpec, old: list[torch.Tensor], new: list[torch.Tensor]) -> list[torch.Tensor]:
+    """first_order keeps the initial state's gradient (state = init + detached delta)."""
+    if spec.backprop == "first_order":
+        return [o + (n - o.detach()) for o, n in zip(old, new, strict=True)]
+    return new
+
+
+def _heads(c: torch.Tensor | None, batch: int, length: int, heads: int, like: torch.Tensor) -> torch.Tensor | None:
+    """A coefficient → (B, S, H)."""
+    if c is None:
+        return None
+    c = _coef(c, like)
+    return c.expand(batch, length, heads) if c.shape[-1] in (1, heads) else c
+
+
+def update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momentum=None, precond=None,
+           key=None) -> None:
+    """Learn from a segment's tokens: the memory's `learn` statement at this point of the block."""
+    spec = mem.spec
+    like = values[0] if values else key
+    if spec.algorithm == "period":
+        _period(mem, objective, values, lr, retain, momentum, key, like)
+    else:
+        _generic(mem, objective, values, {"lr": lr, "retain": retain, "momentum": momentum,
+                                          "precond": precond, "key": key}, like)
+
+
+def commit(mem: Mem, fires: bool) -> None:
+    """At a period boundary the shadow state becomes the committed one."""
+    mem.fired = fires
+    if fires:
+        mem.ref = list(mem.cur)
+
+
+def begin_segment(mem: Mem, pos: int) -> None:
+    spec = mem.spec
+    unit = spec.period * spec.chunk
+    if spec.backprop == "truncate" and pos and pos % unit == 0 and (pos // unit) % spec.truncate == 0:
+        mem.cur = [w.detach() for w in mem.cur]
+        mem.ref = [w.detach() for w in mem.ref]
+    if spec.period == 1 and pos % spec.chunk == 0:
+        mem.ref = list(mem.cur)
+    mem.seen = list(mem.ref)
+    mem.fired = False
+
+
+def _weighted_grads(objective: Objective, theta: list[torch.Tensor], values: tuple,
+                    cotangents: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Σ_t c_t ∇θ loss_t for each cotangent c (B, S, H): one forward, one pullback per weighting."""
+    _, pull = vjp(lambda *th: objective(list(th), None, *values), *theta)
+    return [list(pull(c)) for c in cotangents]
+
+
+def _period(mem: Mem, objective: Objective, values: tuple, lr, retain, momentum, key, like) -> None:
+    """Closed form of the rule over a segment whose gradients all sit at the committed state:
+    gd with retention α and momentum β,  S_t = β_t S_{t−1} − lr_t g_t,  W_t = α_t W_{t−1} + S_t."""
+    spec = mem.spec
+    theta, values, lr, retain, momentum, key, cur, mom = _detach_for(
+        spec, mem.ref, values, lr, retain, momentum, key, mem.cur, mem.momentum)
+    batch, length = like.shape[:2]
+    heads = spec.heads
+    lr = _heads(lr, batch, length, heads, like)
+    log_a = torch.log(_heads(retain, batch, length, heads, like).clamp_min(1e-30)) if retain is not None else \
+        torch.zeros_like(lr)
+    cum_a = log_a.cumsum(1)
+    last_a = cum_a[:, -1]                                                   # log Γ_S (B, H)
+    decay_w = torch.exp(last_a.unsqueeze(1) - cum_a)                        # Γ_S / Γ_t
+    dgd = spec.rule.kind == "dgd"
+    if momentum is None:
+        (grads,) = _weighted_grads(objective, theta, values, [-lr * decay_w])
+        new = [last_a.exp()[..., None, None] * w + g for w, g in zip(cur, grads, strict=True)]
+        if dgd:
+            new[0] = _dgd_first_layer(spec, objective, theta, values, cur[0], key, lr, retain, like)
+    else:
+        log_b = torch.log(_heads(momentum, batch, length, heads, like).clamp_min(1e-30))
+        cum_b = log_b.cumsum(1)
+        # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u);  f_u = −lr_u B_S/B_u;  φ = Σ_t (Γ_S/Γ_t) B_t
+        pair = (last_a.unsqueeze(1).unsqueeze(1) - cum_a.unsqueeze(1) + cum_b.unsqueeze(1)
+                - cum_b.unsqueeze(2))                                       # [u, t] (B, u, t, H)
+        upper = torch.ones(length, length, dtype=torch.bool, device=like.device).triu()
+        e = -lr * pair.masked_fill(~upper[None, :, :, None], float("-inf")).exp().sum(2)
+        f = -lr * torch.exp(cum_b[:, -1:] - cum_b)
+        phi = torch.exp(last_a.unsqueeze(1) - cum_a + cum_b).sum(1)
+        grads_w, grads_s = _weighted_grads(objective, theta, values, [e, f])
+        new = [last_a.exp()[..., None, None] * w + phi[..., None, None] * s + g
+               for w, s, g in zip(cur, mom, grads_w, strict=True)]
+        mem.momentum = [cum_b[:, -1].exp()[..., None, None] * s + g for s, g in zip(mom, grads_s, strict=True)]
+    if spec.persistent:
+        new = [w.mean(0, keepdim=True) for w in new]
+    mem.cur = _settle(spec, mem.cur, new)
+
+
+def _dgd_first_layer(spec: MemSpec, objective: Objective, theta, values, w0, key, lr, retain, like):
+    """dgd on the layer that reads the key: W ← W(αI − lr k kᵀ) − lr δ kᵀ, a delta rule whose
+    values are the per-token error signals δ at that layer's output (taken at the committed state)."""
+    batch, length = like.shape[:2]
+    hidden = w0.shape[-2]
+    probe = like.new_zeros(batch, length, spec.heads, hidden)
+    losses, pull = vjp(lambda p: objective(theta, p, *values), probe)
+    (delta,) = pull(torch.ones_like(losses))
+    keys = key.unflatten(-1, (spec.heads, -1))
+    _, state = kernels.delta_rule(w0, None, keys, -delta, lr, lr, retain, read_after=True)
+    return state
+
+
+def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) -> None:
+    """Per-token gradients at the reference state, then the rule token by token."""
+    spec = mem.spec
+    theta, values, cur, coeffs = _detach_for(spec, mem.ref, values, mem.cur, coeffs)
+    if spec.backprop in ("first_order", "stop"):
+        mem.momentum = _detached(mem.momentum)
+
+    def total(th, *vals):
+        return objective(list(th), None, *vals).sum()
+
+    per_token = vmap(grad(total), in_dims=(None, *(1 for _ in values)), out_dims=1)(tuple(theta), *values)
+    if spec.persistent:
+        cur = [w.expand(like.shape[0], *w.shape[1:]) for w in cur]
+    new = cur
+    for t in range(like.shape[1]):
+        step = {k: (v[:, t] if isinstance(v, torch.Tensor) and v.dim() >= 2 else v) for k, v in coeffs.items()}
+        new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in per_token], step, mem)
+    if spec.persistent:
+        new = [w.mean(0, keepdim=True) for w in new]
+    mem.cur = _settle(spec, mem.cur, new)
+
+
+# ---- teach signals ------------------------------------------------------------------------------
+
+def remember(mem: Mem, x: torch.Tensor) -> torch.Tensor:
+    """A teach-signal memory's read: kept until its window's losses give δ at its output."""
+    y = read(mem, x)
+    if not y.requires_grad:
+        y = y.detach().requires_grad_(True)
+    mem.window.append({"x": x, "y": y, "lr": None, "retain": None, "momentum": None, "precond": None})
+    return y
+
+
+def teach_coefficients(mem: Mem, lr, retain=None, momentum=None, precond=None) -> None:
+    """The coefficients of this segment's teach-signal reads, known once the block has run."""
+    for record in mem.window:
+        if record["lr"] is None:
+            record.update(lr=lr, retain=retain, momentum=momentum, precond=precond)
+
+
+def teach(mem: Mem, objective: Objective, losses: torch.Tensor) -> None:
+    """δ = ∂(sum of the window's per-token losses)/∂y for every read in the window, then gd on
+    Σ_t ⟨M(x_t), δ_t⟩ at the committed state (the closed form of `_period`)."""
+    ys = [r["y"] for r in mem.window]
+    deltas = torch.autograd.grad(losses.sum(), ys, retain_graph=True, allow_unused=True)
+    xs = torch.cat([r["x"].detach() for r in mem.window], 1)
+    ds = torch.cat([torch.zeros_like(y) if d is None else d.detach() for d, y in zip(deltas, ys, strict=True)], 1)
+    cat = {k: (torch.cat([_coef(r[k], r["x"]) for r in mem.window], 1) if mem.window[0][k] is not None else None)
+           for k in ("lr", "retain", "momentum", "precond")}
+    mem.window = []
+    like = xs
+    if mem.spec.rule.kind == "gd" and cat["precond"] is None and not mem.spec.rule.output_steps:
+        _period(mem, objective, (xs, ds), cat["lr"], cat["retain"], cat["momentum"], None, like)
+    else:
+        _generic(mem, objective, (xs, ds), {**cat, "key": None}, like)
