@@ -12,11 +12,19 @@ from __future__ import annotations
 import keyword
 from pathlib import Path
 
-from nldsl.lower import Binding, LoweredBlock, lower_block, memory_param_names, memory_shapes, parameter_table, \
-    segment_length
-from nldsl.spec import Block, Memory, Model, Op, Spec
+from nldsl.lower import (
+    Binding,
+    LoweredBlock,
+    lower_block,
+    memory_param_names,
+    memory_shapes,
+    parameter_table,
+    segment_length,
+)
+from nldsl.spec import Block, Memory, Model, Op, Optimizer, Spec
 
-TAKEN = {"self", "P", "S", "cache", "h", "fires", "torch", "F", "fn", "rt", "nn", "objective", "w", "probe"}
+TAKEN = {"self", "P", "S", "cache", "h", "fires", "torch", "F", "fn", "rt", "nn", "objective", "w", "probe", "opt",
+         "hp", "grad", "param", "step", "update"}
 UNARY = {"sigmoid": "torch.sigmoid", "silu": "F.silu", "gelu": "F.gelu", "relu": "torch.relu", "tanh": "torch.tanh",
          "softplus": "F.softplus", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
          "square": "torch.square", "sign": "torch.sign"}
@@ -31,36 +39,43 @@ def _uses_self(op: Op) -> bool:
     return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in op.walk())
 
 
-class Block_:
-    """Emission context of one block: value names, memory bindings, hoisted objective arguments."""
+def value_names(assignments) -> dict[int, str]:
+    """A Python name per assignment: the spec's name, numbered when a name is assigned twice (h1, h2)."""
+    names: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    targets = [a.target for a in assignments]
+    for i, a in enumerate(assignments):
+        if targets.count(a.target) > 1:
+            counts[a.target] = counts.get(a.target, 0) + 1
+            names[i] = safe(f"{a.target}{counts[a.target]}")
+        else:
+            names[i] = safe(a.target)
+    return names
 
-    def __init__(self, block: Block, lowered: LoweredBlock, file: str, heads: int) -> None:
-        self.block = block
-        self.lowered = lowered
+
+class Emitter:
+    """Python for expressions. Subclasses say how values, states and memory reads are named."""
+
+    def __init__(self, file: str, assignments) -> None:
         self.file = file
-        self.heads = heads
-        self.names: dict[int, str] = {}
-        counts: dict[str, int] = {}
-        multi = {a.target for i, a in enumerate(block.assignments)
-                 if [b.target for b in block.assignments].count(a.target) > 1}
-        for i, a in enumerate(block.assignments):
-            if a.target in multi:
-                counts[a.target] = counts.get(a.target, 0) + 1
-                self.names[i] = safe(f"{a.target}{counts[a.target]}")
-            else:
-                self.names[i] = safe(a.target)
-
-    def binding(self, name: str) -> Binding:
-        return self.lowered.bindings[name]
-
-    def const(self, name: str) -> str:
-        return f"{self.block.name.upper()}_{name.upper()}"
+        self.names = value_names(assignments)
 
     def where(self, op_or_span) -> str:
         span = getattr(op_or_span, "span", op_or_span)
         return f"{Path(self.file).name}:{span.line}"
 
-    # ---- expressions ------------------------------------------------------------------------------
+    def input(self, op: Op) -> str:
+        return "h"
+
+    def read(self, op: Op, e) -> str:
+        raise NotImplementedError
+
+    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+        raise NotImplementedError
+
+    def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
+        raise NotImplementedError
+
     def expr(self, op: Op, args: dict[str, str] | None = None, weights: str = "", probe: Op | None = None) -> str:
         """Python for an expression. Inside an objective, `args` names hoisted sub-expressions,
         `weights` is the memory's weights and `probe` the self(...) call that gets dgd's probe."""
@@ -71,7 +86,7 @@ class Block_:
         if o == "const":
             return repr(float(op.attrs["value"]))
         if o == "input":
-            return "h"
+            return self.input(op)
         if o == "value":
             return self.names[op.attrs["index"]]
         if o == "param":
@@ -109,17 +124,34 @@ class Block_:
             delta = f", delta={float(op.attrs['delta'])!r}" if o == "huber" else ""
             return f'fn.objective("{o}", {e(op.args[0])}, {e(op.args[1])}{delta}, groups={self._groups(op)})'
         if o == "self":
-            p = ", probe" if probe is not None and op.model_dump_json() == probe.model_dump_json() else ""
-            mem = self.block.memories[op.attrs["memory"]]
-            return f"rt.apply({self.const(mem.name)}, {weights}, {e(op.args[0])}{p})"
+            return self.self_call(op, e, weights, probe is not None and op.model_dump_json() == probe.model_dump_json())
         if o == "state":
-            if op.attrs.get("self"):
-                return f"rt.state_of({weights}, {next(iter(args.values())) if args else 'h'})"
-            mem = self.block.memories[op.attrs["memory"]]
-            return f'rt.state_of(S["{mem.name}"].seen, h)' if mem.learn else f'P["{mem.name}__s"].flatten(-2)'
+            return self.state(op, args, weights)
         if o == "read":
             return self.read(op, e)
+        if o == "hyper":
+            return f'hp["{op.attrs["name"]}"]'
+        if o == "newton_schulz":
+            return f"fn.newton_schulz({e(op.args[0])}, {op.attrs['steps']})"
         raise AssertionError(f"cannot emit op {o!r}")
+
+    def _groups(self, op: Op) -> int:
+        return 1
+
+
+class BlockEmitter(Emitter):
+    """Emission context of one block: value names, memory bindings, hoisted objective arguments."""
+
+    def __init__(self, block: Block, lowered: LoweredBlock, file: str) -> None:
+        super().__init__(file, block.assignments)
+        self.block = block
+        self.lowered = lowered
+
+    def binding(self, name: str) -> Binding:
+        return self.lowered.bindings[name]
+
+    def const(self, name: str) -> str:
+        return f"{self.block.name.upper()}_{name.upper()}"
 
     def _groups(self, op: Op) -> int:
         """Objectives of per-head memories return one loss per head, so each head's learning rate
@@ -127,6 +159,16 @@ class Block_:
         memories = {o.attrs["memory"] for o in op.walk() if o.op == "self"}
         heads = [self.block.memories[m].heads for m in memories]
         return heads[0] if heads and all(x == heads[0] for x in heads) else 1
+
+    def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
+        mem = self.block.memories[op.attrs["memory"]]
+        return f"rt.apply({self.const(mem.name)}, {weights}, {e(op.args[0])}{', probe' if probe else ''})"
+
+    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+        if op.attrs.get("self"):
+            return f"rt.state_of({weights}, {next(iter(args.values())) if args else 'h'})"
+        mem = self.block.memories[op.attrs["memory"]]
+        return f'rt.state_of(S["{mem.name}"].seen, h)' if mem.learn else f'P["{mem.name}__s"].flatten(-2)'
 
     def read(self, op: Op, e) -> str:
         mem = self.block.memories[op.attrs["memory"]]
@@ -207,7 +249,8 @@ class Block_:
                 coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
                                                         for k in ("retain", "momentum", "precond")
                                                         if getattr(rule, k) is not None]
-                out.append(f'    rt.teach_coefficients(S["{name}"], {", ".join(coeffs)})   # {self.where(mem.learn.span)}')
+                out.append(f'    rt.teach_coefficients(S["{name}"], {", ".join(coeffs)})'
+                           f"   # {self.where(mem.learn.span)}")
         outputs = [i for i, a in enumerate(block.assignments) if a.target == "h"]
         out.append(f"    return {self.names[outputs[-1]] if outputs else 'h'}")
         return out
@@ -241,8 +284,7 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
     name = name or next(u for u in spec.local_units if u in spec.models)
     model: Model = spec.models[name]
     file = spec.file
-    heads = int(model.config.get("heads", 1))
-    blocks = [Block_(b, lower_block(b), file, heads) for b in model.blocks]
+    blocks = [BlockEmitter(b, lower_block(b), file) for b in model.blocks]
     table = parameter_table(model)
     lines = [f'"""Model `{name}` compiled by nldsl from {Path(file).name}. Generated code: edit the spec, not this.',
              "",
@@ -264,7 +306,7 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
                                              if mem.parametric and mem.learn is not None
                                              and blk.binding(m).algorithm != "static") + "}"
         for blk in blocks)
-    lines += [f"    PARAMS = PARAMS",
+    lines += ["    PARAMS = PARAMS",
               f"    LAYERS = ({layers},)",
               f"    MEMORIES = {{{memories}}}",
               f"    SEGMENT = {segment_length(model)!r}",
@@ -273,3 +315,91 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
         lines += ["    " + line if line else "" for line in blk.method()]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ---- optimizers ---------------------------------------------------------------------------------
+
+class OptimizerEmitter(Emitter):
+    def __init__(self, opt: Optimizer, file: str) -> None:
+        super().__init__(file, opt.assignments)
+        self.opt = opt
+
+    def input(self, op: Op) -> str:
+        return op.attrs["name"]          # grad, param or step
+
+    def _map(self, m: Memory) -> str:
+        s = m.structure
+        return f'"{s.kind}", {{w}}, {{x}}, "{s.act}", {s.residual}, "{s.norm}"'
+
+    def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
+        m = self.opt.memories[op.attrs["memory"]]
+        return f"opt.apply({self._map(m).format(w=weights, x=e(op.args[0]))})"
+
+    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+        return f"{weights}[0]" if op.attrs.get("self") else f'opt.value(S["{op.attrs["memory"]}"])'
+
+    def read(self, op: Op, e) -> str:
+        m = self.opt.memories[op.attrs["memory"]]
+        return f"opt.apply({self._map(m).format(w=f'S[{m.name!r}].visible()', x=e(op.args[0]))})"
+
+    def learn(self, m: Memory) -> list[str]:
+        learn = m.learn
+        assert learn is not None and learn.objective is not None
+        hoisted: list[Op] = []
+
+        def hoist(op: Op) -> None:
+            if not _uses_self(op):
+                if op.model_dump_json() not in {h.model_dump_json() for h in hoisted}:
+                    hoisted.append(op)
+                return
+            for a in op.args:
+                hoist(a)
+
+        hoist(learn.objective)
+        args = {h.model_dump_json(): f"a{i}" for i, h in enumerate(hoisted)}
+        rule = learn.rule
+        coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
+                                                for k in ("retain", "momentum", "precond")
+                                                if getattr(rule, k) is not None]
+        r = f'rt.Rule("{rule.kind}", output_steps={rule.output_steps or 0}, beta1={rule.beta1!r}, ' \
+            f"beta2={rule.beta2!r}, eps={rule.eps!r})"
+        values = "".join(f"{self.expr(hv)}, " for hv in hoisted)
+        return [f"def objective_{m.name}({', '.join(['w', *args.values()])}):   # {self.where(learn.objective)}",
+                f"    return {self.expr(learn.objective, args, 'w')}.sum()",
+                f'opt.learn(S["{m.name}"], objective_{m.name}, ({values}), step, {r}, {", ".join(coeffs)})'
+                f"   # {self.where(learn.span)}"]
+
+
+def emit_optimizer(spec: Spec, name: str) -> str:
+    """The Python source of an optimizer spec as a `torch.optim.Optimizer` subclass."""
+    o: Optimizer = spec.optimizers[name]
+    em = OptimizerEmitter(o, spec.file if name in spec.local_units else o.span.file)
+    steps: list[tuple[tuple[int, int], list[str]]] = []
+    for i, a in enumerate(o.assignments):
+        steps.append(((a.span.line, a.span.col), [f"{em.names[i]} = {em.expr(a.expr)}   # {em.where(a)}"]))
+    for m in o.memories.values():
+        if m.learn is not None and m.learn.time.base != "never":
+            steps.append(((m.learn.span.line, m.learn.span.col), em.learn(m)))
+    states = []
+    for m in o.memories.values():
+        learn = m.learn
+        s = m.structure
+        info = {"kind": s.kind, "shapes": tuple(memory_shapes(m)) if s.kind == "mlp" else (), "init": m.init,
+                "act": s.act, "residual": s.residual, "norm": s.norm,
+                "period": learn.time.period if learn and learn.time.base == "step" else 1,
+                "read_after": learn is None or learn.read == "after",
+                "momentum": bool(learn and learn.rule.momentum is not None),
+                "adam": bool(learn and learn.rule.kind == "adam")}
+        states.append(f"    {m.name!r}: {info!r},   # {em.where(m.span)}")
+    lines = [f'"""Optimizer `{name}` compiled by nldsl from {Path(em.file).name}. Generated code: edit the spec.',
+             '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
+             "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", "",
+             "", "def update(param, grad, S, hp, step):",
+             f'    """One step of `{name}` for one parameter: updates its states S, returns its new value."""']
+    for _, body in sorted(steps, key=lambda x: x[0]):
+        lines += ["    " + line for line in body]
+    lines += [f"    return {em.expr(o.update)}   # {em.where(o.update)}", "", "",
+              f"class {safe(name)}(opt.SpecOptimizer):",
+              f"    DEFAULTS = {dict(o.defaults)!r}", "    STATES = {"] + states + \
+             ["    }", "    update = staticmethod(update)", ""]
+    return "\n".join(lines)

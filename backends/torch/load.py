@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from nldsl.backends.torch.emit import emit_model, safe
+from nldsl.backends.torch.emit import emit_model, emit_optimizer, safe
+
 from nldsl.spec import Spec
 
 
@@ -42,4 +43,9 @@ def import_source(source: str, stem: str, directory: Path | None = None) -> Modu
 def model_class(spec: Spec, name: str | None = None) -> type:
     name = name or next(u for u in spec.local_units if u in spec.models)
     module = import_source(emit_model(spec, name), safe(name).lower())
+    return getattr(module, safe(name))
+
+
+def optimizer_class(spec: Spec, name: str) -> type:
+    module = import_source(emit_optimizer(spec, name), f"optim_{safe(name).lower()}")
     return getattr(module, safe(name))

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from nldsl.backends import functional as fn
 from nldsl.backends.params import get, make_parameters
 from nldsl.backends.torch import runtime as rt
+from torch import nn
+
 from nldsl.lower import ParamInfo
 
 

@@ -1,0 +1,146 @@
+"""Optimizer specs as `torch.optim.Optimizer`s: the generated `update` function is the whole rule
+for one parameter; this base class keeps the per-parameter states and calls it.
+
+An optimizer state is a memory with the parameter's shape (`elementwise`), or a small MLP applied
+to every element (`mlp(in = 1, ...) per element`). Its `learn` statement is executed literally:
+the gradient of its objective (autograd of the declared objective, `torch.func.grad`), then its
+rule. A state learned `every N steps` accumulates on a shadow copy and commits every N steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.func import grad
+
+from nldsl.backends import functional as fn
+
+
+@dataclass
+class OptState:
+    """One memory of one parameter's optimizer state."""
+
+    cur: list[torch.Tensor]
+    ref: list[torch.Tensor]
+    period: int = 1
+    read_after: bool = True
+    momentum: list[torch.Tensor] | None = None
+    adam: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    updates: int = 0
+    before: list[torch.Tensor] = field(default_factory=list)   # the visible state when the step began
+
+    def visible(self) -> list[torch.Tensor]:
+        shown = self.ref if self.period > 1 else self.cur
+        return shown if self.read_after else self.before
+
+
+def value(s: OptState) -> torch.Tensor:
+    """An elementwise state read bare: its tensor."""
+    return s.visible()[0]
+
+
+def apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, act: str = "identity", residual: bool = False,
+          norm: str = "none") -> torch.Tensor:
+    """A per-element memory read: the same small map applied to every element of x."""
+    if kind == "elementwise":
+        return weights[0] * x
+    flat = x.reshape(-1, 1)
+    return fn.memory_apply("mlp", weights, flat, 1, act, residual, norm).reshape(x.shape)
+
+
+def learn(s: OptState, objective: Callable, values: tuple, step: int, rule, lr, retain=None, momentum=None,
+          precond=None) -> None:
+    """One step of a state's update rule, with the gradient of its objective at the committed state."""
+    g = grad(lambda ws: objective(ws, *values))(list(s.ref))
+    lr = torch.as_tensor(lr)
+    new = []
+    if rule.kind == "adam":
+        assert s.adam is not None
+        s.updates += 1
+        first, second = s.adam
+        for j, (w, gj) in enumerate(zip(s.cur, g, strict=True)):
+            first[j] = rule.beta1 * first[j] + (1 - rule.beta1) * gj
+            second[j] = rule.beta2 * second[j] + (1 - rule.beta2) * gj * gj
+            mhat = first[j] / (1 - rule.beta1 ** s.updates)
+            vhat = second[j] / (1 - rule.beta2 ** s.updates)
+            new.append(w - lr * mhat / (vhat.sqrt() + rule.eps))
+    else:
+        for j, (w, gj) in enumerate(zip(s.cur, g, strict=True)):
+            if precond is not None:
+                gj = precond * gj
+            if momentum is not None:
+                assert s.momentum is not None
+                s.momentum[j] = momentum * s.momentum[j] - lr * gj
+                d = s.momentum[j]
+            else:
+                d = -lr * gj
+            if rule.output_steps:
+                d = fn.newton_schulz(d, rule.output_steps)
+            new.append((w if retain is None else retain * w) + d)
+    s.cur = new
+    if s.period == 1 or step % s.period == 0:
+        s.ref = list(new)
+
+
+class SpecOptimizer(torch.optim.Optimizer):
+    """Generated optimizers set DEFAULTS and STATES, and define the static method
+    `update(param, grad, states, hp, step) -> new param`."""
+
+    DEFAULTS: dict[str, float] = {}
+    STATES: dict[str, dict] = {}     # name → {"shapes": callable(param) → shapes, "init": ..., ...}
+
+    def __init__(self, params, **hyper: float):
+        unknown = set(hyper) - set(self.DEFAULTS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no hyperparameter {', '.join(sorted(unknown))}")
+        super().__init__(params, {**self.DEFAULTS, **hyper})
+
+    def _states(self, p: torch.Tensor) -> dict[str, OptState]:
+        st = self.state[p]
+        if not st:
+            st["step"] = 0
+            st["memories"] = {name: _start(p, info) for name, info in self.STATES.items()}
+        return st
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            hp = {k: group[k] for k in self.DEFAULTS}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self._states(p)
+                st["step"] += 1
+                for s in st["memories"].values():
+                    s.before = list(s.ref if s.period > 1 else s.cur)
+                with torch.enable_grad():
+                    new = type(self).update(p.detach(), p.grad.detach(), st["memories"], hp, st["step"])
+                p.copy_(new.detach())
+        return loss
+
+
+def _start(p: torch.Tensor, info: dict) -> OptState:
+    if info["kind"] == "elementwise":
+        init = [torch.zeros_like(p)]
+    else:
+        generator = torch.Generator().manual_seed(info.get("seed", 0))
+        init = []
+        shapes = info["shapes"]
+        for j, shape in enumerate(shapes):
+            last = j == len(shapes) - 1
+            if info["init"] == "zeros" or (info["init"] == "identity" and last):
+                init.append(torch.zeros(shape, dtype=p.dtype, device=p.device))
+            else:
+                init.append((torch.randn(shape, generator=generator, dtype=p.dtype) * shape[-1] ** -0.5).to(p.device))
+    s = OptState(cur=init, ref=list(init), period=info.get("period", 1), read_after=info.get("read_after", True))
+    if info.get("momentum"):
+        s.momentum = [torch.zeros_like(w) for w in init]
+    if info.get("adam"):
+        s.adam = ([torch.zeros_like(w) for w in init], [torch.zeros_like(w) for w in init])
+    return s
