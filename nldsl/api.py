@@ -10,7 +10,7 @@ from nldsl.check import check
 from nldsl.diagnostics import Diagnostic, Diagnostics, SpecError, render_all
 from nldsl.draw import Diagram, diagram
 from nldsl.graph import NestingGraph, build
-from nldsl.load import load
+from nldsl.load import load as load_files
 from nldsl.schedule import analyze
 from nldsl.source import SourceFile
 from nldsl.spec import Spec
@@ -66,7 +66,7 @@ def check_file(path: str | Path, overrides: Overrides = None) -> CheckResult:
 
 
 def _run(entry: str | Path, text: str | None, overrides: Overrides = None) -> CheckResult:
-    loaded = load(entry, text)
+    loaded = load_files(entry, text)
     diags = Diagnostics()
     diags.extend(loaded.diagnostics)
     result = CheckResult(file=loaded.entry, diagnostics=[], sources=loaded.sources)
@@ -120,3 +120,28 @@ def explain(path: str | Path, name: str | None = None, width: int = 160) -> str:
     result = check_file(path)
     result.raise_for_errors()
     return report.render(result.graph(name), result.sources, width=width)
+
+
+def load(path: str | Path, name: str | None = None, overrides: Overrides = None, seed: int = 0, dtype=None):
+    """The compiled PyTorch model of a spec (an `nn.Module`: `model(tokens) -> (logits, state)`)."""
+    import torch
+
+    from nldsl.backends.torch.load import model_class
+    spec = load_spec(path, overrides)
+    return model_class(spec, name)(seed=seed, dtype=dtype or torch.float32)
+
+
+def reference(path: str | Path, name: str | None = None, overrides: Overrides = None, seed: int = 0, dtype=None):
+    """The reference interpreter of a spec: exact and slow, the oracle of the compiled model."""
+    import torch
+
+    from nldsl.backends.reference import Reference
+    return Reference(load_spec(path, overrides), name, dtype=dtype or torch.float32, seed=seed)
+
+
+def optimizer(path: str | Path, name: str | None = None) -> type:
+    """An optimizer spec compiled to a `torch.optim.Optimizer` subclass."""
+    from nldsl.backends.torch.load import optimizer_class
+    spec = load_spec(path)
+    name = name or next(u for u in spec.local_units if u in spec.optimizers)
+    return optimizer_class(spec, name)

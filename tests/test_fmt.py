@@ -11,10 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nldsl.api import check_text
 from nldsl.fmt import collect_comments, format_source
-from nldsl.parse import parse
+from nldsl.parse import parse, parser
 from nldsl.source import SourceFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +79,25 @@ def test_formatting_a_spec_does_not_change_its_diagnostics(path: Path) -> None:
     before = check_text(text, file=str(path))
     after = check_text(fmt(text), file=str(path))
     assert [(d.code, d.severity) for d in after.diagnostics] == [(d.code, d.severity) for d in before.diagnostics]
+
+
+@st.composite
+def relaid_specs(draw: st.DrawFn) -> str:
+    """A shipped spec with its tokens re-spaced at random and comments added between them."""
+    text = draw(st.sampled_from([p.read_text(encoding="utf-8") for p in SPECS]))
+    out = []
+    for token in parser().lex(text, dont_ignore=True):
+        if token.type == "WS":
+            continue
+        out += [token, "\n" if token.type == "COMMENT" else
+                draw(st.sampled_from([" ", " ", "\n", "\n\n\n", "  # after\n", "\n# own line\n\n"]))]
+    return "".join(out)
+
+
+@settings(max_examples=60, derandomize=True, database=None, deadline=None)
+@given(relaid_specs())
+def test_any_layout_of_a_spec_formats_canonically(text: str) -> None:
+    canonical(text)
 
 
 def test_golden_hope() -> None:

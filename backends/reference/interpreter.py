@@ -330,7 +330,9 @@ class Reference(nn.Module):
         persistent = m.scope == "persistent"
         batch = ctx.h.shape[0]
         ref = [w.expand(batch, *w.shape[1:]) for w in ms.ref] if persistent else ms.ref
-        leaves = [w if w.requires_grad else w.detach().requires_grad_(True) for w in ref]
+        # a fresh node per weight: the inner gradient flows through the self(...) calls only, not
+        # through values the memory produced earlier (self-generated keys are data to the objective)
+        leaves = [w.clone() if w.requires_grad else w.detach().requires_grad_(True) for w in ref]
         with torch.enable_grad():
             ctx.self_memory, ctx.self_weights = m, leaves
             loss = self._eval(learn.objective, ctx).sum()

@@ -86,9 +86,7 @@ class CompiledModel(nn.Module):
             targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
         step = self.SEGMENT or length
         views = [self.view(b, i) for b, i in self.LAYERS]
-        teach = [(li, m) for li, ls in enumerate(st.layers) for m in ls.memories.values()
-                 if m.spec.algorithm == "teach"]
-        losses: dict[int, list[torch.Tensor]] = {id(m): [] for _, m in teach}
+        teach = [m for ls in st.layers for m in ls.memories.values() if m.spec.algorithm == "teach"]
         logits = []
         for start in range(0, length, step):
             seg = slice(start, min(start + step, length))
@@ -106,12 +104,12 @@ class CompiledModel(nn.Module):
             if teach:
                 loss = F.cross_entropy(logit.flatten(0, 1), targets[:, seg].flatten(), ignore_index=-100,
                                        reduction="none").view(batch, -1)
-                for _, mem in teach:
-                    losses[id(mem)].append(loss)
+                for mem in teach:
+                    mem.losses.append(loss)
                     if (st.pos + seg.stop - seg.start) % mem.spec.period == 0 or last:
-                        rt.teach(mem, rt.teach_objective(mem.spec), torch.cat(losses[id(mem)], 1))
+                        rt.teach(mem, rt.teach_objective(mem.spec), torch.cat(mem.losses, 1))
                         rt.commit(mem, True)
-                        losses[id(mem)] = []
+                        mem.losses = []
             st.pos += seg.stop - seg.start
         if final:
             self._end_of_sequence(st)

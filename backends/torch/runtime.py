@@ -73,6 +73,7 @@ class Mem:
     updates: int = 0
     fired: bool = False
     window: list[dict] = field(default_factory=list)          # teach signal: reads and coefficients
+    losses: list[torch.Tensor] = field(default_factory=list)  # teach signal: the window's token losses
 
     @classmethod
     def start(cls, spec: MemSpec, init: list[torch.Tensor]) -> Mem:
@@ -230,9 +231,10 @@ def update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momen
 
 
 def commit(mem: Mem, fires: bool) -> None:
-    """At a period boundary the shadow state becomes the committed one."""
-    mem.fired = fires
-    if fires:
+    """At a period boundary the shadow state becomes the committed one. (A memory updated every
+    token has no shadow: its gradient reference moves at chunk starts, in `begin_segment`.)"""
+    mem.fired = fires and mem.spec.period > 1
+    if mem.fired:
         mem.ref = list(mem.cur)
 
 
@@ -274,7 +276,8 @@ def _period(mem: Mem, objective: Objective, values: tuple, lr, retain, momentum,
         (grads,) = _weighted_grads(objective, theta, values, [-lr * decay_w])
         new = [last_a.exp()[..., None, None] * w + g for w, g in zip(cur, grads, strict=True)]
         if dgd:
-            new[0] = _dgd_first_layer(spec, objective, theta, values, cur[0], key, lr, retain, like)
+            alpha = _heads(retain, batch, length, heads, like) if retain is not None else None
+            new[0] = _dgd_first_layer(spec, objective, theta, values, cur[0], key, lr, alpha, like)
     else:
         log_b = torch.log(_heads(momentum, batch, length, heads, like).clamp_min(1e-30))
         cum_b = log_b.cumsum(1)
@@ -321,6 +324,8 @@ def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) 
     if spec.persistent:
         cur = [w.expand(like.shape[0], *w.shape[1:]) for w in cur]
     new = cur
+    coeffs = {k: (torch.as_tensor(v, dtype=like.dtype) if v is not None and not isinstance(v, torch.Tensor) else v)
+              for k, v in coeffs.items()}
     for t in range(like.shape[1]):
         step = {k: (v[:, t] if isinstance(v, torch.Tensor) and v.dim() >= 2 else v) for k, v in coeffs.items()}
         new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in per_token], step, mem)

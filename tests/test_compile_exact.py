@@ -1,0 +1,163 @@
+"""The compiled model equals the reference interpreter: outputs, final fast states and the gradients
+of every slow parameter, for every shipped spec and for specs that combine concepts in new ways."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from specutil import SPECS
+
+import nldsl
+from nldsl.backends.reference import Reference
+from nldsl.backends.torch import kernels
+from nldsl.backends.torch.load import model_class
+
+TINY = {"dim": 8, "heads": 2, "layers": 1, "context": 32, "vocab": 13, "window": 5}
+SHIPPED = ["linear_attention", "deltanet", "gated_deltanet", "transformer", "mlp_gd", "titans",
+           "self_modifying_titans", "cms", "hope"]
+
+UNSHIPPED = {
+    # a Huber objective on a 3-layer MLP memory with momentum and retention, updated every 8 tokens
+    "huber_mlp3_momentum": """
+    memory M : mlp(depth = 3, expand = 2, act = tanh, residual) per head init learned
+    k = l2norm(h, groups = heads)
+    learn M : huber(self(k), h, delta = 0.5) by gd(lr = 0.3, momentum = 0.8, retain = 0.95) every 8 tokens
+    h = h + M(k)
+""",
+    # DeltaNet's objective on an MLP memory, read token by token with gradients anchored every 4 tokens
+    "deltanet_with_mlp_memory": """
+    param W_b : matrix(dim, heads)
+    k = l2norm(h, groups = heads)
+    beta = sigmoid(h @ W_b)
+    memory M : mlp(depth = 2, expand = 2, act = silu) per head init learned
+    learn M : l2(self(k), h) by gd(lr = beta) every token chunk 4
+    h = h + M(k)
+""",
+    # a CMS of four levels whose slowest level persists across sequences
+    "cms4_persistent_slowest": """
+    memory C : cms [ mlp(expand = 2, act = silu, residual) every 2 tokens,
+                     mlp(expand = 2, act = silu, residual) every 4 tokens,
+                     mlp(expand = 2, act = silu, residual) every 8 tokens ] init learned
+    memory P : mlp(expand = 2, act = silu, residual) init learned scope persistent
+    # allow NL083
+    learn C, P : outer by gd(lr = 0.05) read before
+    h = h + P(C(rmsnorm(h)))
+""",
+    # a matrix memory learned by Adam inside a chunk, next to sliding-window attention
+    "adam_memory_with_attention": """
+    memory M : matrix per head init zeros
+    memory A : attention(window = 4) per head
+    learn M : l2(self(h), rmsnorm(h)) by adam(lr = 0.01) every 4 tokens
+    h = h + M(h) + A(h, h, h)
+""",
+    # dgd on a matrix memory every 4 tokens, and linear attention read before its write, in one block
+    "dgd_matrix_and_linear_attention": """
+    param W_k : matrix(dim, dim)
+    k = l2norm(h @ W_k, groups = heads)
+    memory M, L : matrix per head init zeros
+    learn M : l2(self(k), h) by dgd(lr = 0.2, retain = 0.9) every 4 tokens read before
+    learn L : dot(self(k), h) by gd(lr = 0.5, retain = 0.9) read before
+    h = h + M(h) + L(k)
+""",
+    # preconditioned momentum with a Newton-Schulz output map (Muon-like) on a matrix memory
+    "matrix_memory_precond_ns": """
+    memory s : matrix per head init zeros
+    learn s : dot(self(h), h) by gd(lr = 0.1, momentum = 0.5, precond = 0.5,
+                                   output = newton_schulz(steps = 3)) every 2 tokens
+    h = h + s(h)
+""",
+}
+
+
+def shipped(name: str) -> nldsl.Spec:
+    r = nldsl.check_file(SPECS / f"{name}.nl")
+    header = {k for m in r.spec.models.values() for k in m.config}
+    return nldsl.load_spec(SPECS / f"{name}.nl", overrides={k: v for k, v in TINY.items() if k in header})
+
+
+def unshipped(name: str) -> nldsl.Spec:
+    text = f"model X(vocab = 13, dim = 8, heads = 2, context = 32) {{\n  block {{\n{UNSHIPPED[name]}\n  }}\n}}\n"
+    r = nldsl.check_text(text, f"{name}.nl")
+    assert r.ok, r.render()
+    return r.spec
+
+
+def pair(spec: nldsl.Spec, dtype=torch.float64):
+    ref = Reference(spec, dtype=dtype, seed=0)
+    comp = model_class(spec)(seed=0, dtype=dtype)
+    comp.load_state_dict(ref.state_dict())
+    return ref, comp
+
+
+def tokens(batch=2, length=19, seed=1):
+    return torch.randint(0, 13, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def close(a, b, rtol):
+    scale = max(a.abs().max().item(), b.abs().max().item(), 1e-12)
+    assert (a - b).abs().max().item() <= rtol * scale, f"max diff {(a - b).abs().max().item():.3e} (scale {scale:.2e})"
+
+
+def compare(spec: nldsl.Spec, dtype=torch.float64, rtol=1e-8, tok=None):
+    ref, comp = pair(spec, dtype)
+    tok = tokens() if tok is None else tok
+    out_r, st_r = ref(tok)
+    out_c, st_c = comp(tok)
+    close(out_r, out_c, rtol)
+    for lr_, lc in zip(st_r.layers, st_c.layers, strict=True):
+        for name, mr in lr_.memories.items():
+            for a, b in zip(mr.cur, lc.memories[name].cur, strict=True):
+                close(a, b, rtol)
+    ref2, comp2 = pair(spec, dtype)
+    gr = torch.autograd.grad(ref2.loss(tok), list(ref2.params.values()), allow_unused=True)
+    gc = torch.autograd.grad(comp2.loss(tok), list(comp2.params.values()), allow_unused=True)
+    for (name, _), a, b in zip(ref2.params.items(), gr, gc, strict=True):
+        assert (a is None) == (b is None) or (a if a is not None else b).abs().max() == 0, name
+        if a is not None and b is not None:
+            close(a, b, rtol)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_spec_matches_reference(name):
+    compare(shipped(name))
+
+
+@pytest.mark.parametrize("name", list(UNSHIPPED))
+def test_unshipped_spec_matches_reference(name):
+    compare(unshipped(name))
+
+
+@pytest.mark.parametrize("name", ["linear_attention", "titans", "hope"])
+def test_float32_within_1e4(name):
+    compare(shipped(name), dtype=torch.float32, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet", "linear_attention"])
+def test_kernel_chunk_sizes(name, chunk, monkeypatch):
+    monkeypatch.setattr(kernels, "CHUNK", chunk)
+    monkeypatch.setattr(kernels.linear_attention, "__defaults__", (chunk,))
+    monkeypatch.setattr(kernels.delta_rule, "__defaults__", (chunk,))
+    compare(shipped(name), tok=tokens(length=23))
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "titans", "self_modifying_titans"])
+def test_batched_equals_separate_runs(name):
+    _, comp = pair(shipped(name))
+    tok = tokens(batch=3)
+    both, _ = comp(tok)
+    for i in range(3):
+        one, _ = comp(tok[i:i + 1])
+        close(both[i:i + 1], one, 1e-10)
+
+
+@pytest.mark.parametrize("name", ["deltanet", "titans", "hope", "huber_mlp3_momentum"])
+def test_streaming_two_halves_equals_one_pass(name):
+    spec = shipped(name) if name in SHIPPED else unshipped(name)
+    _, comp = pair(spec)
+    tok = tokens(length=32)
+    whole, _ = comp(tok)
+    targets = torch.nn.functional.pad(tok[:, 1:], (0, 1), value=-100)   # a stream knows the next token
+    first, state = comp(tok[:, :16], targets=targets[:, :16], final=False)
+    second, _ = comp(tok[:, 16:], state=state, targets=targets[:, 16:])
+    close(torch.cat([first, second], 1), whole, 1e-10)
