@@ -400,6 +400,6 @@ def emit_optimizer(spec: Spec, name: str) -> str:
         lines += ["    " + line for line in body]
     lines += [f"    return {em.expr(o.update)}   # {em.where(o.update)}", "", "",
               f"class {safe(name)}(opt.SpecOptimizer):",
-              f"    DEFAULTS = {dict(o.defaults)!r}", "    STATES = {"] + states + \
-             ["    }", "    update = staticmethod(update)", ""]
+              f"    DEFAULTS = {dict(o.defaults)!r}", "    STATES = {", *states,
+              "    }", "    update = staticmethod(update)", ""]
     return "\n".join(lines)

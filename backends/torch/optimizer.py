@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch.func import grad
-
 from nldsl.backends import functional as fn
+from torch.func import grad
 
 
 @dataclass
