@@ -47,6 +47,7 @@ class CompiledModel(nn.Module):
         self.dtype = dtype
         self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.steps = 0
+        self.segment_step = self.segment
 
     # ---- parameters and states --------------------------------------------------------------------
     def view(self, block: str, layer: int) -> dict[str, torch.Tensor]:
@@ -91,16 +92,16 @@ class CompiledModel(nn.Module):
         for start in range(0, length, step):
             seg = slice(start, min(start + step, length))
             last = final and seg.stop == length
-            h = get(self.params, "embed")[tokens[:, seg]]
-            for li, (block, _) in enumerate(self.LAYERS):
-                ls = st.layers[li]
-                fires = {}
-                for name, mem in ls.memories.items():
+            fires = []
+            for ls in st.layers:
+                for mem in ls.memories.values():
                     rt.begin_segment(mem, st.pos)
-                    fires[name] = (st.pos + seg.stop - seg.start) % mem.spec.period == 0
-                h = getattr(self, block)(views[li], ls.memories, ls.cache, h, fires)
-            logit = fn.rmsnorm(h, get(self.params, "final_norm")) @ get(self.params, "unembed")
+                fires.append({name: (st.pos + seg.stop - seg.start) % mem.spec.period == 0
+                              for name, mem in ls.memories.items()})
+            logit = self.segment_step(views, st, tokens[:, seg], fires)
             logits.append(logit)
+            for mem in teach:
+                mem.window += mem.scratch
             if teach:
                 loss = F.cross_entropy(logit.flatten(0, 1), targets[:, seg].flatten(), ignore_index=-100,
                                        reduction="none").view(batch, -1)
@@ -114,6 +115,20 @@ class CompiledModel(nn.Module):
         if final:
             self._end_of_sequence(st)
         return torch.cat(logits, 1), st
+
+    def segment(self, views: list[dict], st: State, tokens: torch.Tensor, fires: list[dict]) -> torch.Tensor:
+        """One segment of tokens through every layer: the unit `torch.compile` specializes, once per
+        distinct pattern of which memories commit at its end."""
+        h = get(self.params, "embed")[tokens]
+        for li, (block, _) in enumerate(self.LAYERS):
+            ls = st.layers[li]
+            h = getattr(self, block)(views[li], ls.memories, ls.cache, h, fires[li])
+        return fn.rmsnorm(h, get(self.params, "final_norm")) @ get(self.params, "unembed")
+
+    def compile(self, **options) -> CompiledModel:
+        """Run segments through `torch.compile(fullgraph=True)`; options go to torch.compile."""
+        self.segment_step = torch.compile(self.segment, fullgraph=True, **options)
+        return self
 
     def loss(self, tokens: torch.Tensor) -> torch.Tensor:
         logits, _ = self(tokens)

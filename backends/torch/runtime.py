@@ -74,6 +74,7 @@ class Mem:
     fired: bool = False
     window: list[dict] = field(default_factory=list)          # teach signal: reads and coefficients
     losses: list[torch.Tensor] = field(default_factory=list)  # teach signal: the window's token losses
+    scratch: list[dict] = field(default_factory=list)         # this segment's teach-signal reads
 
     @classmethod
     def start(cls, spec: MemSpec, init: list[torch.Tensor]) -> Mem:
@@ -248,6 +249,7 @@ def begin_segment(mem: Mem, pos: int) -> None:
         mem.ref = list(mem.cur)
     mem.seen = list(mem.ref)
     mem.fired = False
+    mem.scratch = []
 
 
 def _weighted_grads(objective: Objective, theta: list[torch.Tensor], values: tuple,
@@ -341,15 +343,14 @@ def remember(mem: Mem, x: torch.Tensor) -> torch.Tensor:
     y = read(mem, x)
     if not y.requires_grad:
         y = y.detach().requires_grad_(True)
-    mem.window.append({"x": x, "y": y, "lr": None, "retain": None, "momentum": None, "precond": None})
+    mem.scratch.append({"x": x, "y": y, "lr": None, "retain": None, "momentum": None, "precond": None})
     return y
 
 
 def teach_coefficients(mem: Mem, lr, retain=None, momentum=None, precond=None) -> None:
     """The coefficients of this segment's teach-signal reads, known once the block has run."""
-    for record in mem.window:
-        if record["lr"] is None:
-            record.update(lr=lr, retain=retain, momentum=momentum, precond=precond)
+    for record in mem.scratch:
+        record.update(lr=lr, retain=retain, momentum=momentum, precond=precond)
 
 
 def teach(mem: Mem, objective: Objective, losses: torch.Tensor) -> None:
