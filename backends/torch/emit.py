@@ -306,11 +306,33 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
                                              if mem.parametric and mem.learn is not None
                                              and blk.binding(m).algorithm != "static") + "}"
         for blk in blocks)
+    convs = ", ".join(f"{blk.block.name!r}: {{" + ", ".join(
+        f"{o.attrs['param']!r}: ({o.width}, {o.attrs['kernel']})" for a in blk.block.assignments for o in a.expr.walk()
+        if o.op == "conv") + "}" for blk in blocks)
+    sites = ", ".join(f"{blk.block.name!r}: {{" + ", ".join(
+        f"'{o.attrs['memory']}@{o.span.line}:{o.span.col}': ({o.args[1].width}, {o.args[2].width})"
+        for a in blk.block.assignments for o in a.expr.walk()
+        if o.op == "read" and not blk.block.memories[o.attrs["memory"]].parametric) + "}" for blk in blocks)
     lines += ["    PARAMS = PARAMS",
+              f"    CONVS = {{{convs}}}",
+              f"    SITES = {{{sites}}}",
               f"    LAYERS = ({layers},)",
               f"    MEMORIES = {{{memories}}}",
               f"    SEGMENT = {segment_length(model)!r}",
               f"    VOCAB = {int(model.config['vocab'])}", ""]
+    lines += ["    def segment(self, views, st, tokens, fires):",
+              '        """One segment of tokens through every layer: what torch.compile specializes."""',
+              '        h = self.params["embed"][tokens]']
+    index = 0
+    for b in model.blocks:
+        if b.repeat == 1:
+            lines.append(f"        h = self.{b.name}(views[{index}], st.layers[{index}].memories, "
+                         f"st.layers[{index}].cache, h, fires[{index}])")
+        else:
+            lines += [f"        for i in range({index}, {index + b.repeat}):",
+                      f"            h = self.{b.name}(views[i], st.layers[i].memories, st.layers[i].cache, h, fires[i])"]
+        index += b.repeat
+    lines += ['        return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]', ""]
     for blk in blocks:
         lines += ["    " + line if line else "" for line in blk.method()]
         lines.append("")

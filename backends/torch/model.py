@@ -36,6 +36,8 @@ class CompiledModel(nn.Module):
     PARAMS: tuple[tuple, ...] = ()           # (name, shape, init, std, trainable)
     LAYERS: tuple[tuple[str, int], ...] = ()  # (block, layer index), in order
     MEMORIES: dict[str, dict[str, rt.MemSpec]] = {}   # block → memory → spec (memories that learn)
+    CONVS: dict[str, dict[str, tuple[int, int]]] = {}  # block → convolution → (width, kernel)
+    SITES: dict[str, dict[str, tuple[int, int]]] = {}  # block → attention read → (key, value width)
     SEGMENT: int | None = None               # tokens per segment; None: the whole sequence at once
     VOCAB = 0
 
@@ -70,11 +72,12 @@ class CompiledModel(nn.Module):
                 else:
                     lead = 1 if spec.persistent else batch
                     init = [torch.zeros((lead, *s), dtype=self.dtype) for s in spec.shapes] if spec.init == "zeros" \
-                        else [get(self.params, f"{key}.{n}").unsqueeze(0).expand(lead, *s)
+                        else [get(self.params, f"{key}.{n}").unsqueeze(0).expand(lead, *s).contiguous()
                               for n, s in zip(_state_names(spec), spec.shapes, strict=True)]
                     mem = rt.Mem.start(spec, init)
                 mems[name] = mem
-            layers.append(LayerState(memories=mems, cache=rt.Cache()))
+            cache = rt.Cache.start(batch, self.CONVS.get(block, {}), self.SITES.get(block, {}), self.dtype)
+            layers.append(LayerState(memories=mems, cache=cache))
         return State(pos=0, layers=layers)
 
     # ---- the sequence -----------------------------------------------------------------------------
@@ -117,13 +120,9 @@ class CompiledModel(nn.Module):
         return torch.cat(logits, 1), st
 
     def segment(self, views: list[dict], st: State, tokens: torch.Tensor, fires: list[dict]) -> torch.Tensor:
-        """One segment of tokens through every layer: the unit `torch.compile` specializes, once per
-        distinct pattern of which memories commit at its end."""
-        h = get(self.params, "embed")[tokens]
-        for li, (block, _) in enumerate(self.LAYERS):
-            ls = st.layers[li]
-            h = getattr(self, block)(views[li], ls.memories, ls.cache, h, fires[li])
-        return fn.rmsnorm(h, get(self.params, "final_norm")) @ get(self.params, "unembed")
+        """Generated: one segment of tokens through every layer, the unit `torch.compile` specializes
+        (once per distinct pattern of which memories commit at its end)."""
+        raise NotImplementedError("generated models define segment()")
 
     def compile(self, **options) -> CompiledModel:
         """Run segments through `torch.compile(fullgraph=True)`; options go to torch.compile."""

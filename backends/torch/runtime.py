@@ -78,7 +78,8 @@ class Mem:
 
     @classmethod
     def start(cls, spec: MemSpec, init: list[torch.Tensor]) -> Mem:
-        m = cls(spec=spec, cur=list(init), ref=list(init), seen=list(init))
+        ref = [w.view_as(w) for w in init]    # never the shadow's own objects (see `commit`)
+        m = cls(spec=spec, cur=list(init), ref=ref, seen=list(ref))
         if spec.rule.momentum:
             m.momentum = [torch.zeros_like(w) for w in init]
         if spec.rule.kind == "adam":
@@ -88,10 +89,23 @@ class Mem:
 
 @dataclass
 class Cache:
-    """Convolution histories and attention keys/values carried from segment to segment."""
+    """Convolution histories and attention keys/values carried from segment to segment. They
+    start as zeros / empty, so a segment's code does not depend on whether one came before it."""
 
     conv: dict[str, torch.Tensor] = field(default_factory=dict)
     kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, batch: int, convs: dict[str, tuple[int, int]], sites: dict[str, tuple[int, int]],
+              dtype: torch.dtype) -> Cache:
+        """`convs`: name → (width, kernel); `sites`: attention read → (key width, value width)."""
+        grad = torch.is_grad_enabled()    # later histories carry gradients: keep the same tensor kind
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, requires_grad=grad)
+
+        return cls(conv={n: zeros(batch, k - 1, w) for n, (w, k) in convs.items()},
+                   kv={s: (zeros(batch, 0, kw), zeros(batch, 0, vw)) for s, (kw, vw) in sites.items()})
 
 
 # ---- stateless reads and sequence ops -----------------------------------------------------------
@@ -119,11 +133,8 @@ def teach_objective(spec: MemSpec) -> Objective:
 
 def conv(cache: Cache, name: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     k = weight.shape[1]
-    hist = cache.conv.get(name)
-    if hist is None:
-        hist = x.new_zeros(x.shape[0], k - 1, x.shape[-1])
-    full = torch.cat([hist, x], 1)
-    cache.conv[name] = full[:, full.shape[1] - (k - 1):]
+    full = torch.cat([cache.conv[name], x], 1)
+    cache.conv[name] = full[:, full.shape[1] - (k - 1):].contiguous()
     padded = full.transpose(1, 2)
     return F.conv1d(padded, weight.unsqueeze(1), groups=weight.shape[0]).transpose(1, 2)
 
@@ -131,9 +142,8 @@ def conv(cache: Cache, name: str, x: torch.Tensor, weight: torch.Tensor) -> torc
 def attention(cache: Cache, site: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
               window: int) -> torch.Tensor:
     """Causal softmax attention of a segment's queries over every key so far (or the last `window`)."""
-    old = cache.kv.get(site)
-    keys = k if old is None else torch.cat([old[0], k], 1)
-    values = v if old is None else torch.cat([old[1], v], 1)
+    old = cache.kv[site]
+    keys, values = torch.cat([old[0], k], 1), torch.cat([old[1], v], 1)
     cache.kv[site] = (keys[:, -window:], values[:, -window:]) if window else (keys, values)
     s, t = q.shape[1], keys.shape[1]
     qh = q.unflatten(-1, (heads, -1)).transpose(1, 2)
@@ -233,10 +243,12 @@ def update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momen
 
 def commit(mem: Mem, fires: bool) -> None:
     """At a period boundary the shadow state becomes the committed one. (A memory updated every
-    token has no shadow: its gradient reference moves at chunk starts, in `begin_segment`.)"""
+    token has no shadow: its gradient reference moves at chunk starts, in `begin_segment`.)
+    The committed tensors are views, never the shadow's own objects: compiled segments then see
+    the same aliasing whatever fired before them, and need no recompilation for it."""
     mem.fired = fires and mem.spec.period > 1
     if mem.fired:
-        mem.ref = list(mem.cur)
+        mem.ref = [w.view_as(w) for w in mem.cur]
 
 
 def begin_segment(mem: Mem, pos: int) -> None:
