@@ -10,6 +10,7 @@ the generated code's own names, and every number is printed with `repr` of a flo
 from __future__ import annotations
 
 import keyword
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from nldsl.lower import (
@@ -53,7 +54,7 @@ def value_names(assignments) -> dict[int, str]:
     return names
 
 
-class Emitter:
+class Emitter(ABC):
     """Python for expressions. Subclasses say how values, states and memory reads are named."""
 
     def __init__(self, file: str, assignments) -> None:
@@ -67,14 +68,14 @@ class Emitter:
     def input(self, op: Op) -> str:
         return "h"
 
-    def read(self, op: Op, e) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, op: Op, e) -> str: ...
 
-    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str: ...
 
-    def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def self_call(self, op: Op, e, weights: str, probe: bool) -> str: ...
 
     def expr(self, op: Op, args: dict[str, str] | None = None, weights: str = "", probe: Op | None = None) -> str:
         """Python for an expression. Inside an objective, `args` names hoisted sub-expressions,
@@ -330,7 +331,8 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
                          f"st.layers[{index}].cache, h, fires[{index}])")
         else:
             lines += [f"        for i in range({index}, {index + b.repeat}):",
-                      f"            h = self.{b.name}(views[i], st.layers[i].memories, st.layers[i].cache, h, fires[i])"]
+                      f"            h = self.{b.name}(views[i], st.layers[i].memories, st.layers[i].cache, h, "
+                      "fires[i])"]
         index += b.repeat
     lines += ['        return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]', ""]
     for blk in blocks:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from nldsl.backends import functional as fn
 from nldsl.backends.params import get, make_parameters
 from nldsl.backends.torch import runtime as rt
 from torch import nn
@@ -30,8 +29,10 @@ class State:
 
 
 class CompiledModel(nn.Module):
-    """Subclasses (generated) set the class attributes below and define one method per block:
-    `block(P, S, cache, h, fires) -> h`, running one segment of tokens through one layer."""
+    """Subclasses (generated) set the class attributes below and define one method per block,
+    `block(P, S, cache, h, fires) -> h`, running one segment of tokens through one layer, and
+    `segment(views, state, tokens, fires) -> logits`, one segment through every layer: the unit
+    `torch.compile` specializes, once per distinct pattern of which memories commit at its end."""
 
     PARAMS: tuple[tuple, ...] = ()           # (name, shape, init, std, trainable)
     LAYERS: tuple[tuple[str, int], ...] = ()  # (block, layer index), in order
@@ -118,11 +119,6 @@ class CompiledModel(nn.Module):
         if final:
             self._end_of_sequence(st)
         return torch.cat(logits, 1), st
-
-    def segment(self, views: list[dict], st: State, tokens: torch.Tensor, fires: list[dict]) -> torch.Tensor:
-        """Generated: one segment of tokens through every layer, the unit `torch.compile` specializes
-        (once per distinct pattern of which memories commit at its end)."""
-        raise NotImplementedError("generated models define segment()")
 
     def compile(self, **options) -> CompiledModel:
         """Run segments through `torch.compile(fullgraph=True)`; options go to torch.compile."""
