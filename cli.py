@@ -4,6 +4,7 @@
     nldsl explain SPEC                  the levels as a table, with costs
     nldsl render SPEC -o hope.svg       the level hierarchy (svg, png or dot); --timeline for firing times
     nldsl fmt SPEC...                   canonical formatting (--check to only report)
+    nldsl compile SPEC -o DIR           generated PyTorch: model.py, optimizers, a runnable train.py
 
 Exit status: 0 when every spec is free of errors (warnings are printed), 1 when any has errors,
 2 for usage errors. A bad spec never produces a Python traceback.
@@ -87,6 +88,37 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(pairs: list[str] | None) -> dict[str, float] | None:
+    """`--set dim=64 --set heads=2` → {"dim": 64.0, "heads": 2.0}."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(f"nldsl: error: --set expects NAME=NUMBER, got {pair!r}")
+    return out
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from nldsl.backends.torch.emit import write_package
+    result = check_file(args.spec, _overrides(args.set))
+    _report(result)
+    if not result.ok or result.spec is None:
+        return 1
+    models = [u for u in result.spec.local_units if u in result.spec.models]
+    if not models:
+        err.print(f"error: {args.spec} defines no model to compile", markup=False)
+        return 1
+    for path in write_package(result.spec, args.unit, Path(args.output)):
+        out.print(f"wrote {path}", markup=False)
+    return 0
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from nldsl.fmt import format_source
     from nldsl.source import SourceFile
@@ -135,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--timeline", action="store_true", help="draw which levels fire over one hyperperiod")
     r.add_argument("--unit", help="which model or optimizer (default: the file's first)")
     r.set_defaults(run=cmd_render)
+
+    k = sub.add_parser("compile", help="write the generated PyTorch model, optimizers and a train.py")
+    k.add_argument("spec", metavar="SPEC")
+    k.add_argument("-o", "--output", required=True, help="directory to write into")
+    k.add_argument("--unit", help="which model (default: the file's first)")
+    k.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    k.set_defaults(run=cmd_compile)
 
     f = sub.add_parser("fmt", help="print specs in canonical form")
     f.add_argument("specs", nargs="+", metavar="SPEC")

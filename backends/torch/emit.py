@@ -322,7 +322,7 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
               f"    SEGMENT = {segment_length(model)!r}",
               f"    VOCAB = {int(model.config['vocab'])}", ""]
     lines += ["    def segment(self, views, st, tokens, fires):",
-              '        """One segment of tokens through every layer: what torch.compile specializes."""',
+              '        """One segment of tokens through every layer."""',
               '        h = self.params["embed"][tokens]']
     index = 0
     for b in model.blocks:
@@ -427,3 +427,45 @@ def emit_optimizer(spec: Spec, name: str) -> str:
               f"    DEFAULTS = {dict(o.defaults)!r}", "    STATES = {", *states,
               "    }", "    update = staticmethod(update)", ""]
     return "\n".join(lines)
+
+
+# ---- the trainer script -------------------------------------------------------------------------
+
+def emit_trainer(spec: Spec, name: str) -> str:
+    """A runnable train.py next to model.py and the optimizer modules `nldsl compile` writes."""
+    model = spec.models[name]
+    t = model.train
+    groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in t.groups]
+    settings = {"steps": t.steps, "batch": t.batch, "context": model.context, "clip": t.clip, "seed": t.seed,
+                "schedule": (t.schedule.kind, t.schedule.warmup, t.schedule.min_ratio)}
+    imports = [f"from optim_{g.optimizer} import {safe(g.optimizer)}" for g in t.groups]
+    optimizers = ", ".join(f"{g.optimizer!r}: {safe(g.optimizer)}" for g in t.groups)
+    return "\n".join([
+        f'"""Train `{name}`, compiled by nldsl from {Path(spec.file).name}. Run: python train.py --help"""',
+        "", "import sys", "from pathlib import Path", "",
+        "sys.path.insert(0, str(Path(__file__).parent))", "",
+        "from model import " + safe(name) + "  # noqa: E402",
+        *(line + "  # noqa: E402" for line in sorted(set(imports))),
+        "from nldsl.backends.torch import trainer  # noqa: E402", "",
+        f"GROUPS = {groups!r}   # (optimizer, arguments, parameters (empty: the rest), period in steps)",
+        f"SETTINGS = {settings!r}", "",
+        'if __name__ == "__main__":',
+        f"    trainer.main({safe(name)}, {{{optimizers}}}, GROUPS, SETTINGS)", ""])
+
+
+def write_package(spec: Spec, name: str | None, directory: Path) -> list[Path]:
+    """`nldsl compile`: model.py, one optim_<name>.py per outer optimizer, and train.py."""
+    name = name or next(u for u in spec.local_units if u in spec.models)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"model.py": emit_model(spec, name)}
+    for g in spec.models[name].train.groups:
+        files[f"optim_{g.optimizer}.py"] = emit_optimizer(spec, g.optimizer)
+    files["train.py"] = emit_trainer(spec, name)
+    written = []
+    for fname, text in files.items():
+        path = directory / fname
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written
