@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="the levels of a model or optimizer, as a table with costs")
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--unit", help="which model or optimizer (default: the file's first)")
-    e.add_argument("--width", type=int, default=160, help="table width in characters")
+    e.add_argument("--width", type=int, default=180, help="table width in characters")
     e.set_defaults(run=cmd_explain)
 
     r = sub.add_parser("render", help="draw the level hierarchy (or the firing timeline)")

@@ -14,7 +14,8 @@ from nldsl.cost import Cost, component_costs, totals
 from nldsl.graph import Component, NestingGraph
 from nldsl.schedule import Schedule, analyze
 from nldsl.source import SourceFile, Span
-from nldsl.spec import Learn
+from nldsl.lower import bind
+from nldsl.spec import Block, Learn
 
 
 class Row(BaseModel):
@@ -28,7 +29,13 @@ class Row(BaseModel):
     slow_params: int
     fast_state: int
     flops_per_token: float
+    algorithm: str = ""
     note: str = ""
+
+
+ALGORITHMS = {"attention": "attention (SDPA)", "static": "static module", "teach": "teach signal, interleaved",
+              "linear_attention": "chunkwise linear attention", "delta_rule": "chunkwise delta rule",
+              "period": "chunk closed form", "generic": "generic path"}
 
 
 def _text(span: Span | None, sources: dict[str, SourceFile]) -> str:
@@ -72,7 +79,7 @@ def _context(learn: Learn, sources: dict[str, SourceFile]) -> str:
     return _text(obj.span, sources)
 
 
-def _memory_row(c: Component, sources: dict[str, SourceFile], cost: Cost) -> Row:
+def _memory_row(c: Component, sources: dict[str, SourceFile], cost: Cost, block: Block | None) -> Row:
     m = c.memory
     assert m is not None
     learn = m.learn
@@ -89,7 +96,8 @@ def _memory_row(c: Component, sources: dict[str, SourceFile], cost: Cost) -> Row
     note = c.note or (f"scope {m.scope}, init {m.init}" if learn is not None else "")
     return Row(level=c.level, component=name, structure=m.structure.describe() + heads, time=_time(c),
                objective=objective, context=context, rule=rule, slow_params=cost.slow_params,
-               fast_state=cost.fast_state, flops_per_token=cost.flops_per_token, note=note)
+               fast_state=cost.fast_state, flops_per_token=cost.flops_per_token, note=note,
+               algorithm=ALGORITHMS[bind(m, block).algorithm])
 
 
 def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
@@ -114,7 +122,8 @@ def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
         for c in members:
             cost = costs.get(c.id, Cost())
             if c.memory is not None and c.kind in ("memory", "attention"):
-                out.append(_memory_row(c, sources, cost))
+                blocks = {b.name: b for b in ng.model.blocks} if ng.model else {}
+                out.append(_memory_row(c, sources, cost, blocks.get(c.block or "")))
             elif c.kind == "state":
                 learn = c.memory.learn if c.memory is not None else None
                 out.append(Row(level=c.level, component=c.name, structure="elementwise" if c.memory else "buffer",
@@ -136,17 +145,17 @@ def _n(x: float) -> str:
     return f"{x:.3g}" if x else "—"
 
 
-def render(ng: NestingGraph, sources: dict[str, SourceFile], width: int = 160) -> str:
+def render(ng: NestingGraph, sources: dict[str, SourceFile], width: int = 180) -> str:
     """The explain table and a summary, as plain text (rich renders it for terminals and tests)."""
     table = Table(title=f"{ng.kind} {ng.name}: {len(ng.levels)} levels, fastest first", show_lines=False,
                   title_justify="left")
-    for col in ("lvl", "component", "structure", "updates", "objective", "trained on", "rule", "slow", "fast",
-                "flop/tok"):
+    for col in ("lvl", "component", "structure", "updates", "objective", "trained on", "rule", "compiled as",
+                "slow", "fast", "flop/tok"):
         table.add_column(col, overflow="fold", justify="right" if col in ("lvl", "slow", "fast", "flop/tok")
                          else "left")
     for r in rows(ng, sources):
-        table.add_row(str(r.level), r.component, r.structure, r.time, r.objective, r.context, r.rule, _n(r.slow_params),
-                      _n(r.fast_state), _n(r.flops_per_token))
+        table.add_row(str(r.level), r.component, r.structure, r.time, r.objective, r.context, r.rule, r.algorithm,
+                      _n(r.slow_params), _n(r.fast_state), _n(r.flops_per_token))
     console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
     console.print(table)
     text = console.file.getvalue()
