@@ -12,9 +12,9 @@ from rich.table import Table
 
 from nldsl.cost import Cost, component_costs, totals
 from nldsl.graph import Component, NestingGraph
+from nldsl.lower import bind
 from nldsl.schedule import Schedule, analyze
 from nldsl.source import SourceFile, Span
-from nldsl.lower import bind
 from nldsl.spec import Block, Learn
 
 

@@ -108,10 +108,14 @@ class CompiledModel(nn.Module):
             if teach:
                 loss = F.cross_entropy(logit.flatten(0, 1), targets[:, seg].flatten(), ignore_index=-100,
                                        reduction="none").view(batch, -1)
+                due: dict[int, list[rt.Mem]] = {}     # windows ending now, by length: one backward each
                 for mem in teach:
                     mem.losses.append(loss)
                     if (st.pos + seg.stop - seg.start) % mem.spec.period == 0 or last:
-                        rt.teach(mem, rt.teach_objective(mem.spec), torch.cat(mem.losses, 1))
+                        due.setdefault(len(mem.losses), []).append(mem)
+                for mems in due.values():
+                    rt.teach(mems, torch.cat(mems[0].losses, 1))
+                    for mem in mems:
                         rt.commit(mem, True)
                         mem.losses = []
             st.pos += seg.stop - seg.start

@@ -365,18 +365,22 @@ def teach_coefficients(mem: Mem, lr, retain=None, momentum=None, precond=None) -
         record.update(lr=lr, retain=retain, momentum=momentum, precond=precond)
 
 
-def teach(mem: Mem, objective: Objective, losses: torch.Tensor) -> None:
+def teach(mems: list[Mem], losses: torch.Tensor) -> None:
     """δ = ∂(sum of the window's per-token losses)/∂y for every read in the window, then gd on
-    Σ_t ⟨M(x_t), δ_t⟩ at the committed state (the closed form of `_period`)."""
-    ys = [r["y"] for r in mem.window]
-    deltas = torch.autograd.grad(losses.sum(), ys, retain_graph=True, allow_unused=True)
-    xs = torch.cat([r["x"].detach() for r in mem.window], 1)
-    ds = torch.cat([torch.zeros_like(y) if d is None else d.detach() for d, y in zip(deltas, ys, strict=True)], 1)
-    cat = {k: (torch.cat([_coef(r[k], r["x"]) for r in mem.window], 1) if mem.window[0][k] is not None else None)
-           for k in ("lr", "retain", "momentum", "precond")}
-    mem.window = []
-    like = xs
-    if mem.spec.rule.kind == "gd" and cat["precond"] is None and not mem.spec.rule.output_steps:
-        _period(mem, objective, (xs, ds), cat["lr"], cat["retain"], cat["momentum"], None, like)
-    else:
-        _generic(mem, objective, (xs, ds), {**cat, "key": None}, like)
+    Σ_t ⟨M(x_t), δ_t⟩ at the committed state (the closed form of `_period`). Memories whose windows
+    end together share one backward pass."""
+    ys = [r["y"] for mem in mems for r in mem.window]
+    deltas = iter(torch.autograd.grad(losses.sum(), ys, retain_graph=True, allow_unused=True))
+    for mem in mems:
+        ds = [next(deltas) for _ in mem.window]
+        xs = torch.cat([r["x"].detach() for r in mem.window], 1)
+        d = torch.cat([torch.zeros_like(r["y"]) if x is None else x.detach() for x, r in zip(ds, mem.window,
+                                                                                         strict=True)], 1)
+        cat = {k: (torch.cat([_coef(r[k], r["x"]) for r in mem.window], 1) if mem.window[0][k] is not None
+                   else None) for k in ("lr", "retain", "momentum", "precond")}
+        mem.window = []
+        objective = teach_objective(mem.spec)
+        if mem.spec.rule.kind == "gd" and cat["precond"] is None and not mem.spec.rule.output_steps:
+            _period(mem, objective, (xs, d), cat["lr"], cat["retain"], cat["momentum"], None, xs)
+        else:
+            _generic(mem, objective, (xs, d), {**cat, "key": None}, xs)
