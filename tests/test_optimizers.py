@@ -74,3 +74,11 @@ def test_unknown_hyperparameter_is_refused():
     net, _, _ = toy()
     with pytest.raises(TypeError, match="no hyperparameter"):
         compiled("adam")(net.parameters(), learning_rate=0.1)
+
+
+@pytest.mark.parametrize("name", ["adamw", "m3"])
+def test_compiled_update_matches_eager(name):
+    torch._dynamo.reset()
+    eager, _ = trajectory(lambda p: compiled(name)(p, lr=0.01), steps=12)
+    graphs, _ = trajectory(lambda p: compiled(name)(p, lr=0.01, compile="aot_eager"), steps=12)
+    assert max((a - b).abs().max().item() for a, b in zip(eager, graphs, strict=True)) <= 1e-10

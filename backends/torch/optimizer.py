@@ -29,6 +29,7 @@ class OptState:
     adam: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     updates: int = 0
     before: list[torch.Tensor] = field(default_factory=list)   # the visible state when the step began
+    commits: bool = True                                        # whether this step ends a period
 
     def visible(self) -> list[torch.Tensor]:
         shown = self.ref if self.period > 1 else self.cur
@@ -79,8 +80,8 @@ def learn(s: OptState, objective: Callable, values: tuple, step: int, rule, lr, 
                 d = fn.newton_schulz(d, rule.output_steps)
             new.append((w if retain is None else retain * w) + d)
     s.cur = new
-    if s.period == 1 or step % s.period == 0:
-        s.ref = list(new)
+    if s.commits:
+        s.ref = [w.view_as(w) for w in new]   # never the shadow's own objects: stable compiled guards
 
 
 class SpecOptimizer(torch.optim.Optimizer):
@@ -90,11 +91,20 @@ class SpecOptimizer(torch.optim.Optimizer):
     DEFAULTS: dict[str, float] = {}
     STATES: dict[str, dict] = {}     # name → {"shapes": callable(param) → shapes, "init": ..., ...}
 
-    def __init__(self, params, **hyper: float):
+    def __init__(self, params, compile: bool | str = False, **hyper: float):
+        """`compile=True` (or a backend name) runs each parameter's update under torch.compile
+        (fullgraph, dynamic shapes); hyperparameters and the step count enter it as tensors, so a
+        learning-rate schedule never recompiles it."""
         unknown = set(hyper) - set(self.DEFAULTS)
         if unknown:
             raise TypeError(f"{type(self).__name__} has no hyperparameter {', '.join(sorted(unknown))}")
         super().__init__(params, {**self.DEFAULTS, **hyper})
+        self._update = type(self).update
+        if compile:
+            # one graph per parameter rank and per pattern of which states commit this step
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._update = torch.compile(type(self).update, fullgraph=True, dynamic=True, backend=backend)
 
     def _states(self, p: torch.Tensor) -> dict[str, OptState]:
         st = self.state[p]
@@ -110,16 +120,18 @@ class SpecOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            hp = {k: group[k] for k in self.DEFAULTS}
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                hp = {k: torch.as_tensor(group[k], dtype=p.dtype, device=p.device) for k in self.DEFAULTS}
                 st = self._states(p)
                 st["step"] += 1
                 for s in st["memories"].values():
                     s.before = list(s.ref if s.period > 1 else s.cur)
+                    s.commits = st["step"] % s.period == 0
+                step = torch.as_tensor(st["step"], dtype=p.dtype, device=p.device)
                 with torch.enable_grad():
-                    new = type(self).update(p.detach(), p.grad.detach(), st["memories"], hp, st["step"])
+                    new = self._update(p.detach(), p.grad.detach(), st["memories"], hp, step)
                 p.copy_(new.detach())
         return loss
 

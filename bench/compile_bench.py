@@ -1,0 +1,111 @@
+"""Compiled vs eager vs reference training speed of one spec, side by side on this machine.
+
+    python bench/compile_bench.py specs/hope.nl --set dim=128 --set layers=2 --set heads=4 --set context=512
+
+Each mode runs in its own process (so peak memory is its own): a training step is forward, the
+next-token loss, backward and an AdamW step over a batch of random bytes. The reference
+interpreter is timed on a shorter prefix of the same batch (it runs token by token; its cost per
+token does not fall with length), which the table states. Results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import operator
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_mode(spec: str, overrides: dict, mode: str, batch: int, steps: int, length: int) -> dict:
+    import torch
+
+    import nldsl
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = nldsl.reference(spec, overrides=overrides) if mode == "reference" else nldsl.load(spec, overrides=overrides)
+    context = int(overrides.get("context", 256)) if mode != "reference" else length
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    tokens = torch.randint(0, int(overrides.get("vocab", 256)), (batch, context))
+    if mode == "compiled":
+        model.compile()
+    times = []
+    first = None
+    for i in range(steps):
+        t0 = time.perf_counter()
+        loss = model.loss(tokens)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        dt = time.perf_counter() - t0
+        if i == 0:
+            first = dt
+        else:
+            times.append(dt)
+    steady = sorted(times)[len(times) // 2] if times else first
+    return {"mode": mode, "tokens_per_s": batch * context / steady, "first_step_s": first, "step_s": steady,
+            "tokens": batch * context, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("spec")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--reference-length", type=int, default=32)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    overrides = {k: float(v) for k, v in (s.split("=") for s in args.set)}
+    if args.mode:   # a child process: one mode, printed as JSON
+        steps = 2 if args.mode == "reference" else args.steps
+        print(json.dumps(run_mode(args.spec, overrides, args.mode, args.batch, steps, args.reference_length)))
+        return
+    results = {}
+    for mode in ("eager", "compiled", "reference"):
+        cmd = [sys.executable, __file__, args.spec, "--batch", str(args.batch), "--steps", str(args.steps),
+               "--reference-length", str(args.reference_length), "--mode", mode, *functools.reduce(operator.iadd, (["--set", s] for s in args.set), [])]
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(ROOT / "build" / f"inductor-{time.time_ns()}")}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+        if not lines:
+            raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+        results[mode] = json.loads(lines[-1])
+        print(mode, results[mode], flush=True)
+    write(args, overrides, results)
+
+
+def write(args, overrides: dict, results: dict) -> None:
+    import torch
+    e, c, r = results["eager"], results["compiled"], results["reference"]
+    name = Path(args.spec).stem
+    config = ", ".join(f"{k} {int(v) if v == int(v) else v}" for k, v in overrides.items())
+    lines = [f"# {name}: compiled vs eager vs reference (training)", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"torch {torch.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.",
+             f"Config: {config}, batch {args.batch}. A step = forward + next-token loss + backward + AdamW.",
+             f"Compiled = `model.compile()` (torch.compile, inductor, fullgraph) on a cold inductor cache; "
+             f"the reference interpreter is timed on the first {args.reference_length} tokens.", "",
+             "| mode | tokens/s | steady step (s) | first step (s) | peak RSS (MB) |",
+             "|---|---:|---:|---:|---:|"]
+    for m in (c, e, r):
+        lines.append(f"| {m['mode']} | {m['tokens_per_s']:,.1f} | {m['step_s']:.2f} | {m['first_step_s']:.1f} | "
+                     f"{m['peak_rss_mb']:,.0f} |")
+    lines += ["", f"compiled / eager = **{c['tokens_per_s'] / e['tokens_per_s']:.2f}×**, "
+                  f"compiled / reference = **{c['tokens_per_s'] / r['tokens_per_s']:,.0f}×**, "
+                  f"first compiled step (compile included) = **{c['first_step_s']:.0f} s**.", ""]
+    out = ROOT / "bench" / "results" / f"compile_{name}.md"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
