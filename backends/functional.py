@@ -74,18 +74,32 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads: int, act: str = "identity",
                  residual: bool = False, norm: str = "none", probe: torch.Tensor | None = None) -> torch.Tensor:
-    """Read a parametric memory: x (..., H*in) → (..., H*out). Each weight is (..., H, out, in) with
-    leading axes that broadcast against x's; an elementwise memory has one state (..., H, in).
-    `probe` (..., H, out of layer 1) is added to the first layer's output: its gradient is the
+    """Read a parametric memory: x (..., H*in) → (..., H*out).
+
+    Weights are (H, out, in) parameters shared by every sequence, or (B, H, out, in) states, one
+    per sequence (x's first axis). An elementwise memory has one state (H, in) or (B, H, in). The
+    tokens of a sequence become the rows of one matrix product per head, never one product per
+    token. `probe` (..., H, out of layer 1) is added to the first layer's output: its gradient is the
     per-token error signal at that layer, which the delta-rule form of dgd needs."""
-    xh = x.unflatten(-1, (heads, x.shape[-1] // heads))
+    xh = x.unflatten(-1, (heads, x.shape[-1] // heads))              # (*lead, H, in)
+    lead = xh.shape[:-2]
+    per_sequence = weights[0].dim() == (3 if kind == "elementwise" else 4)
     if kind == "elementwise":
-        return (weights[0] * xh).flatten(-2)
-    a = xh
+        w = weights[0]
+        if per_sequence:
+            w = w.reshape(w.shape[0], *([1] * (len(lead) - 1)), *w.shape[1:])
+        return (w * xh).flatten(-2)
+
+    def rows(t: torch.Tensor) -> torch.Tensor:   # (*lead, H, d) → (H, N, d) or (B, H, N, d)
+        if per_sequence:
+            return t.reshape(t.shape[0], -1, heads, t.shape[-1]).transpose(1, 2)
+        return t.reshape(-1, heads, t.shape[-1]).transpose(0, 1)
+
+    a = rows(xh)
     for j, w in enumerate(weights):
-        a = torch.einsum("...oi,...i->...o", w, a)
+        a = a @ w.transpose(-1, -2)
         if j == 0 and probe is not None:
-            a = a + probe
+            a = a + rows(probe)
         if j < len(weights) - 1:
             a = ACTIVATIONS[act](a)
     if norm == "layernorm":
@@ -93,8 +107,9 @@ def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads:
     elif norm == "rmsnorm":
         a = a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + EPS)
     if residual:
-        a = a + xh
-    return a.flatten(-2)
+        a = a + rows(xh)
+    a = a.transpose(1, 2) if per_sequence else a.transpose(0, 1)
+    return a.reshape(*lead, heads * a.shape[-1])
 
 
 def objective(name: str, pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0,

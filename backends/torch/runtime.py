@@ -113,9 +113,7 @@ class Cache:
 def apply(spec: MemSpec, weights: list[torch.Tensor], x: torch.Tensor, probe: torch.Tensor | None = None):
     """A memory read: x (B, S, H*in) or one token (B, H*in); weights (B, H, o, i) per sequence, or
     parameters (H, o, i). A per-sequence state is broadcast over the segment's tokens."""
-    per_sequence = 4 if spec.kind != "elementwise" else 3
-    ws = [w.unsqueeze(1) if w.dim() == per_sequence and x.dim() == 3 else w for w in weights]
-    return fn.memory_apply(spec.kind, ws, x, spec.heads, spec.act, spec.residual, spec.norm, probe)
+    return fn.memory_apply(spec.kind, weights, x, spec.heads, spec.act, spec.residual, spec.norm, probe)
 
 
 def state_of(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -286,12 +284,13 @@ def _period(mem: Mem, objective: Objective, values: tuple, lr, retain, momentum,
     last_a = cum_a[:, -1]                                                   # log Γ_S (B, H)
     decay_w = torch.exp(last_a.unsqueeze(1) - cum_a)                        # Γ_S / Γ_t
     dgd = spec.rule.kind == "dgd"
-    if momentum is None:
+    if momentum is None and dgd:
+        alpha = _heads(retain, batch, length, heads, like) if retain is not None else None
+        first, grads = _dgd(spec, objective, theta, values, cur[0], key, lr, alpha, -lr * decay_w, like)
+        new = [first] + [last_a.exp()[..., None, None] * w + g for w, g in zip(cur[1:], grads, strict=True)]
+    elif momentum is None:
         (grads,) = _weighted_grads(objective, theta, values, [-lr * decay_w])
         new = [last_a.exp()[..., None, None] * w + g for w, g in zip(cur, grads, strict=True)]
-        if dgd:
-            alpha = _heads(retain, batch, length, heads, like) if retain is not None else None
-            new[0] = _dgd_first_layer(spec, objective, theta, values, cur[0], key, lr, alpha, like)
     else:
         log_b = torch.log(_heads(momentum, batch, length, heads, like).clamp_min(1e-30))
         cum_b = log_b.cumsum(1)
@@ -311,17 +310,19 @@ def _period(mem: Mem, objective: Objective, values: tuple, lr, retain, momentum,
     mem.cur = _settle(spec, mem.cur, new)
 
 
-def _dgd_first_layer(spec: MemSpec, objective: Objective, theta, values, w0, key, lr, retain, like):
-    """dgd on the layer that reads the key: W ← W(αI − lr k kᵀ) − lr δ kᵀ, a delta rule whose
-    values are the per-token error signals δ at that layer's output (taken at the committed state)."""
+def _dgd(spec: MemSpec, objective: Objective, theta, values, w0, key, lr, retain, weights, like):
+    """dgd: the layer that reads the key follows W ← W(αI − lr k kᵀ) − lr δ kᵀ, a delta rule whose
+    values are the per-token error signals δ at that layer's output (taken at the committed state);
+    the other layers follow gd (closed form with `weights`). One forward, two pullbacks: the
+    weighted gradients of the other layers, and δ."""
     batch, length = like.shape[:2]
-    hidden = w0.shape[-2]
-    probe = like.new_zeros(batch, length, spec.heads, hidden)
-    losses, pull = vjp(lambda p: objective(theta, p, *values), probe)
-    (delta,) = pull(torch.ones_like(losses))
+    probe = like.new_zeros(batch, length, spec.heads, w0.shape[-2])
+    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values), *theta[1:], probe)
+    grads = list(pull(weights)[:-1])
+    delta = pull(torch.ones_like(losses))[-1]
     keys = key.unflatten(-1, (spec.heads, -1))
     _, state = kernels.delta_rule(w0, None, keys, -delta, lr, lr, retain, read_after=True)
-    return state
+    return state, grads
 
 
 def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) -> None:
