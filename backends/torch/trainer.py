@@ -14,7 +14,6 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
-
 from nldsl.backends.torch import data as corpora
 
 
