@@ -199,12 +199,7 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
             if any(_bad_name(n, ctx, declared, diags) for n in stmt.names):
                 continue
             mems, group = check_memory(stmt, config, diags, "model")
-            if not mems:
-                for n in stmt.names:
-                    ctx.scope.setdefault(n.name, Binding(kind="poisoned"))
-            for m in mems:
-                memories[m.name] = m
-                ctx.scope[m.name] = Binding(kind="memory", memory=m)
+            _declare_memories(ctx, stmt, mems, memories)
             if group is not None and mems:
                 groups[group.name] = group
                 first, last = mems[0].structure, mems[-1].structure
@@ -261,6 +256,16 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
         return None
     return Block(name=name, repeat=repeat, assignments=tuple(assignments), memories=memories, params=params,
                  span=block.span)
+
+
+def _declare_memories(ctx: Context, stmt: ast.MemoryDecl, mems: list[Memory], into: dict[str, Memory]) -> None:
+    """Bind checked memories; a declaration that failed binds its names as poisoned (no echoes)."""
+    if not mems:
+        for n in stmt.names:
+            ctx.scope.setdefault(n.name, Binding(kind="poisoned"))
+    for m in mems:
+        into[m.name] = m
+        ctx.scope[m.name] = Binding(kind="memory", memory=m)
 
 
 def _bad_name(n: ast.Ident, ctx: Context, declared: dict[str, Span], diags: Diagnostics) -> bool:
@@ -461,13 +466,7 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
                     diags.error("NL084", f"an optimizer state is elementwise or a per-element mlp, not "
                                          f"{m.structure.kind}", stmt.structure.span,
                                 "it has the shape of the parameter it serves: `memory m : elementwise`")
-            mems = [m for m in mems if m.structure.kind in ("elementwise", "mlp")]
-            if not mems:
-                for n in stmt.names:
-                    ctx.scope.setdefault(n.name, Binding(kind="poisoned"))
-            for m in mems:
-                memories[m.name] = m
-                ctx.scope[m.name] = Binding(kind="memory", memory=m)
+            _declare_memories(ctx, stmt, [m for m in mems if m.structure.kind in ("elementwise", "mlp")], memories)
             for n in stmt.names:
                 declared[n.name] = n.span
         elif isinstance(stmt, ast.Assign):

@@ -40,6 +40,23 @@ def _uses_self(op: Op) -> bool:
     return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in op.walk())
 
 
+def hoist(objective: Op) -> tuple[list[Op], dict[str, str]]:
+    """The largest parts of an objective that do not involve the memory being learned: computed
+    once by the caller and passed in as a0, a1, ...; what remains is a function of the weights."""
+    hoisted: list[Op] = []
+
+    def visit(op: Op) -> None:
+        if not _uses_self(op):
+            if op.model_dump_json() not in {h.model_dump_json() for h in hoisted}:
+                hoisted.append(op)
+            return
+        for a in op.args:
+            visit(a)
+
+    visit(objective)
+    return hoisted, {h.model_dump_json(): f"a{i}" for i, h in enumerate(hoisted)}
+
+
 def value_names(assignments) -> dict[int, str]:
     """A Python name per assignment: the spec's name, numbered when a name is assigned twice (h1, h2)."""
     names: dict[int, str] = {}
@@ -199,18 +216,7 @@ class BlockEmitter(Emitter):
         self-free parts computed here and passed in), the coefficients, the update, the commit."""
         learn = mem.learn
         assert learn is not None and learn.objective is not None
-        hoisted: list[Op] = []
-
-        def hoist(op: Op) -> None:
-            if not _uses_self(op):
-                if op.model_dump_json() not in {h.model_dump_json() for h in hoisted}:
-                    hoisted.append(op)
-                return
-            for a in op.args:
-                hoist(a)
-
-        hoist(learn.objective)
-        args = {h.model_dump_json(): f"a{i}" for i, h in enumerate(hoisted)}
+        hoisted, args = hoist(learn.objective)
         params = ", ".join(["w", "probe", *args.values()])
         key = learn.key if learn.rule.kind == "dgd" else None
         probe_call = next((o for o in learn.objective.walk() if o.op == "self" and key is not None
@@ -369,18 +375,7 @@ class OptimizerEmitter(Emitter):
     def learn(self, m: Memory) -> list[str]:
         learn = m.learn
         assert learn is not None and learn.objective is not None
-        hoisted: list[Op] = []
-
-        def hoist(op: Op) -> None:
-            if not _uses_self(op):
-                if op.model_dump_json() not in {h.model_dump_json() for h in hoisted}:
-                    hoisted.append(op)
-                return
-            for a in op.args:
-                hoist(a)
-
-        hoist(learn.objective)
-        args = {h.model_dump_json(): f"a{i}" for i, h in enumerate(hoisted)}
+        hoisted, args = hoist(learn.objective)
         rule = learn.rule
         coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
                                                 for k in ("retain", "momentum", "precond")
