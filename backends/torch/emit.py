@@ -171,16 +171,20 @@ class BlockEmitter(Emitter):
     def const(self, name: str) -> str:
         return f"{self.block.name.upper()}_{name.upper()}"
 
+    merged: tuple[str, str, int] | None = None    # (memory, merged spec expression, copies) while emitting a group
+
     def _groups(self, op: Op) -> int:
         """Objectives of per-head memories return one loss per head, so each head's learning rate
         can weigh its own gradient."""
         memories = {o.attrs["memory"] for o in op.walk() if o.op == "self"}
         heads = [self.block.memories[m].heads for m in memories]
-        return heads[0] if heads and all(x == heads[0] for x in heads) else 1
+        copies = self.merged[2] if self.merged else 1
+        return heads[0] * copies if heads and all(x == heads[0] for x in heads) else 1
 
     def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
         mem = self.block.memories[op.attrs["memory"]]
-        return f"rt.apply({self.const(mem.name)}, {weights}, {e(op.args[0])}{', probe' if probe else ''})"
+        spec = self.merged[1] if self.merged and self.merged[0] == mem.name else self.const(mem.name)
+        return f"rt.apply({spec}, {weights}, {e(op.args[0])}{', probe' if probe else ''})"
 
     def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
         if op.attrs.get("self"):
@@ -211,18 +215,25 @@ class BlockEmitter(Emitter):
         return f'rt.read(S["{mem.name}"], {args[0]})'
 
     # ---- statements -------------------------------------------------------------------------------
-    def update(self, mem: Memory) -> list[str]:
+    def update(self, mem: Memory, group: list[Memory] | None = None) -> list[str]:
         """A learn statement: the objective as a function of the memory's weights (its
-        self-free parts computed here and passed in), the coefficients, the update, the commit."""
+        self-free parts computed here and passed in), the coefficients, the update, the commit.
+        A `group` of identical memories learned by one statement updates as one memory with their
+        heads side by side (heads are independent, so this is the same computation, batched)."""
         learn = mem.learn
         assert learn is not None and learn.objective is not None
+        members = group or [mem]
+        if len(members) > 1:
+            self.merged = (mem.name, self.group_const(members), len(members))
         hoisted, args = hoist(learn.objective)
         params = ", ".join(["w", "probe", *args.values()])
         key = learn.key if learn.rule.kind == "dgd" else None
         probe_call = next((o for o in learn.objective.walk() if o.op == "self" and key is not None
                            and o.args[0].model_dump_json() == key.model_dump_json()), None)
         body = self.expr(learn.objective, args, "w", probe_call)
-        lines = [f"def objective_{mem.name}({params}):   # {self.where(learn.objective)}",
+        self.merged = None
+        names = "_".join(m.name for m in members)
+        lines = [f"def objective_{names}({params}):   # {self.where(learn.objective)}",
                  f"    return {body}"]
         values = ", ".join(self.expr(hv) for hv in hoisted)
         rule = learn.rule
@@ -232,15 +243,48 @@ class BlockEmitter(Emitter):
                 coeffs.append(f"{k}={self.expr(getattr(rule, k))}")
         if key is not None:
             coeffs.append(f"key={self.expr(key)}")
-        lines.append(f'rt.update(S["{mem.name}"], objective_{mem.name}, ({values},), {", ".join(coeffs)})'
+        target = f'S["{mem.name}"]' if len(members) == 1 else "[" + ", ".join(f'S["{m.name}"]' for m in members) + "]"
+        call = "rt.update" if len(members) == 1 else "rt.update_group"
+        lines.append(f'{call}({target}, objective_{names}, ({values},), {", ".join(coeffs)})'
                      f"   # {self.where(learn.span)}")
-        lines.append(f'rt.commit(S["{mem.name}"], fires["{mem.name}"])')
+        lines += [f'rt.commit(S["{m.name}"], fires["{m.name}"])' for m in members]
         return lines
+
+    def group_const(self, members: list[Memory]) -> str:
+        return f"{self.block.name.upper()}_{'_'.join(m.name.upper() for m in members)}"
+
+    def groups(self) -> dict[str, list[Memory]]:
+        """Memories updated together: learned by one statement, identical, bound to the chunk closed
+        form, and adjacent in the token order (so no read falls between their updates)."""
+        out: dict[str, list[Memory]] = {}
+        run: list[Memory] = []
+
+        def close() -> None:
+            buckets: dict[str, list[Memory]] = {}
+            for m in run:
+                assert m.learn is not None
+                key = f"{m.learn.span}|{m.structure}|{m.heads}|{m.scope}"
+                buckets.setdefault(key, []).append(m)
+            for members in buckets.values():
+                out[members[0].name] = members
+                for m in members[1:]:
+                    out[m.name] = []
+            run.clear()
+
+        for step in self.lowered.order:
+            mem = self.block.memories.get(step.memory) if step.kind == "update" else None
+            if mem is not None and self.binding(mem.name).algorithm == "period":
+                run.append(mem)
+            else:
+                close()
+        close()
+        return out
 
     def method(self) -> list[str]:
         block = self.block
         out = [f"def {block.name}(self, P, S, cache, h, fires):",
                f'    """Block `{block.name}` ({self.where(block.span)}): one segment of tokens through one layer."""']
+        groups = self.groups()
         for step in self.lowered.order:
             if step.kind == "assign":
                 a = block.assignments[step.index]
@@ -249,7 +293,9 @@ class BlockEmitter(Emitter):
                 mem = block.memories[step.memory]
                 if self.binding(mem.name).algorithm in ("linear_attention", "delta_rule"):
                     continue     # fused with its read
-                out += ["    " + line for line in self.update(mem)]
+                if mem.name in groups and not groups[mem.name]:
+                    continue     # updated with the first member of its group
+                out += ["    " + line for line in self.update(mem, groups.get(mem.name))]
         for name, mem in block.memories.items():
             if self.binding(name).algorithm == "teach":
                 rule = mem.learn.rule
@@ -283,6 +329,10 @@ class BlockEmitter(Emitter):
                            f"truncate={learn.truncate}", f"persistent={mem.scope == 'persistent'}"]
             out.append(f"{self.const(name)} = rt.MemSpec({', '.join(fields)})   # {self.where(mem.span)}")
             out.append(f"#   {b.algorithm}: {b.reason}")
+        for members in self.groups().values():
+            if len(members) > 1:
+                out.append(f"{self.group_const(members)} = rt.merged({self.const(members[0].name)}, {len(members)})"
+                           f"   # {', '.join(m.name for m in members)} learn side by side")
         return out
 
 

@@ -17,7 +17,7 @@ windows. Each memory is updated by the cheapest exact algorithm `nldsl.lower.bin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -237,6 +237,39 @@ def update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momen
     else:
         _generic(mem, objective, values, {"lr": lr, "retain": retain, "momentum": momentum,
                                           "precond": precond, "key": key}, like)
+
+
+def merged(spec: MemSpec, copies: int) -> MemSpec:
+    """The spec of `copies` identical memories side by side: the same memory with more heads."""
+    return replace(spec, heads=spec.heads * copies)
+
+
+def update_group(mems: list[Mem], objective: Objective, values: tuple, lr, retain=None, momentum=None,
+                 precond=None, key=None) -> None:
+    """Memories learned by one statement with the same structure, updated as one memory whose
+    heads are theirs side by side. Heads never interact, so this equals updating each alone."""
+    copies = len(mems)
+    heads = mems[0].spec.heads
+
+    def tile(t):
+        if t is None or not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[-1] == 1:
+            return t
+        return torch.cat([t] * copies, dim=-1)
+
+    def joined(states: list[list[torch.Tensor]] | None) -> list[torch.Tensor] | None:
+        if states is None or states[0] is None:
+            return None
+        return [torch.cat(ws, dim=1) for ws in zip(*states, strict=True)]
+
+    group = Mem(spec=merged(mems[0].spec, copies), cur=joined([m.cur for m in mems]),
+                ref=joined([m.ref for m in mems]), momentum=joined([m.momentum for m in mems]))
+    update(group, objective, tuple(tile(v) for v in values), tile(lr), tile(retain), tile(momentum), tile(precond),
+           tile(key))
+    for i, mem in enumerate(mems):
+        part = slice(i * heads, (i + 1) * heads)
+        mem.cur = [w[:, part] for w in group.cur]
+        if group.momentum is not None:
+            mem.momentum = [w[:, part] for w in group.momentum]
 
 
 def commit(mem: Mem, fires: bool) -> None:
