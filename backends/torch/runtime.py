@@ -265,11 +265,11 @@ def update_group(mems: list[Mem], objective: Objective, values: tuple, lr, retai
                 ref=joined([m.ref for m in mems]), momentum=joined([m.momentum for m in mems]))
     update(group, objective, tuple(tile(v) for v in values), tile(lr), tile(retain), tile(momentum), tile(precond),
            tile(key))
-    for i, mem in enumerate(mems):
+    for i, mem in enumerate(mems):   # contiguous parts: the same tensor layout as before the update
         part = slice(i * heads, (i + 1) * heads)
-        mem.cur = [w[:, part] for w in group.cur]
+        mem.cur = [w[:, part].contiguous() for w in group.cur]
         if group.momentum is not None:
-            mem.momentum = [w[:, part] for w in group.momentum]
+            mem.momentum = [w[:, part].contiguous() for w in group.momentum]
 
 
 def commit(mem: Mem, fires: bool) -> None:
