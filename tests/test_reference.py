@@ -250,3 +250,22 @@ def test_persistent_memory_carries_across_sequences():
     a, _ = model(tok)
     b, _ = model(tok)
     assert not torch.allclose(a, b), "the second pass starts from the first pass' final state"
+
+
+def test_self_generated_keys_are_data_to_the_objective():
+    # k comes from M's own (read-before) output: the objective's gradient flows through self(k) only
+    model, tok, h, wq, _, _ = setup("""
+    memory M : matrix per head init learned
+    k = M(h)
+    learn M : l2(self(k), h) by gd(lr = 0.1) read before
+    h = h + M(q)
+""")
+    state = get(model.params, "block0.0.M.w0").detach().expand(2, -1, -1, -1)
+    ys = []
+    for t in range(tok.shape[1]):
+        x = heads(h[:, t])
+        ys.append(torch.einsum("bhoi,bhi->bho", state, heads((h @ wq)[:, t])).flatten(-2))
+        k = torch.einsum("bhoi,bhi->bho", state, x)                         # a value: computed, then held
+        err = torch.einsum("bhoi,bhi->bho", state, k) - x
+        state = state - 0.1 * torch.einsum("bho,bhi->bhoi", err, k)
+    assert_model_output(model, tok, h, torch.stack(ys, 1))
