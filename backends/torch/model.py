@@ -3,6 +3,7 @@ and the loop over segments. The generated subclass supplies one method per block
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -88,9 +89,15 @@ class CompiledModel(nn.Module):
         st = state or self.initial_state(batch)
         if targets is None:
             targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
+        teach = [m for ls in st.layers for m in ls.memories.values() if m.spec.algorithm == "teach"]
+        with torch.enable_grad() if teach else nullcontext():   # teach signals are gradients, even in eval
+            return self._forward(tokens, st, targets, final, teach)
+
+    def _forward(self, tokens: torch.Tensor, st: State, targets: torch.Tensor, final: bool,
+                 teach: list[rt.Mem]) -> tuple[torch.Tensor, State]:
+        batch, length = tokens.shape
         step = self.SEGMENT or length
         views = [self.view(b, i) for b, i in self.LAYERS]
-        teach = [m for ls in st.layers for m in ls.memories.values() if m.spec.algorithm == "teach"]
         logits = []
         for start in range(0, length, step):
             seg = slice(start, min(start + step, length))
