@@ -85,7 +85,7 @@ class CompiledModel(nn.Module):
     def forward(self, tokens: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None,
                 final: bool = True) -> tuple[torch.Tensor, State]:
         """Logits (B, T, vocab) and the state after the last token (pass it back to continue)."""
-        batch, length = tokens.shape
+        batch = tokens.shape[0]
         st = state or self.initial_state(batch)
         if targets is None:
             targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
