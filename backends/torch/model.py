@@ -52,6 +52,10 @@ class CompiledModel(nn.Module):
         self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.steps = 0
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
     # ---- parameters and states --------------------------------------------------------------------
     def view(self, block: str, layer: int) -> dict[str, torch.Tensor]:
         """The parameters a block's code names: its own (without the layer prefix) and the model's."""
@@ -72,12 +76,14 @@ class CompiledModel(nn.Module):
                     mem.ref = mem.seen = list(ref)
                 else:
                     lead = 1 if spec.persistent else batch
-                    init = [torch.zeros((lead, *s), dtype=self.dtype) for s in spec.shapes] if spec.init == "zeros" \
+                    make = dict(dtype=self.dtype, device=self.device)
+                    init = [torch.zeros((lead, *s), **make) for s in spec.shapes] if spec.init == "zeros" \
                         else [get(self.params, f"{key}.{n}").unsqueeze(0).expand(lead, *s).contiguous()
                               for n, s in zip(_state_names(spec), spec.shapes, strict=True)]
                     mem = rt.Mem.start(spec, init)
                 mems[name] = mem
-            cache = rt.Cache.start(batch, self.CONVS.get(block, {}), self.SITES.get(block, {}), self.dtype)
+            cache = rt.Cache.start(batch, self.CONVS.get(block, {}), self.SITES.get(block, {}), self.dtype,
+                                   self.device)
             layers.append(LayerState(memories=mems, cache=cache))
         return State(pos=0, layers=layers)
 
@@ -137,9 +143,13 @@ class CompiledModel(nn.Module):
             setattr(self, block, torch.compile(getattr(self, block), fullgraph=True, **options))
         return self
 
-    def loss(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits, _ = self(tokens)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy: of the next token, or of `targets` (-100 where nothing is scored)."""
+        if targets is None:
+            logits, _ = self(tokens)
+            return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+        logits, _ = self(tokens, targets=targets)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     def _end_of_sequence(self, st: State) -> None:
         """Flush partial periods; keep persistent memories for the next sequence."""

