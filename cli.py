@@ -181,6 +181,61 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from nldsl.backends.torch import evals, run
+    from nldsl.backends.torch.trainer import bits_per_byte
+    from rich.table import Table
+    model, info = run.load_model(args.target, args.device)
+    c = info.config
+    table = Table(title=f"{info.model}: {run.run_folder(args.target)} (step {model.steps})", title_justify="left")
+    for col in ("task", "metric", "value", "n", "note"):
+        table.add_column(col, justify="right" if col in ("value", "n") else "left")
+    records = []
+    for task in args.task:
+        if task == "bpb":
+            from nldsl.backends.torch.data import corpus
+            name = args.corpus or c.corpus or "shakespeare"
+            value = bits_per_byte(model, corpus(name)[1], args.context or c.context, windows=args.limit or 64,
+                                  precision=c.precision)
+            result = {"bpb": value}
+            note, n = f"held-out {name}", args.limit or 64
+        elif task == "lambada":
+            result = evals.lambada(model, args.limit, args.batch, args.window)
+            n, note = result.pop("docs"), "last word: greedy accuracy, bits per byte, perplexity"
+        elif task in evals.SUITE:
+            result = evals.multiple_choice(model, task, args.limit, args.batch, args.window)
+            n, chance = result.pop("docs"), result.pop("chance")
+            note = f"chance {chance:.2f}; small models sit near chance: a pipeline check, not a signal"
+        else:
+            if c.task != task:
+                out.print(f"note: this run trained on {c.task or 'text'}, not {task}", markup=False)
+            result = evals.memory_task(model, task, args.context or c.context, args.pairs or c.pairs,
+                                       args.limit or 256)
+            n = int(result.pop("queries", result.pop("examples", 0)))
+            length, pairs = args.context or c.context, args.pairs or c.pairs
+            note = f"length {length}" + (f", {pairs} pairs" if task == "mqar" else "")
+        for i, (metric, value) in enumerate(result.items()):
+            table.add_row(task if i == 0 else "", metric, f"{value:.4g}" if value > 1e4 else f"{value:.4f}",
+                          str(n) if i == 0 else "", note if i == 0 else "")
+        records.append({"task": task, "step": model.steps, **result, "n": n})
+    out.print(table)
+    with open(run.run_folder(args.target) / "evals.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from nldsl.backends.torch import run
+    from nldsl.backends.torch.sample import generate
+    model, _ = run.load_model(args.target, args.device)
+    prompt = args.prompt.encode().decode("unicode_escape").encode("latin-1") if args.escapes else args.prompt.encode()
+    text = generate(model, prompt, args.bytes, args.temperature, args.top_k, args.seed)
+    sys.stdout.write((prompt + text).decode("utf-8", "replace") + "\n")
+    return 0
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from nldsl.fmt import format_source
     from nldsl.source import SourceFile
@@ -247,6 +302,31 @@ def parser() -> argparse.ArgumentParser:
     from nldsl.backends.torch.config import add_arguments
     add_arguments(t, {"steps": None, "batch": None, "context": None, "seed": None})
     t.set_defaults(run=cmd_train)
+
+    v = sub.add_parser("eval", help="evaluate a trained run: held-out bpb, LAMBADA, multiple choice, memory tasks")
+    v.add_argument("target", metavar="RUN_OR_CKPT", help="a run folder or a checkpoint file in one")
+    v.add_argument("--task", nargs="+", default=["bpb"],
+                   choices=["bpb", "lambada", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
+                            "mqar", "sniah"])
+    v.add_argument("--limit", type=int, help="documents (or bpb windows, or memory-task examples) to score")
+    v.add_argument("--corpus", help="bpb on this corpus's held-out split (default: the run's)")
+    v.add_argument("--context", type=int, help="bpb window / memory-task length (default: the run's)")
+    v.add_argument("--pairs", type=int, help="MQAR key-value pairs (default: the run's)")
+    v.add_argument("--batch", type=int, default=8)
+    v.add_argument("--window", type=int, default=1024, help="longest context scored, in bytes")
+    v.add_argument("--device", help="cpu or cuda (default: the run's)")
+    v.set_defaults(run=cmd_eval)
+
+    g = sub.add_parser("generate", help="sample text from a trained run")
+    g.add_argument("target", metavar="RUN_OR_CKPT", help="a run folder or a checkpoint file in one")
+    g.add_argument("--prompt", default="\n")
+    g.add_argument("--bytes", type=int, default=300)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--escapes", action="store_true", help=r"read \n and \t in the prompt as escapes")
+    g.add_argument("--device", help="cpu or cuda (default: the run's)")
+    g.set_defaults(run=cmd_generate)
 
     f = sub.add_parser("fmt", help="print specs in canonical form")
     f.add_argument("specs", nargs="+", metavar="SPEC")
