@@ -120,9 +120,38 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _new_run(args: argparse.Namespace) -> Path | None:
+    """Check the spec, then make its run folder (spec, levels, generated code, run.json)."""
     from nldsl.backends.torch import run
     from nldsl.backends.torch.emit import safe
+    overrides = _overrides(args.set)
+    result = check_file(args.spec, overrides)
+    _report(result)
+    if not result.ok or result.spec is None:
+        return None
+    unit = args.unit or next((u for u in result.spec.local_units if u in result.spec.models), None)
+    if unit is None or unit not in result.spec.models:
+        err.print(f"error: {args.spec} defines no model{f' named {unit!r}' if unit else ''} to train", markup=False)
+        return None
+    model = result.spec.models[unit]
+    settings = {"steps": model.train.steps, "batch": model.train.batch, "context": model.context,
+                "clip": model.train.clip, "seed": model.train.seed,
+                "schedule": (model.train.schedule.kind, model.train.schedule.warmup, model.train.schedule.min_ratio)}
+    for key in ("steps", "batch", "context", "seed"):
+        if getattr(args, key) is None:
+            setattr(args, key, settings[key])
+    groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in model.train.groups]
+    config = run.config_from(args, groups, settings)
+    if args.run_dir is None and "WORLD_SIZE" in os.environ:
+        err.print("error: under torchrun, name the run folder with --out DIR", markup=False)
+        return None
+    directory = Path(args.run_dir or f"runs/{safe(unit).lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.leader_writes(config.device, lambda: run.create(directory, result, unit, overrides, config))
+    return directory
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nldsl.backends.torch import run
     from nldsl.backends.torch.trainer import NonFinite
     if args.resume:
         directory = Path(args.resume)
@@ -135,34 +164,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.spec is None:
             err.print("error: nldsl train needs a SPEC (or --resume RUN)", markup=False)
             return 2
-        overrides = _overrides(args.set)
-        result = check_file(args.spec, overrides)
-        _report(result)
-        if not result.ok or result.spec is None:
+        made = _new_run(args)
+        if made is None:
             return 1
-        unit = args.unit or next((u for u in result.spec.local_units if u in result.spec.models), None)
-        if unit is None or unit not in result.spec.models:
-            err.print(f"error: {args.spec} defines no model{f' named {unit!r}' if unit else ''} to train", markup=False)
-            return 1
-        model = result.spec.models[unit]
-        settings = {"steps": model.train.steps, "batch": model.train.batch, "context": model.context,
-                    "clip": model.train.clip, "seed": model.train.seed,
-                    "schedule": (model.train.schedule.kind, model.train.schedule.warmup,
-                                 model.train.schedule.min_ratio)}
-        for key in ("steps", "batch", "context", "seed"):
-            if getattr(args, key) is None:
-                setattr(args, key, settings[key])
-        groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in model.train.groups]
-        config = run.config_from(args, groups, settings)
-        directory = Path(args.run_dir or f"runs/{safe(unit).lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if args.run_dir is None and "WORLD_SIZE" in os.environ:
-            err.print("error: under torchrun, name the run folder with --out DIR", markup=False)
-            return 2
-        run.leader_writes(config.device, lambda: run.create(directory, result, unit, overrides, config))
-        info = run.read_info(directory)
+        directory, info = made, run.read_info(made)
         c = info.config
-        out.print(f"training {unit} ({args.spec}) on {c.task or c.corpus or 'shakespeare'}: {c.steps} steps of "
-                  f"{c.batch}×{c.context} tokens, {c.device}, {c.precision}{', compiled' if c.compile else ''}; "
+        out.print(f"training {info.model} ({args.spec}) on {c.task or c.corpus or 'shakespeare'}: {c.steps} steps "
+                  f"of {c.batch}×{c.context} tokens, {c.device}, {c.precision}{', compiled' if c.compile else ''}; "
                   f"run folder {directory}", markup=False)
     try:
         result_metrics = run.train(directory, resume=bool(args.resume), console=out)
@@ -178,6 +186,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         text = generate(model_, b"\n", args.sample, temperature=0.8, seed=0)
         out.print(f"sample:\n{text.decode('utf-8', 'replace')}", markup=False)
     out.print(f"wrote {directory}/ (run.json, code/, metrics.jsonl, curve.png, checkpoint.safetensors)", markup=False)
+    return 0
+
+
+def cmd_continual(args: argparse.Namespace) -> int:
+    from nldsl.backends.torch import run
+    from nldsl.backends.torch.trainer import NonFinite
+    from rich.table import Table
+    args.corpus, args.task = args.corpora[0], None
+    directory = _new_run(args)
+    if directory is None:
+        return 1
+    out.print(f"continual learning: {' → '.join(args.corpora)}, {args.steps} steps each; run folder {directory}",
+              markup=False)
+    try:
+        rows = run.continual(directory, args.corpora, console=out)
+    except NonFinite as e:
+        err.print(f"error: {e}; training stopped", markup=False)
+        return 1
+    table = Table(title="held-out bits per byte after each phase (lower is better)", title_justify="left")
+    table.add_column("after training on")
+    for name in args.corpora:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(f"{row['after']} (step {row['step']})", *(f"{row[f'{n}_bpb']:.4f}" for n in args.corpora))
+    out.print(table)
+    first = args.corpora[0]
+    out.print(f"forgetting on {first}: {rows[-1][f'{first}_bpb'] - rows[0][f'{first}_bpb']:+.4f} bits per byte "
+              f"(wrote {directory}/continual.json)", markup=False)
     return 0
 
 
@@ -302,6 +338,16 @@ def parser() -> argparse.ArgumentParser:
     from nldsl.backends.torch.config import add_arguments
     add_arguments(t, {"steps": None, "batch": None, "context": None, "seed": None})
     t.set_defaults(run=cmd_train)
+
+    n = sub.add_parser("continual", help="train on one corpus, then another: how much of the first is forgotten")
+    n.add_argument("spec", metavar="SPEC")
+    n.add_argument("--corpora", nargs="+", default=["shakespeare", "moby-dick"], metavar="CORPUS",
+                   help="corpora in training order (names or paths; default: shakespeare moby-dick)")
+    n.add_argument("--unit", help="which model (default: the file's first)")
+    n.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    n.add_argument("--out", dest="run_dir", metavar="DIR", help="the run folder (default: runs/<model>-<date>-<time>)")
+    add_arguments(n, {"steps": None, "batch": None, "context": None, "seed": None})
+    n.set_defaults(run=cmd_continual)
 
     v = sub.add_parser("eval", help="evaluate a trained run: held-out bpb, LAMBADA, multiple choice, memory tasks")
     v.add_argument("target", metavar="RUN_OR_CKPT", help="a run folder or a checkpoint file in one")

@@ -257,6 +257,11 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
             return Binding(memory=m.name, algorithm="delta_rule",
                            reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
     closed_form = rule.kind == "gd" or (rule.kind == "dgd" and rule.momentum is None)
+    if m.scope == "persistent":
+        # the shared state takes the batch's mean write at every token: the closed form (each
+        # sequence's segment, averaged at its end) is the same only while the rule is linear in the
+        # state with one coefficient for all sequences
+        closed_form = rule.kind == "gd" and (rule.retain is None or all(o.op == "const" for o in rule.retain.walk()))
     if learn.time.base == "token" and learn.time.period > 1 and closed_form and rule.precond is None \
             and rule.output_steps is None and learn.objective.op in ("l2", "dot", "l1", "huber"):
         return Binding(memory=m.name, algorithm="period",

@@ -14,7 +14,7 @@ import nldsl
 
 TINY = {"dim": 8, "heads": 2, "layers": 1, "context": 32, "vocab": 13, "window": 5}
 SHIPPED = ["linear_attention", "deltanet", "gated_deltanet", "transformer", "mlp_gd", "titans",
-           "self_modifying_titans", "cms", "hope"]
+           "self_modifying_titans", "cms", "hope", "cms_continual"]
 
 UNSHIPPED = {
     # a Huber objective on a 3-layer MLP memory with momentum and retention, updated every 8 tokens

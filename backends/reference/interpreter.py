@@ -373,8 +373,9 @@ class Reference(nn.Module):
                 if m.learn.objective is not None:
                     continue
                 ms.losses.append(loss)
-                period = _time_period(m)
-                if (pos + 1) % period and not last:
+                # a per-step memory's window is the whole sequence; it commits between steps
+                per_step = m.learn.time.base == "step"
+                if (per_step or (pos + 1) % _time_period(m)) and not last:
                     continue
                 total = torch.stack(ms.losses).sum()
                 ys = [y for record in ms.pending for _, y in record["reads"]]
@@ -382,8 +383,10 @@ class Reference(nn.Module):
                 deltas = [torch.zeros_like(y) if d is None else d for d, y in zip(deltas, ys, strict=True)]
                 i = 0
                 batch = loss.shape[0]
+                shared = m.scope == "persistent"     # each sequence's own gradient; _step averages the writes
                 for record in ms.pending:
-                    leaves = [w.detach().requires_grad_(True) for w in ms.ref]
+                    leaves = [(w.expand(batch, *w.shape[1:]) if shared else w).detach().requires_grad_(True)
+                              for w in ms.ref]
                     with torch.enable_grad():
                         inner = sum((self._apply(m, leaves, x.detach()) * deltas[i + j].detach()).sum()
                                     for j, (x, _) in enumerate(record["reads"]))
@@ -392,5 +395,6 @@ class Reference(nn.Module):
                         [None] * len(leaves)
                     grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves, strict=True)]
                     self._step(m, ms, grads, record["coeffs"], m.scope == "persistent", batch)
-                ms.ref = list(ms.cur)
+                if not per_step:
+                    ms.ref = list(ms.cur)
                 ms.pending, ms.losses = [], []

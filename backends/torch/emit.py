@@ -323,8 +323,10 @@ class BlockEmitter(Emitter):
                 r = learn.rule
                 rule = f'rt.Rule("{r.kind}", momentum={r.momentum is not None}, output_steps={r.output_steps or 0}, ' \
                        f"beta1={r.beta1!r}, beta2={r.beta2!r}, eps={r.eps!r})"
-                period = learn.time.period if learn.time.base == "token" else 1
-                fields += [f"rule={rule}", f"period={period}", f"chunk={learn.chunk}",
+                # a per-step memory commits between sequences only (its shadow runs over the tokens)
+                period = learn.time.period if learn.time.base == "token" else "rt.NEVER"
+                steps = learn.time.period if learn.time.base == "step" else 0
+                fields += [f"rule={rule}", f"period={period}", f"steps={steps}", f"chunk={learn.chunk}",
                            f"read_after={learn.read == 'after'}", f'backprop="{learn.backprop}"',
                            f"truncate={learn.truncate}", f"persistent={mem.scope == 'persistent'}"]
             out.append(f"{self.const(name)} = rt.MemSpec({', '.join(fields)})   # {self.where(mem.span)}")

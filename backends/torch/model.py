@@ -129,7 +129,7 @@ class CompiledModel(nn.Module):
                 for mems in due.values():
                     rt.teach(mems, torch.cat(mems[0].losses, 1))
                     for mem in mems:
-                        rt.commit(mem, True)
+                        rt.commit(mem, not mem.spec.steps)     # per-step memories commit between steps
                         mem.losses = []
             st.pos += seg.stop - seg.start
         if final:
@@ -152,11 +152,13 @@ class CompiledModel(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     def _end_of_sequence(self, st: State) -> None:
-        """Flush partial periods; keep persistent memories for the next sequence."""
+        """Flush partial periods, commit per-step memories whose step has come, and keep persistent
+        memories for the next sequence."""
         self.steps += 1
         for (block, layer), ls in zip(self.LAYERS, st.layers, strict=True):
             for name, mem in ls.memories.items():
-                if mem.spec.period > 1:
+                step_due = mem.spec.steps and self.steps % mem.spec.steps == 0
+                if (mem.spec.steps == 0 and mem.spec.period > 1) or step_due:
                     mem.ref = list(mem.cur)
                 if mem.spec.persistent:
                     self.persistent[f"{block}.{layer}.{name}"] = ([w.detach() for w in mem.cur],

@@ -196,6 +196,31 @@ def train(directory: Path, resume: bool = False, console=None) -> dict[str, floa
             curve(directory)
 
 
+def continual(directory: Path, corpora: list[str], console=None) -> list[dict[str, float]]:
+    """Train on each corpus in turn for `config.steps` steps (the schedule restarts with each), and
+    after each phase measure held-out bits per byte on every corpus: forgetting is how much the bpb
+    on an earlier corpus rises while later ones are learned. Writes continual.json."""
+    from nldsl.backends.torch import data
+    from nldsl.backends.torch.trainer import Trainer, bits_per_byte
+    info = read_info(directory)
+    model_class, optimizers = classes(directory, info)
+    steps = info.config.steps
+    held = {name: data.corpus(name)[1] for name in corpora}
+    trainer = Trainer(model_class(seed=info.config.seed), optimizers, info.config, directory, console)
+    rows = []
+    for i, name in enumerate(corpora):
+        trainer.cfg.corpus, trainer.cfg.steps, trainer.phase = name, steps * (i + 1), steps * i
+        trainer.data = data.Windows(data.corpus(name)[0], info.config.batch, info.config.context, info.config.seed + i)
+        trainer.fit()
+        row = {"after": name, "step": trainer.step}
+        row.update({f"{other}_bpb": bits_per_byte(trainer.model, held[other], info.config.context,
+                                                  precision=info.config.precision) for other in corpora})
+        rows.append(row)
+    (directory / "continual.json").write_text(json.dumps(rows, indent=2) + "\n")
+    curve(directory)
+    return rows
+
+
 def leader_writes(device: str, write) -> None:
     """Under torchrun only the first process writes the run folder; the others wait for it."""
     from nldsl.backends.torch.trainer import distributed_start

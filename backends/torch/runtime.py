@@ -40,6 +40,9 @@ class Rule:
     eps: float = 1e-8
 
 
+NEVER = 1 << 40    # the period of a per-step memory: no commit falls inside a sequence
+
+
 @dataclass(frozen=True)
 class MemSpec:
     """The static facts of one memory the runtime needs (generated as a literal)."""
@@ -54,7 +57,8 @@ class MemSpec:
     norm: str = "none"
     algorithm: str = "generic"
     rule: Rule = Rule()
-    period: int = 1              # tokens between commits (1: every token)
+    period: int = 1              # tokens between commits (1: every token; NEVER: only between sequences)
+    steps: int = 0               # outer steps between commits of a per-step memory (0: counted in tokens)
     chunk: int = 1               # tokens between gradient reference refreshes
     read_after: bool = True
     backprop: str = "through"
@@ -309,6 +313,9 @@ def _period(mem: Mem, objective: Objective, values: tuple, lr, retain, momentum,
     theta, values, lr, retain, momentum, key, cur, mom = _detach_for(
         spec, mem.ref, values, lr, retain, momentum, key, mem.cur, mem.momentum)
     batch, length = like.shape[:2]
+    if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged below
+        theta = [w.expand(batch, *w.shape[1:]) for w in theta]
+        cur = [w.expand(batch, *w.shape[1:]) for w in cur]
     heads = spec.heads
     lr = _heads(lr, batch, length, heads, like)
     log_a = torch.log(_heads(retain, batch, length, heads, like).clamp_min(1e-30)) if retain is not None else \
@@ -368,17 +375,20 @@ def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) 
     def total(th, *vals):
         return objective(list(th), None, *vals).sum()
 
-    per_token = vmap(grad(total), in_dims=(None, *(1 for _ in values)), out_dims=1)(tuple(theta), *values)
-    if spec.persistent:
+    if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged below
+        theta = [w.expand(like.shape[0], *w.shape[1:]) for w in theta]
         cur = [w.expand(like.shape[0], *w.shape[1:]) for w in cur]
+    per_token = vmap(grad(total), in_dims=(None, *(1 for _ in values)), out_dims=1)(tuple(theta), *values)
     new = cur
     coeffs = {k: (torch.as_tensor(v, dtype=like.dtype) if v is not None and not isinstance(v, torch.Tensor) else v)
               for k, v in coeffs.items()}
     for t in range(like.shape[1]):
         step = {k: (v[:, t] if isinstance(v, torch.Tensor) and v.dim() >= 2 else v) for k, v in coeffs.items()}
         new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in per_token], step, mem)
+        if spec.persistent:     # the shared state takes the mean of the sequences' writes, token by token
+            new = [w.mean(0, keepdim=True).expand_as(w) for w in new]
     if spec.persistent:
-        new = [w.mean(0, keepdim=True) for w in new]
+        new = [w[:1] for w in new]
     mem.cur = _settle(spec, mem.cur, new)
 
 

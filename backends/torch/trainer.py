@@ -134,6 +134,7 @@ class Trainer:
         self.trained = [p for ps in params for p in ps]
         self.data = stream(cfg, model.VOCAB, batch=cfg.batch)
         self.step = 0
+        self.phase = 0          # the step the learning-rate schedule started from (continual learning restarts it)
         if cfg.compile:
             self.model.compile()
         self.loss_of: torch.nn.Module = _LossOf(self.model)
@@ -153,7 +154,7 @@ class Trainer:
 
     def train_step(self) -> float:
         cfg, sched = self.cfg, self.cfg.settings.get("schedule", ("constant", 0, 0.1))
-        factor = schedule_factor(*sched, self.step, cfg.steps)
+        factor = schedule_factor(*sched, self.step - self.phase, cfg.steps - self.phase)
         for opt, _, args in self.opts:
             for g in opt.param_groups:
                 g["lr"] = float(args.get("lr", opt.defaults["lr"])) * factor
