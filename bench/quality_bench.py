@@ -1,0 +1,149 @@
+"""Quality at CPU scale, one run: MQAR accuracy and Shakespeare held-out bits per byte for Hope,
+Titans, Gated DeltaNet, DeltaNet, linear attention and a Transformer, with wall-clock.
+
+    python bench/quality_bench.py                 # the whole grid; results in bench/results/quality.md
+    python bench/quality_bench.py --quick         # one tiny cell per table (a smoke test)
+
+Every model is the shipped spec with `--set dim=D layers=2 heads=4 vocab=256`, trained by the same
+outer optimizer (AdamW, lr 3e-3 for MQAR / the spec's own for text, weight decay 0.1, clip 1), the
+same number of steps and tokens per step, on freshly generated batches (nothing can be memorized).
+MQAR follows Zoology (keys in [1, 128), values in [128, 256), queries at p ∝ (i+1)^-0.99, no random
+fill): accuracy over every query of 512 held-out sequences. Parameter counts differ between
+architectures at one width (Hope's memories are MLPs); the tables print them beside the scores.
+The results file is rewritten after every run, so a long grid leaves partial tables behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ["hope", "titans", "gated_deltanet", "deltanet", "linear_attention", "transformer"]
+MQAR_SHAPES = [(64, 4), (128, 8), (256, 16)]
+TOKENS_PER_STEP = 2048          # MQAR: batch = 2048 / length sequences
+TEXT_BATCH, TEXT_CONTEXT = 4, 256
+
+
+def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, steps: int, lr: float | None) -> dict:
+    """Train one model in this process and evaluate it (called in a subprocess per run)."""
+    import torch
+    from nldsl.backends.torch import evals
+    from nldsl.backends.torch.config import TrainConfig
+    from nldsl.backends.torch.trainer import Trainer
+
+    import nldsl
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    overrides = {"dim": dim, "layers": 2, "heads": 4, "vocab": 256, "context": length}
+    spec = nldsl.load_spec(ROOT / "specs" / f"{model}.nl", overrides)
+    unit = next(u for u in spec.local_units if u in spec.models)
+    train = spec.models[unit].train
+    group = train.groups[0]
+    args = dict(group.args) | ({"lr": lr} if lr else {})
+    config = TrainConfig(steps=steps, batch=TOKENS_PER_STEP // length if task else TEXT_BATCH, context=length,
+                         task=task, pairs=pairs, seed=0, log_every=10**9, checkpoint_every=0,
+                         groups=[("adamw", args, (), 1)],
+                         settings={"clip": 1.0, "schedule": ("cosine", max(1, steps // 10), 0.1)})
+    net = nldsl.load(ROOT / "specs" / f"{model}.nl", overrides=overrides)
+    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    trainer = Trainer(net, {"adamw": nldsl.optimizer(ROOT / "specs/optim/adamw.nl")}, config, None)
+    trainer.console.quiet = True
+    start = time.time()
+    losses = [trainer.train_step() for _ in range(steps)]
+    seconds = time.time() - start
+    net.eval()
+    if task:
+        score = evals.memory_task(net, "mqar", length, pairs, examples=512, batch=32)["accuracy"]
+    else:
+        from nldsl.backends.torch import data
+        from nldsl.backends.torch.trainer import bits_per_byte
+        score = bits_per_byte(net, data.corpus("shakespeare")[1], length, windows=64)
+    return {"model": model, "dim": dim, "task": task or "text", "length": length, "pairs": pairs, "steps": steps,
+            "params": params, "score": score, "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+            "seconds": seconds, "tokens": steps * config.batch * length}
+
+
+def machine() -> str:
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+
+
+def write(results: list[dict], out: Path, steps: dict) -> None:
+    lines = ["# Quality at CPU scale: MQAR and Shakespeare", "", f"Machine: {machine()}.", "",
+             "Written by `bench/quality_bench.py` in one run (its docstring has the protocol). Every model: 2 "
+             "layers, 4 heads, byte vocabulary, AdamW with weight decay 0.1 and clip 1, cosine schedule, fresh "
+             "batches every step.", ""]
+    mqar = [r for r in results if r["task"] == "mqar"]
+    if mqar:
+        lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr 3e-3)", "",
+                  "| model | d | params | " + " | ".join(f"L={L}, N={N}" for L, N in MQAR_SHAPES) + " | seconds |",
+                  "|---|---|---|" + "---|" * len(MQAR_SHAPES) + "---|"]
+        for dim in sorted({r["dim"] for r in mqar}):
+            for model in MODELS:
+                rows = {(r["length"], r["pairs"]): r for r in mqar if r["model"] == model and r["dim"] == dim}
+                if not rows:
+                    continue
+                cells = [f"{rows[s]['score']:.3f}" if s in rows else "—" for s in MQAR_SHAPES]
+                params = next(iter(rows.values()))["params"]
+                secs = sum(r["seconds"] for r in rows.values())
+                lines.append(f"| {model} | {dim} | {params:,} | " + " | ".join(cells) + f" | {secs:.0f} |")
+        lines.append("")
+    text = [r for r in results if r["task"] == "text"]
+    if text:
+        lines += [f"## Shakespeare held-out bits per byte ({steps['text']} steps of {TEXT_BATCH}×{TEXT_CONTEXT} "
+                  "bytes, each spec's own learning rate)", "",
+                  "| model | d | params | held-out bpb | final train loss (nats) | tokens | seconds | tokens/s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(text, key=lambda r: r["score"]):
+            lines.append(f"| {r['model']} | {r['dim']} | {r['params']:,} | {r['score']:.4f} | {r['final_loss']:.3f} | "
+                         f"{r['tokens']:,} | {r['seconds']:.0f} | {r['tokens'] / r['seconds']:,.0f} |")
+        lines.append("")
+    out.write_text("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--mqar-steps", type=int, default=150)
+    p.add_argument("--text-steps", type=int, default=100)
+    p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
+    p.add_argument("--one", help=argparse.SUPPRESS)     # internal: a JSON run description
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one_run(**json.loads(args.one))), flush=True)
+        return
+    shapes, dims = (MQAR_SHAPES[:1], [32]) if args.quick else (MQAR_SHAPES, args.dims)
+    steps = {"mqar": 3 if args.quick else args.mqar_steps, "text": 3 if args.quick else args.text_steps}
+    runs = [{"model": m, "dim": d, "task": "mqar", "length": L, "pairs": N, "steps": steps["mqar"], "lr": 3e-3}
+            for d in dims for m in args.models for L, N in shapes]
+    runs += [{"model": m, "dim": dims[-1], "task": None, "length": TEXT_CONTEXT, "pairs": 0, "steps": steps["text"],
+              "lr": None} for m in args.models]
+    results: list[dict] = []
+    for run in runs:
+        # a process per run: no state or compiled code leaks between models
+        done = subprocess.run([sys.executable, __file__, "--one", json.dumps(run)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if done.returncode:
+            print(f"failed: {run}\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(f"{r['model']:>16} d={r['dim']:<4} {r['task']:>5} L={r['length']:<4} N={r['pairs']:<3} "
+              f"score {r['score']:.4f}  {r['seconds']:.0f}s", flush=True)
+        write(results, Path(args.out), steps)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
