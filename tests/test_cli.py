@@ -95,9 +95,11 @@ def test_compile_writes_a_runnable_package(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question. " * 200)
     trained = subprocess.run([sys.executable, str(out / "train.py"), "--steps", "3", "--batch", "2", "--context", "32",
-                              "--data", str(corpus)], capture_output=True, text=True, timeout=300, check=False)
+                              "--corpus", str(corpus), "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                             timeout=300, check=False)
     assert trained.returncode == 0, trained.stderr
-    assert "held-out bits per byte" in trained.stdout
+    assert "heldout bpb" in trained.stdout
+    assert (tmp_path / "run" / "checkpoint.safetensors").is_file()
 
 
 def test_set_rejects_malformed_overrides():
