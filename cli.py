@@ -133,6 +133,12 @@ def _new_run(args: argparse.Namespace) -> Path | None:
     if unit is None or unit not in result.spec.models:
         err.print(f"error: {args.spec} defines no model{f' named {unit!r}' if unit else ''} to train", markup=False)
         return None
+    from nldsl.backends.torch.data import CORPORA
+    for name in getattr(args, "corpora", None) or [args.corpus]:
+        if name and not args.task and name not in CORPORA and not Path(name).exists():
+            err.print(f"error: no corpus {name!r}: name one of {', '.join(CORPORA)}, or a text file or folder",
+                      markup=False)
+            return None
     model = result.spec.models[unit]
     settings = {"steps": model.train.steps, "batch": model.train.batch, "context": model.context,
                 "clip": model.train.clip, "seed": model.train.seed,
@@ -177,6 +183,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except NonFinite as e:
         err.print(f"error: {e}; training stopped. The last good checkpoint is kept in {directory}", markup=False)
         return 1
+    except (FileNotFoundError, ValueError) as e:     # data that is missing or too small for the run
+        err.print(f"error: {e}", markup=False)
+        return 1
     if int(os.environ.get("RANK", "0")) != 0:     # under torchrun, the first process reports
         return 0
     out.print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result_metrics.items()), markup=False)
@@ -204,6 +213,9 @@ def cmd_continual(args: argparse.Namespace) -> int:
     except NonFinite as e:
         err.print(f"error: {e}; training stopped", markup=False)
         return 1
+    except (FileNotFoundError, ValueError) as e:
+        err.print(f"error: {e}", markup=False)
+        return 1
     table = Table(title="held-out bits per byte after each phase (lower is better)", title_justify="left")
     table.add_column("after training on")
     for name in args.corpora:
@@ -220,46 +232,51 @@ def cmd_continual(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from nldsl.backends.torch import evals, run
-    from nldsl.backends.torch.trainer import bits_per_byte
+    from nldsl.backends.torch import run
     from rich.table import Table
     model, info = run.load_model(args.target, args.device)
     c = info.config
-    table = Table(title=f"{info.model}: {run.run_folder(args.target)} (step {model.steps})", title_justify="left")
+    step = run.checkpoint_step(args.target)
+    table = Table(title=f"{info.model}: {run.run_folder(args.target)} (step {step})", title_justify="left")
     for col in ("task", "metric", "value", "n", "note"):
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
     records = []
     for task in args.task:
-        if task == "bpb":
-            from nldsl.backends.torch.data import corpus
-            name = args.corpus or c.corpus or "shakespeare"
-            value = bits_per_byte(model, corpus(name)[1], args.context or c.context, windows=args.limit or 64,
-                                  precision=c.precision)
-            result = {"bpb": value}
-            note, n = f"held-out {name}", args.limit or 64
-        elif task == "lambada":
-            result = evals.lambada(model, args.limit, args.batch, args.window)
-            n, note = result.pop("docs"), "last word: greedy accuracy, bits per byte, perplexity"
-        elif task in evals.SUITE:
-            result = evals.multiple_choice(model, task, args.limit, args.batch, args.window)
-            n, chance = result.pop("docs"), result.pop("chance")
-            note = f"chance {chance:.2f}; small models sit near chance: a pipeline check, not a signal"
-        else:
-            if c.task != task:
-                out.print(f"note: this run trained on {c.task or 'text'}, not {task}", markup=False)
-            result = evals.memory_task(model, task, args.context or c.context, args.pairs or c.pairs,
-                                       args.limit or 256)
-            n = int(result.pop("queries", result.pop("examples", 0)))
-            length, pairs = args.context or c.context, args.pairs or c.pairs
-            note = f"length {length}" + (f", {pairs} pairs" if task == "mqar" else "")
+        with model.held_out():
+            result, n, note = _evaluate(model, c, task, args)
         for i, (metric, value) in enumerate(result.items()):
             table.add_row(task if i == 0 else "", metric, f"{value:.4g}" if value > 1e4 else f"{value:.4f}",
                           str(n) if i == 0 else "", note if i == 0 else "")
-        records.append({"task": task, "step": model.steps, **result, "n": n})
+        records.append({"task": task, "step": step, **result, "n": n})
     out.print(table)
     with open(run.run_folder(args.target) / "evals.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return 0
+
+
+def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, float], int, str]:
+    """One evaluation task of `nldsl eval`: its metrics, how many items it scored, a note."""
+    from nldsl.backends.torch import evals
+    from nldsl.backends.torch.data import corpus
+    from nldsl.backends.torch.trainer import bits_per_byte
+    if task == "bpb":
+        name, windows = args.corpus or c.corpus or "shakespeare", args.limit or 64
+        value = bits_per_byte(model, corpus(name)[1], args.context or c.context, windows=windows,
+                              precision=c.precision)
+        return {"bpb": value}, windows, f"held-out {name}"
+    if task == "lambada":
+        result = evals.lambada(model, args.limit, args.batch, args.window)
+        return result, int(result.pop("docs")), "last word: greedy accuracy, bits per byte, perplexity"
+    if task in evals.SUITE:
+        result = evals.multiple_choice(model, task, args.limit, args.batch, args.window)
+        n, chance = int(result.pop("docs")), result.pop("chance")
+        return result, n, f"chance {chance:.2f}; small models sit near chance: a pipeline check, not a signal"
+    if c.task != task:
+        out.print(f"note: this run trained on {c.task or 'text'}, not {task}", markup=False)
+    length, pairs = args.context or c.context, args.pairs or c.pairs
+    result = evals.memory_task(model, task, length, pairs, args.limit or 256)
+    n = int(result.pop("queries", result.pop("examples", 0)))
+    return result, n, f"length {length}" + (f", {pairs} pairs" if task == "mqar" else "")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -170,8 +170,8 @@ class Reference(nn.Module):
                 if time.base == "step" and self.steps % time.period == 0:
                     ms.ref = list(ms.cur)
                 if m.scope == "persistent":
-                    self.persistent[f"{prefix}.{name}"] = ([w.detach() for w in ms.cur],
-                                                           [w.detach() for w in ms.ref])
+                    self.persistent[f"{prefix}.{name}"] = ([w.detach().clone() for w in ms.cur],
+                                                           [w.detach().clone() for w in ms.ref])
 
     # ---- one token of one layer -------------------------------------------------------------------
     def _token(self, block: Block, layer: int, lowered: LoweredBlock, ls: LayerState, h: torch.Tensor,

@@ -3,7 +3,7 @@ and the loop over segments. The generated subclass supplies one method per block
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -143,6 +143,16 @@ class CompiledModel(nn.Module):
             setattr(self, block, torch.compile(getattr(self, block), fullgraph=True, **options))
         return self
 
+    @contextmanager
+    def held_out(self):
+        """Evaluate without consequences: the step count (which per-step memories commit on) and the
+        persistent memories are as they were afterwards, so held-out text never trains the model."""
+        steps, persistent = self.steps, dict(self.persistent)
+        try:
+            yield self
+        finally:
+            self.steps, self.persistent = steps, persistent
+
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy: of the next token, or of `targets` (-100 where nothing is scored)."""
         if targets is None:
@@ -161,8 +171,8 @@ class CompiledModel(nn.Module):
                 if (mem.spec.steps == 0 and mem.spec.period > 1) or step_due:
                     mem.ref = list(mem.cur)
                 if mem.spec.persistent:
-                    self.persistent[f"{block}.{layer}.{name}"] = ([w.detach() for w in mem.cur],
-                                                                 [w.detach() for w in mem.ref])
+                    self.persistent[f"{block}.{layer}.{name}"] = ([w.detach().clone() for w in mem.cur],
+                                                                 [w.detach().clone() for w in mem.ref])
 
 
 def _state_names(spec: rt.MemSpec) -> list[str]:

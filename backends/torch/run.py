@@ -105,6 +105,13 @@ def load_model(path: str | Path, device: str | None = None):
     return model, info
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The training step a run's checkpoint (or a checkpoint file) was written at."""
+    from nldsl.backends.torch import checkpoint
+    ckpt = Path(path) if Path(path).is_file() else Path(path) / CHECKPOINT
+    return int(checkpoint.metadata(ckpt).get("step", 0))
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -235,7 +242,7 @@ def main(code: Path, model: str, groups: list, settings: dict) -> None:
     """The command line of a generated train.py: a run folder around the code next to it."""
     import argparse
     p = argparse.ArgumentParser(description=f"Train {model} (compiled by nldsl).")
-    add_arguments(p, settings)
+    add_arguments(p, {**settings, "steps": None})    # a resumed run keeps its own step count unless told
     p.add_argument("--out", default=f"runs/{model.lower()}", help="the run folder (metrics, checkpoint, curve)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     args = p.parse_args()
@@ -244,8 +251,9 @@ def main(code: Path, model: str, groups: list, settings: dict) -> None:
     def write() -> None:
         if args.resume:
             info = read_info(directory)
-            info.config.steps = args.steps
+            info.config.steps = args.steps or info.config.steps
         else:
+            args.steps = args.steps or settings.get("steps", 100)
             info = RunInfo(model=model, code=str(code.resolve()), config=config_from(args, groups, settings),
                            created=now(), versions=versions())
         write_info(directory, info)

@@ -19,8 +19,8 @@ class MQAR:
                  power_a: float = 0.01, random_fill: bool = False) -> None:
         if length % 2 or 4 * pairs > length:
             raise ValueError(f"MQAR needs an even length of at least 4 × pairs (got length {length}, pairs {pairs})")
-        if pairs >= vocab // 2 - 1:
-            raise ValueError(f"MQAR with {pairs} pairs needs a vocabulary above {2 * pairs + 2} (got {vocab})")
+        if pairs > vocab // 2 - 1:       # distinct keys from [1, V/2)
+            raise ValueError(f"MQAR with {pairs} pairs needs a vocabulary of at least {2 * pairs + 2} (got {vocab})")
         self.vocab, self.length, self.pairs, self.batch = vocab, length, pairs, batch
         self.random_fill = random_fill
         slots = (length - 2 * pairs) // 2
@@ -72,8 +72,9 @@ class SNIAH:
     def __init__(self, length: int, batch: int, seed: int) -> None:
         self.length, self.batch = length, batch
         self.generator = torch.Generator().manual_seed(seed)
-        if length < len(INTRO) + len(NEEDLE) + len(QUESTION) + 3 * 16 + 10:
-            raise ValueError(f"S-NIAH needs a length of at least 512 bytes (got {length})")
+        shortest = len(INTRO) + len(NEEDLE) + len(QUESTION) + 3 * 16 + 10    # room for keys and a haystack
+        if length < shortest:
+            raise ValueError(f"S-NIAH needs a length of at least {shortest} bytes (got {length})")
 
     def _pick(self, options: tuple[str, ...]) -> str:
         return options[int(torch.randint(len(options), (1,), generator=self.generator))]

@@ -201,11 +201,12 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg
-        if cfg.task:
-            test = stream(cfg, self.model.VOCAB, train=False, batch=max(4, cfg.batch))
-            return {f"{cfg.task}_accuracy": task_accuracy(self.model, test, precision=cfg.precision)}
-        _, held = corpora.corpus(cfg.corpus)
-        return {"heldout_bpb": bits_per_byte(self.model, held, cfg.context, precision=cfg.precision)}
+        with self.model.held_out():
+            if cfg.task:
+                test = stream(cfg, self.model.VOCAB, train=False, batch=max(4, cfg.batch))
+                return {f"{cfg.task}_accuracy": task_accuracy(self.model, test, precision=cfg.precision)}
+            _, held = corpora.corpus(cfg.corpus)
+            return {"heldout_bpb": bits_per_byte(self.model, held, cfg.context, precision=cfg.precision)}
 
     def log(self, record: dict) -> None:
         if self.out and self.rank == 0:
