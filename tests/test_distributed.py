@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 from nldsl.backends.torch.checkpoint import metadata
 from specutil import ROOT, SPECS
@@ -67,3 +68,38 @@ def test_first_process_writes_the_run_folder(runs: tuple[Path, Path, str]) -> No
     assert stdout.count("heldout bpb") == 1, "only the first process reports"
     info = json.loads((two / "run.json").read_text())
     assert info["config"]["batch"] == 4, "the batch is the global batch"
+
+
+# Hope with AdamW: self-modifying memories, teach signals and per-shard optimizer states
+FSDP_ARGS = [str(SPECS / "hope.nl"), "--set", "dim=32", "--set", "layers=1", "--context", "64", "--batch", "4",
+             "--steps", "6", "--seed", "1", "--checkpoint-every", "3", "--sample", "0"]
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("fsdp")
+    one, two = root / "one", root / "two"
+    launch([NLDSL, "train", *FSDP_ARGS, "--out", str(one)])
+    launch([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "nldsl.cli", "train", *FSDP_ARGS, "--fsdp",
+            "--out", str(two)])
+    return one, two
+
+
+def test_fsdp_matches_one_process(sharded: tuple[Path, Path]) -> None:
+    one, two = sharded
+    a = [r["loss"] for r in records(one) if "loss" in r]
+    b = [r["loss"] for r in records(two) if "loss" in r]
+    assert len(a) == len(b) == 6
+    assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_fsdp_checkpoint_is_whole(sharded: tuple[Path, Path]) -> None:
+    """The sharded run's checkpoint holds whole tensors: the same as the one-process checkpoint."""
+    from safetensors.torch import load_file
+    one, two = sharded
+    a, b = load_file(str(one / "checkpoint.safetensors")), load_file(str(two / "checkpoint.safetensors"))
+    params = [k for k in a if k.startswith(("param.", "opt"))]
+    assert params and set(params) <= set(b)
+    for k in params:
+        assert a[k].shape == b[k].shape, k
+        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-6), k

@@ -1,6 +1,8 @@
 """Checkpoints: every tensor in one safetensors file (written to a temporary name, then renamed, so
 a crash leaves the previous checkpoint whole), the rest as JSON metadata inside the same file.
-Nothing is ever unpickled."""
+Nothing is ever unpickled. Under FSDP every process takes part (a sharded parameter, and the
+optimizer states of its shard, are gathered whole to be written and scattered again when read), and
+one process writes: a checkpoint does not depend on how many processes made it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,24 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+
+def _whole(t: torch.Tensor, param: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor whole: a sharded parameter gathered, or a state of a parameter's shard (`param`)."""
+    if isinstance(t, DTensor):
+        return t.full_tensor()
+    if isinstance(param, DTensor):
+        return DTensor.from_local(t, param.device_mesh, param.placements, shape=param.shape,
+                                  stride=param.stride()).full_tensor()
+    return t
+
+
+def _part(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """This process's part of a whole tensor read back: the shard of a sharded parameter, else all."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(t.to(param.device), param.device_mesh, param.placements).to_local()
+    return t
 
 
 def _optimizer_tensors(optimizers: list, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -21,24 +41,29 @@ def _optimizer_tensors(optimizers: list, tensors: dict[str, torch.Tensor], meta:
             if not st:
                 continue
             meta[f"opt{gi}.p{pi}.step"] = st["step"]
+            shard = p if getattr(opt, "ELEMENTWISE", False) else None   # its states are shards of it
             for name, s in st["memories"].items():
                 base = f"opt{gi}.p{pi}.{name}"
                 meta[f"{base}.updates"] = s.updates
                 for kind, ws in (("cur", s.cur), ("ref", s.ref), ("momentum", s.momentum or []),
                                  ("adam_m", s.adam[0] if s.adam else []), ("adam_v", s.adam[1] if s.adam else [])):
                     for j, w in enumerate(ws):
-                        tensors[f"{base}.{kind}{j}"] = w.detach().contiguous()
+                        tensors[f"{base}.{kind}{j}"] = _whole(w.detach(), shard).contiguous()
 
 
-def save(path: Path, model, optimizers: list, meta: dict, generators: dict[str, torch.Generator]) -> None:
-    """Atomically write model parameters, persistent memories, optimizer states and RNG states."""
-    tensors = {f"param.{k}": v.detach().contiguous() for k, v in model.params.items()}
+def save(path: Path, model, optimizers: list, meta: dict, generators: dict[str, torch.Generator],
+         write: bool = True) -> None:
+    """Atomically write model parameters, persistent memories, optimizer states and RNG states
+    (under FSDP every process calls this; only the one with `write` writes)."""
+    tensors = {f"param.{k}": _whole(v.detach()).contiguous() for k, v in model.params.items()}
     for key, (cur, ref) in model.persistent.items():
         for j, (c, r) in enumerate(zip(cur, ref, strict=True)):
             tensors[f"persistent.{key}.cur{j}"] = c.contiguous()
             tensors[f"persistent.{key}.ref{j}"] = r.contiguous()
     meta = dict(meta)
     _optimizer_tensors(optimizers, tensors, meta)
+    if not write:
+        return
     tensors["rng.torch"] = torch.get_rng_state()
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state()
@@ -72,7 +97,7 @@ def load(path: Path, model, optimizers: list, generators: dict[str, torch.Genera
         keys = f.keys()
         with torch.no_grad():
             for k, v in model.params.items():
-                v.copy_(f.get_tensor(f"param.{k}"))
+                (v.to_local() if isinstance(v, DTensor) else v).copy_(_part(f.get_tensor(f"param.{k}"), v))
         model.persistent = {}
         for key in {k.split(".", 1)[1].rsplit(".", 1)[0] for k in keys if k.startswith("persistent.")}:
             n = sum(1 for k in keys if k.startswith(f"persistent.{key}.cur"))
@@ -83,16 +108,21 @@ def load(path: Path, model, optimizers: list, generators: dict[str, torch.Genera
             for pi, p in enumerate(params):
                 if f"opt{gi}.p{pi}.step" not in meta:
                     continue
-                st = opt._states(p)
+                sharded = isinstance(p, DTensor) and getattr(opt, "ELEMENTWISE", False)
+                st = opt._states(p, p.to_local() if sharded else None)
                 st["step"] = meta[f"opt{gi}.p{pi}.step"]
+
+                def read(prefix: str, p=p, sharded=sharded) -> list[torch.Tensor]:
+                    return [_part(t, p) if sharded else t for t in _list(f, keys, prefix)]
+
                 for name, s in st["memories"].items():
                     base = f"opt{gi}.p{pi}.{name}"
                     s.updates = meta[f"{base}.updates"]
-                    s.cur, s.ref = _list(f, keys, f"{base}.cur"), _list(f, keys, f"{base}.ref")
+                    s.cur, s.ref = read(f"{base}.cur"), read(f"{base}.ref")
                     if s.momentum is not None:
-                        s.momentum = _list(f, keys, f"{base}.momentum")
+                        s.momentum = read(f"{base}.momentum")
                     if s.adam is not None:
-                        s.adam = (_list(f, keys, f"{base}.adam_m"), _list(f, keys, f"{base}.adam_v"))
+                        s.adam = (read(f"{base}.adam_m"), read(f"{base}.adam_v"))
     with safe_open(str(path), framework="pt") as f:    # generator states live on the CPU
         torch.set_rng_state(f.get_tensor("rng.torch"))
         for name, g in generators.items():

@@ -21,6 +21,7 @@ class TrainConfig(BaseModel):
     device: str = "cpu"
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
+    fsdp: bool = False                  # under torchrun: shard the parameters (FSDP2) instead of replicating them
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0                 # 0: evaluate at the end only
@@ -42,6 +43,8 @@ def add_arguments(p, settings: dict) -> None:
                    help="bf16: autocast matmuls to bfloat16, memories and parameters stay float32")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile every block (fullgraph)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun, shard parameters and optimizer states over the processes (FSDP2)")
     p.add_argument("--seed", type=int, default=settings.get("seed", 0))
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N steps (0: at the end)")
@@ -51,7 +54,7 @@ def add_arguments(p, settings: dict) -> None:
 def config_from(args, groups: list, settings: dict) -> TrainConfig:
     return TrainConfig(steps=args.steps, batch=args.batch, context=args.context, corpus=args.corpus, task=args.task,
                        pairs=args.pairs, device=args.device, precision=args.precision, compile=args.compile,
-                       seed=args.seed, log_every=args.log_every, eval_every=args.eval_every,
+                       fsdp=args.fsdp, seed=args.seed, log_every=args.log_every, eval_every=args.eval_every,
                        checkpoint_every=args.checkpoint_every, groups=groups, settings=settings)
 
 

@@ -441,6 +441,25 @@ class OptimizerEmitter(Emitter):
                 f"   # {self.where(learn.span)}"]
 
 
+# ops that need a whole matrix (or a whole row): an update using one cannot run on a parameter's shard
+WHOLE_MATRIX_OPS = {"matmul", "newton_schulz", "sum", "mean", "l2norm", "rmsnorm", "layernorm", "conv"}
+
+
+def _elementwise(o: Optimizer) -> bool:
+    """Whether every state and every operation of an optimizer works element by element."""
+    def ops(node) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["op"]} if isinstance(node.get("op"), str) else set()
+            return found.union(*(ops(v) for v in node.values()))
+        if isinstance(node, list | tuple):
+            return set().union(*(ops(v) for v in node))
+        return set()
+    plain = all(m.structure.kind == "elementwise" and not (m.learn and (m.learn.rule.output_steps or
+                                                                        m.learn.rule.precond is not None))
+                for m in o.memories.values())
+    return plain and not ops(o.model_dump()) & WHOLE_MATRIX_OPS
+
+
 def emit_optimizer(spec: Spec, name: str) -> str:
     """The Python source of an optimizer spec as a `torch.optim.Optimizer` subclass."""
     o: Optimizer = spec.optimizers[name]
@@ -471,7 +490,9 @@ def emit_optimizer(spec: Spec, name: str) -> str:
         lines += ["    " + line for line in body]
     lines += [f"    return {em.expr(o.update)}   # {em.where(o.update)}", "", "",
               f"class {safe(name)}(opt.SpecOptimizer):",
-              f"    DEFAULTS = {dict(o.defaults)!r}", "    STATES = {", *states,
+              f"    DEFAULTS = {dict(o.defaults)!r}",
+              f"    ELEMENTWISE = {_elementwise(o)}   # whether a shard of a parameter can be updated alone",
+              "    STATES = {", *states,
               "    }", "    update = staticmethod(update)", ""]
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from nldsl.backends import functional as fn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.func import grad
 
 
@@ -89,6 +90,7 @@ class SpecOptimizer(torch.optim.Optimizer):
     `update(param, grad, states, hp, step) -> new param`."""
 
     DEFAULTS: dict[str, float] = {}
+    ELEMENTWISE = False              # True: the update of a parameter's shard needs no other shard (FSDP)
     STATES: dict[str, dict] = {}     # name → {"shapes": callable(param) → shapes, "init": ..., ...}
 
     def __init__(self, params, compile: bool | str = False, **hyper: float):
@@ -106,11 +108,12 @@ class SpecOptimizer(torch.optim.Optimizer):
             backend = compile if isinstance(compile, str) else "inductor"
             self._update = torch.compile(type(self).update, fullgraph=True, dynamic=True, backend=backend)
 
-    def _states(self, p: torch.Tensor) -> dict[str, OptState]:
+    def _states(self, p: torch.Tensor, like: torch.Tensor | None = None) -> dict[str, OptState]:
+        """A parameter's states, made at first use in the shape of `like` (its shard under FSDP)."""
         st = self.state[p]
         if not st:
             st["step"] = 0
-            st["memories"] = {name: _start(p, info) for name, info in self.STATES.items()}
+            st["memories"] = {name: _start(p if like is None else like, info) for name, info in self.STATES.items()}
         return st
 
     @torch.no_grad()
@@ -124,16 +127,30 @@ class SpecOptimizer(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 hp = {k: torch.as_tensor(group[k], dtype=p.dtype, device=p.device) for k in self.DEFAULTS}
-                st = self._states(p)
+                param, grad = _whole_or_shard(p.detach(), self.ELEMENTWISE), _whole_or_shard(p.grad, self.ELEMENTWISE)
+                st = self._states(p, param)
                 st["step"] += 1
                 for s in st["memories"].values():
                     s.before = list(s.ref if s.period > 1 else s.cur)
                     s.commits = st["step"] % s.period == 0
                 step = torch.as_tensor(st["step"], dtype=p.dtype, device=p.device)
                 with torch.enable_grad():
-                    new = self._update(p.detach(), p.grad.detach(), st["memories"], hp, step)
-                p.copy_(new.detach())
+                    new = self._update(param, grad, st["memories"], hp, step).detach()
+                if isinstance(p, DTensor):      # a parameter sharded by FSDP: write back this process's shard
+                    if not self.ELEMENTWISE:
+                        new = distribute_tensor(new, p.device_mesh, p.placements).to_local()
+                    p.to_local().copy_(new)
+                else:
+                    p.copy_(new)
         return loss
+
+
+def _whole_or_shard(t: torch.Tensor, elementwise: bool) -> torch.Tensor:
+    """Under FSDP: an elementwise rule updates the local shard (its states are shards too); a rule
+    that needs whole matrices (Muon's Newton-Schulz) gathers the parameter and its gradient."""
+    if not isinstance(t, DTensor):
+        return t.detach()
+    return (t.to_local() if elementwise else t.full_tensor()).detach()
 
 
 def _start(p: torch.Tensor, info: dict) -> OptState:

@@ -128,6 +128,10 @@ class Trainer:
         device = torch.device(cfg.device if cfg.device != "cuda" or self.world == 1 else f"cuda:{self.rank}")
         torch.manual_seed(cfg.seed)
         self.model = model.to(device)
+        self.sharded = self.world > 1 and cfg.fsdp
+        if self.sharded:       # before the optimizers: they must hold the sharded parameters
+            from torch.distributed.fsdp import fully_shard
+            fully_shard(self.model)
         params = param_groups(self.model, cfg.groups)
         self.opts = [(optimizers[name](ps, **{k: float(v) for k, v in args.items()}), period, dict(args))
                      for (name, args, _, period), ps in zip(cfg.groups, params, strict=True) if ps]
@@ -138,9 +142,9 @@ class Trainer:
         if cfg.compile:
             self.model.compile()
         self.loss_of: torch.nn.Module = _LossOf(self.model)
-        if self.world > 1:
-            if cfg.batch % self.world:
-                raise ValueError(f"the batch ({cfg.batch}) must divide evenly over {self.world} processes")
+        if self.world > 1 and cfg.batch % self.world:
+            raise ValueError(f"the batch ({cfg.batch}) must divide evenly over {self.world} processes")
+        if self.world > 1 and not self.sharded:
             self.loss_of = torch.nn.parallel.DistributedDataParallel(
                 self.loss_of, broadcast_buffers=False, find_unused_parameters=True)   # see NL074: not every
             # parameter reaches every loss (a memory read only after its period ends, in a short context)
@@ -183,11 +187,11 @@ class Trainer:
         return self.out / "checkpoint.safetensors" if self.out else None
 
     def save(self) -> None:
-        if self.checkpoint_path is None or self.rank != 0:
-            return
+        if self.checkpoint_path is None or (self.rank != 0 and not self.sharded):
+            return      # sharded parameters are gathered by every process, and written by the first
         meta = {"step": self.step, "model_steps": self.model.steps, "config": self.cfg.model_dump(mode="json")}
         checkpoint.save(self.checkpoint_path, self.model, [o for o, _, _ in self.opts], meta,
-                        {"data": self.data.generator})
+                        {"data": self.data.generator}, write=self.rank == 0)
 
     def resume(self, path: Path) -> None:
         meta = checkpoint.load(path, self.model, [o for o, _, _ in self.opts], {"data": self.data.generator})
