@@ -232,7 +232,10 @@ class Trainer:
             while self.step < cfg.steps:
                 loss = self.train_step()
                 elapsed = time.time() - start
-                rate = (self.step - first) * tokens_per_step / elapsed
+                if self.step == first + 1:
+                    warm = time.time()      # the first step compiles: the rate counts from its end
+                rate = ((self.step - first - 1) * tokens_per_step / (time.time() - warm) if self.step > first + 1
+                        else tokens_per_step / elapsed)
                 bar.update(task, completed=self.step, loss=loss, rate=rate)
                 lr = self.opts[0][0].param_groups[0]["lr"] if self.opts else 0.0
                 self.log({"step": self.step, "loss": loss, "lr": lr, "tokens": self.step * tokens_per_step,
