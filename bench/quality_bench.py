@@ -1,5 +1,6 @@
 """Quality at CPU scale, one run: MQAR accuracy and Shakespeare held-out bits per byte for Hope,
-Titans, Gated DeltaNet, DeltaNet, linear attention and a Transformer, with wall-clock.
+Titans, Gated DeltaNet, DeltaNet, linear attention and a Transformer, with wall-clock; and
+forgetting (Shakespeare, then Moby-Dick) for a CMS with a persistent slow level vs a Transformer.
 
     python bench/quality_bench.py                 # the whole grid; results in bench/results/quality.md
     python bench/quality_bench.py --quick         # one tiny cell per table (a smoke test)
@@ -70,6 +71,21 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
             "seconds": seconds, "tokens": steps * config.batch * length}
 
 
+def continual_run(model: str, dim: int, steps: int) -> dict:
+    """`nldsl continual` Shakespeare → Moby-Dick: held-out bpb on both after each phase."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "nldsl.cli", "continual", str(ROOT / "specs" / f"{model}.nl"),
+                        "--set", f"dim={dim}", "--set", "layers=2", "--set", "heads=4", "--steps", str(steps),
+                        "--batch", str(TEXT_BATCH), "--context", str(TEXT_CONTEXT), "--out", f"{tmp}/run",
+                        "--corpora", "shakespeare", "moby-dick"], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        rows = json.loads(Path(f"{tmp}/run/continual.json").read_text())
+    return {"model": model, "dim": dim, "task": "continual", "steps": steps, "rows": rows,
+            "seconds": time.time() - start}
+
+
 def machine() -> str:
     import torch
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -107,6 +123,18 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
             lines.append(f"| {r['model']} | {r['dim']} | {r['params']:,} | {r['score']:.4f} | {r['final_loss']:.3f} | "
                          f"{r['tokens']:,} | {r['seconds']:.0f} | {r['tokens'] / r['seconds']:,.0f} |")
         lines.append("")
+    cont = [r for r in results if r["task"] == "continual"]
+    if cont:
+        lines += [f"## Continual learning: Shakespeare, then Moby-Dick ({steps['continual']} steps of "
+                  f"{TEXT_BATCH}×{TEXT_CONTEXT} bytes each, `nldsl continual`)", "",
+                  "| model | d | Shakespeare bpb after Shakespeare | after Moby-Dick | forgetting | Moby-Dick bpb "
+                  "after Moby-Dick | seconds |", "|---|---|---|---|---|---|---|"]
+        for r in cont:
+            first, last = r["rows"][0], r["rows"][-1]
+            lines.append(f"| {r['model']} | {r['dim']} | {first['shakespeare_bpb']:.4f} | "
+                         f"{last['shakespeare_bpb']:.4f} | {last['shakespeare_bpb'] - first['shakespeare_bpb']:+.4f} | "
+                         f"{last['moby-dick_bpb']:.4f} | {r['seconds']:.0f} |")
+        lines.append("")
     out.write_text("\n".join(lines))
 
 
@@ -115,6 +143,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--mqar-steps", type=int, default=150)
     p.add_argument("--text-steps", type=int, default=100)
+    p.add_argument("--continual-steps", type=int, default=100)
     p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
@@ -124,7 +153,8 @@ def main() -> None:
         print(json.dumps(one_run(**json.loads(args.one))), flush=True)
         return
     shapes, dims = (MQAR_SHAPES[:1], [32]) if args.quick else (MQAR_SHAPES, args.dims)
-    steps = {"mqar": 3 if args.quick else args.mqar_steps, "text": 3 if args.quick else args.text_steps}
+    steps = {"mqar": 3 if args.quick else args.mqar_steps, "text": 3 if args.quick else args.text_steps,
+             "continual": 3 if args.quick else args.continual_steps}
     runs = [{"model": m, "dim": d, "task": "mqar", "length": L, "pairs": N, "steps": steps["mqar"], "lr": 3e-3}
             for d in dims for m in args.models for L, N in shapes]
     runs += [{"model": m, "dim": dims[-1], "task": None, "length": TEXT_CONTEXT, "pairs": 0, "steps": steps["text"],
@@ -141,6 +171,14 @@ def main() -> None:
         r = results[-1]
         print(f"{r['model']:>16} d={r['dim']:<4} {r['task']:>5} L={r['length']:<4} N={r['pairs']:<3} "
               f"score {r['score']:.4f}  {r['seconds']:.0f}s", flush=True)
+        write(results, Path(args.out), steps)
+    for model in ("cms_continual", "transformer"):   # a persistent slow CMS level against none
+        try:
+            results.append(continual_run(model, dims[-1], steps["continual"]))
+        except subprocess.CalledProcessError as e:
+            print(f"failed: continual {model}\n{e.stderr[-2000:]}", file=sys.stderr)
+            continue
+        print(f"{model:>16} continual {results[-1]['seconds']:.0f}s", flush=True)
         write(results, Path(args.out), steps)
     print(f"wrote {args.out}")
 
