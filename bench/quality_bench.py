@@ -141,8 +141,8 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--mqar-steps", type=int, default=150)
-    p.add_argument("--text-steps", type=int, default=100)
+    p.add_argument("--mqar-steps", type=int, default=400)
+    p.add_argument("--text-steps", type=int, default=200)
     p.add_argument("--continual-steps", type=int, default=100)
     p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--models", nargs="+", default=MODELS)
@@ -155,12 +155,27 @@ def main() -> None:
     shapes, dims = (MQAR_SHAPES[:1], [32]) if args.quick else (MQAR_SHAPES, args.dims)
     steps = {"mqar": 3 if args.quick else args.mqar_steps, "text": 3 if args.quick else args.text_steps,
              "continual": 3 if args.quick else args.continual_steps}
-    runs = [{"model": m, "dim": d, "task": "mqar", "length": L, "pairs": N, "steps": steps["mqar"], "lr": 3e-3}
-            for d in dims for m in args.models for L, N in shapes]
+    def mqar(dim: int) -> list[dict]:
+        return [{"model": m, "dim": dim, "task": "mqar", "length": L, "pairs": N, "steps": steps["mqar"], "lr": 3e-3}
+                for m in args.models for L, N in shapes]
+    # the smallest width's MQAR grid first, then text and forgetting, then the wider MQAR grid: a grid
+    # cut short still leaves every table started
+    runs = mqar(dims[0])
     runs += [{"model": m, "dim": dims[-1], "task": None, "length": TEXT_CONTEXT, "pairs": 0, "steps": steps["text"],
               "lr": None} for m in args.models]
+    runs += [{"model": m, "dim": dims[-1], "task": "continual"} for m in ("cms_continual", "transformer")]
+    runs += [r for d in dims[1:] for r in mqar(d)]
     results: list[dict] = []
     for run in runs:
+        if run["task"] == "continual":      # a persistent slow CMS level against none
+            try:
+                results.append(continual_run(run["model"], run["dim"], steps["continual"]))
+            except subprocess.CalledProcessError as e:
+                print(f"failed: continual {run['model']}\n{e.stderr[-2000:]}", file=sys.stderr)
+                continue
+            print(f"{run['model']:>16} continual {results[-1]['seconds']:.0f}s", flush=True)
+            write(results, Path(args.out), steps)
+            continue
         # a process per run: no state or compiled code leaks between models
         done = subprocess.run([sys.executable, __file__, "--one", json.dumps(run)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -171,14 +186,6 @@ def main() -> None:
         r = results[-1]
         print(f"{r['model']:>16} d={r['dim']:<4} {r['task']:>5} L={r['length']:<4} N={r['pairs']:<3} "
               f"score {r['score']:.4f}  {r['seconds']:.0f}s", flush=True)
-        write(results, Path(args.out), steps)
-    for model in ("cms_continual", "transformer"):   # a persistent slow CMS level against none
-        try:
-            results.append(continual_run(model, dims[-1], steps["continual"]))
-        except subprocess.CalledProcessError as e:
-            print(f"failed: continual {model}\n{e.stderr[-2000:]}", file=sys.stderr)
-            continue
-        print(f"{model:>16} continual {results[-1]['seconds']:.0f}s", flush=True)
         write(results, Path(args.out), steps)
     print(f"wrote {args.out}")
 
