@@ -96,22 +96,29 @@ def format_module(module: ast.Module, comments: list[Comment]) -> str:
             at = c.line if (c.line, c.col) < line.start else line.first   # glued to its statement
             out.put(c.text, line.comment_indent, at, at, sep, comment=True)
             sep = "keep"
-        text = line.text if trailing is None else f"{line.text}  {trailing.text}"
-        out.put(text, line.indent, line.first, line.last, "none" if line.glued else sep, comment=False)
+        # a statement that goes on over more lines keeps its comment to itself
+        continued = i + 1 < len(lines) and lines[i + 1].glued and lines[i + 1].indent > line.indent
+        out.put(line.text, line.indent, line.first, line.last, "none" if line.glued else sep, comment=False,
+                trailing=None if trailing is None else (trailing.text, None if continued else line.indent))
     for c in at_end:
         out.put(c.text, 0, c.line, c.line, "keep", comment=True)
-    return "\n".join(out.lines) + "\n" if out.lines else ""
+    return "\n".join(out.text()) + "\n" if out.lines else ""
 
 
 class _Emitter:
-    """Joins lines, collapsing the user's blank lines to one and adding the required ones."""
+    """Joins lines, collapsing the user's blank lines to one and adding the required ones, and lines
+    up the comments behind consecutive lines of code in one column (as gofmt does), so that a
+    commented run of statements reads as a table."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        # line index -> (the comment behind its code, the column of the code or None: never aligned)
+        self.trailing: dict[int, tuple[str, int | None]] = {}
         self.prev_last = 0         # the last source line of what was emitted last
         self.in_header = False     # still inside the comment paragraph that opens the file
 
-    def put(self, text: str, indent: int, first: int, last: int, sep: Sep, comment: bool) -> None:
+    def put(self, text: str, indent: int, first: int, last: int, sep: Sep, comment: bool,
+            trailing: tuple[str, int | None] | None = None) -> None:
         if not self.lines:
             self.in_header = comment
         else:
@@ -120,8 +127,24 @@ class _Emitter:
                 sep, self.in_header = "force", False
             if sep == "force" or (sep == "keep" and gap):
                 self.lines.append("")
+        if trailing is not None:
+            self.trailing[len(self.lines)] = trailing
         self.lines.append(" " * indent + text)
         self.prev_last = last
+
+    def text(self) -> list[str]:
+        out = list(self.lines)
+        run: list[int] = []
+        for i in [*sorted(self.trailing), -2]:          # -2 closes the last run
+            indent = self.trailing[i][1] if i >= 0 else None
+            if run and (i != run[-1] + 1 or indent is None or indent != self.trailing[run[-1]][1]):
+                column = max(len(self.lines[j]) for j in run) + 2
+                for j in run:
+                    out[j] = self.lines[j].ljust(column) + self.trailing[j][0]
+                run = []
+            if i >= 0:
+                run.append(i)
+        return out
 
 
 @dataclass(frozen=True)
@@ -297,12 +320,20 @@ def _call(call: ast.Call) -> str:
     return f"{call.func.name}({', '.join(text)})"
 
 
+def _mixes_products(op: str, operand: ast.Expr | ast.Outer) -> bool:
+    """A matrix product and an elementwise one side by side: equal binding, different meaning."""
+    return isinstance(operand, ast.BinOp) and BINDING[operand.op] == PRODUCT == BINDING[op] \
+        and (operand.op == "@") != (op == "@")
+
+
 def _expr(e: ast.Expr | ast.Outer, slot: int = SUM) -> str:
     """`e` printed where the grammar expects binding `slot` or tighter; parentheses only if needed."""
     if isinstance(e, ast.BinOp):
         binding = BINDING[e.op]
         # `atom ^ unary` is right-associative; the other operators are left-associative
         left, right = (ATOM, UNARY) if e.op == "^" else (binding, binding + 1)
+        if _mixes_products(e.op, e.left):   # `(a * b) @ W` keeps its parentheses: easy to misread without
+            left = PRODUCT + 1
         text = f"{_expr(e.left, left)} {e.op} {_expr(e.right, right)}"
     elif isinstance(e, ast.Neg):
         binding, text = UNARY, "-" + _expr(e.operand, UNARY)

@@ -72,6 +72,13 @@ def test_spec_formats_idempotently_with_the_same_ast_and_comments(path: Path) ->
     canonical(text)
 
 
+@pytest.mark.parametrize("path", [*SPECS, *sorted((ROOT / "bench" / "specs").glob("*.nl"))],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shipped_specs_are_in_canonical_form(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert fmt(text) == text, f"run `nldsl fmt -w {path.relative_to(ROOT)}`"
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.relative_to(ROOT / "specs").as_posix())
 def test_formatting_a_spec_does_not_change_its_diagnostics(path: Path) -> None:
     # `# allow NL0xx` comments silence warnings by line, so moving them would change the result
@@ -122,8 +129,13 @@ def test_golden_hope() -> None:
     ("2 * (x + 1)", "2 * (x + 1)"),
     ("(2 * x) + 1", "2 * x + 1"),
     ("a / (b * c)", "a / (b * c)"),
-    ("(a * b) @ c", "a * b @ c"),
+    ("(a * b) @ c", "(a * b) @ c"),     # elementwise next to matrix products: parentheses stay
+    ("a * b @ c", "(a * b) @ c"),
+    ("(a @ b) * c", "(a @ b) * c"),
+    ("a @ b / c", "(a @ b) / c"),
     ("a * (b @ c)", "a * (b @ c)"),
+    ("(a @ b) @ c", "a @ b @ c"),
+    ("(a * b) / c", "a * b / c"),
     ("(-a) ^ 2", "(-a) ^ 2"),
     ("-a ^ 2", "-a ^ 2"),
     ("a ^ -b", "a ^ -b"),
@@ -293,6 +305,13 @@ def test_comments_leading_trailing_and_before_closing_braces() -> None:
         }  # closes
         # the end
         """)
+
+
+def test_comments_behind_consecutive_lines_share_a_column() -> None:
+    text = optimizer("  v = a   # one\n  longer = b * c # two\n\n  w = a  # three\n  u = v\n  z = u       # four")
+    out = canonical(text)
+    assert "  v = a           # one\n  longer = b * c  # two\n" in out
+    assert "  w = a  # three\n  u = v\n  z = u  # four\n" in out      # runs end at blank lines and bare lines
 
 
 def test_comments_inside_a_statement_move_above_it() -> None:
