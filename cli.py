@@ -33,9 +33,9 @@ def _report(result: CheckResult) -> None:
         err.print(render_all(result.diagnostics, result.sources), markup=False)
 
 
-def _checked(path: str, unit: str | None = None) -> CheckResult | None:
+def _checked(path: str, unit: str | None = None, overrides: dict[str, float] | None = None) -> CheckResult | None:
     """Check a file and print its diagnostics; None if it has errors or lacks the unit asked for."""
-    result = check_file(path)
+    result = check_file(path, overrides)
     _report(result)
     if not result.ok:
         return None
@@ -49,7 +49,7 @@ def _checked(path: str, unit: str | None = None) -> CheckResult | None:
 def cmd_check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.specs:
-        result = check_file(path)
+        result = check_file(path, _overrides(args.set))
         _report(result)
         if result.ok:
             spec = result.spec
@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from nldsl.report import render
-    result = _checked(args.spec, args.unit)
+    result = _checked(args.spec, args.unit, _overrides(args.set))
     if result is None:
         return 1
     out.print(render(result.graph(args.unit), result.sources, width=args.width), markup=False)
@@ -72,7 +72,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from nldsl.draw import GraphvizMissing, diagram
-    result = _checked(args.spec, args.unit)
+    result = _checked(args.spec, args.unit, _overrides(args.set))
     if result is None:
         return 1
     target = Path(args.output)
@@ -323,12 +323,14 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="check specs and print their diagnostics")
     c.add_argument("specs", nargs="+", metavar="SPEC")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
     c.set_defaults(run=cmd_check)
 
     e = sub.add_parser("explain", help="the levels of a model or optimizer, as a table with costs")
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--unit", help="which model or optimizer (default: the file's first)")
     e.add_argument("--width", type=int, default=180, help="table width in characters")
+    e.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
     e.set_defaults(run=cmd_explain)
 
     r = sub.add_parser("render", help="draw the level hierarchy (or the firing timeline)")
@@ -336,6 +338,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="FILE.svg, FILE.png or FILE.dot")
     r.add_argument("--timeline", action="store_true", help="draw which levels fire over one hyperperiod")
     r.add_argument("--unit", help="which model or optimizer (default: the file's first)")
+    r.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
     r.set_defaults(run=cmd_render)
 
     k = sub.add_parser("compile", help="write the generated PyTorch model, optimizers and a train.py")

@@ -103,21 +103,21 @@ def load_spec(path: str | Path, overrides: Overrides = None) -> Spec:
     return result.spec
 
 
-def nesting_graph(path: str | Path, name: str | None = None) -> NestingGraph:
-    """The nesting graph of a model or optimizer in a file."""
-    result = check_file(path)
+def nesting_graph(path: str | Path, name: str | None = None, overrides: Overrides = None) -> NestingGraph:
+    """The nesting graph of a model or optimizer in a file (header parameters set by `overrides`)."""
+    result = check_file(path, overrides)
     result.raise_for_errors()
     return result.graph(name)
 
 
-def render(path: str | Path, name: str | None = None, timeline: bool = False) -> Diagram:
+def render(path: str | Path, name: str | None = None, timeline: bool = False, overrides: Overrides = None) -> Diagram:
     """The level hierarchy (or firing timeline) of a spec; displays as SVG in a notebook."""
-    return diagram(nesting_graph(path, name), timeline=timeline)
+    return diagram(nesting_graph(path, name, overrides), timeline=timeline)
 
 
-def explain(path: str | Path, name: str | None = None, width: int = 160) -> str:
+def explain(path: str | Path, name: str | None = None, width: int = 160, overrides: Overrides = None) -> str:
     """The `nldsl explain` table of a spec, as text."""
-    result = check_file(path)
+    result = check_file(path, overrides)
     result.raise_for_errors()
     return report.render(result.graph(name), result.sources, width=width)
 

@@ -105,3 +105,16 @@ def test_compile_writes_a_runnable_package(tmp_path):
 def test_set_rejects_malformed_overrides():
     done = run("compile", str(SPECS / "linear_attention.nl"), "-o", "/tmp/x", "--set", "dim")
     assert done.returncode != 0 and "NAME=NUMBER" in done.stderr
+
+
+def test_set_reaches_check_explain_and_render(tmp_path):
+    """Header parameters can be set wherever a spec is read: the costs follow, and bad values are
+    diagnosed against the spec's source."""
+    small = run("explain", "specs/hope.nl", "--width", "260", "--set", "dim=128", "--set", "layers=2")
+    assert small.returncode == 0, small.stderr
+    assert "parameters (outer level): 1,152,640" in small.stdout    # dim 128 × 2 layers, not 8.8M
+    bad = run("check", "specs/hope.nl", "--set", "heads=3")
+    assert bad.returncode == 1 and "NL052" in bad.stderr and "Traceback" not in bad.stderr
+    dot = tmp_path / "hope.dot"
+    assert run("render", "specs/hope.nl", "-o", str(dot), "--set", "layers=1").returncode == 0
+    assert "M_memory" in dot.read_text()
