@@ -4,6 +4,10 @@ forgetting (Shakespeare, then Moby-Dick) for a CMS with a persistent slow level 
 
     python bench/quality_bench.py                 # the whole grid; results in bench/results/quality.md
     python bench/quality_bench.py --quick         # one tiny cell per table (a smoke test)
+    python bench/quality_bench.py --resume        # carry on a grid that was stopped: keep the runs done
+
+The raw results (one record per run, with its time, commit and the machine's load average) go to
+`quality.json` beside the Markdown file, which is rewritten from them after every run.
 
 Every model is the shipped spec with `--set dim=D layers=2 heads=4 vocab=256`, trained by the same
 outer optimizer (AdamW, lr 3e-3 for MQAR / the spec's own for text, weight decay 0.1, clip 1), the
@@ -11,7 +15,6 @@ same number of steps and tokens per step, on freshly generated batches (nothing 
 MQAR follows Zoology (keys in [1, 128), values in [128, 256), queries at p ∝ (i+1)^-0.99, no random
 fill): accuracy over every query of 512 held-out sequences. Parameter counts differ between
 architectures at one width (Hope's memories are MLPs); the tables print them beside the scores.
-The results file is rewritten after every run, so a long grid leaves partial tables behind.
 """
 
 from __future__ import annotations
@@ -94,10 +97,19 @@ def machine() -> str:
 
 
 def write(results: list[dict], out: Path, steps: dict) -> None:
+    times = sorted(r["finished"] for r in results)
+    commits = sorted({r["commit"] for r in results})
+    busy = [r for r in results if r["load"] > LOAD_ALONE]
     lines = ["# Quality at CPU scale: MQAR and Shakespeare", "", f"Machine: {machine()}.", "",
-             "Written by `bench/quality_bench.py` in one run (its docstring has the protocol). Every model: 2 "
-             "layers, 4 heads, byte vocabulary, AdamW with weight decay 0.1 and clip 1, cosine schedule, fresh "
-             "batches every step.", ""]
+             f"Written by `bench/quality_bench.py` (its docstring has the protocol), runs finished between "
+             f"{times[0]} and {times[-1]} UTC at commit {', '.join(commits)}. Every model: 2 layers, 4 heads, byte "
+             "vocabulary, AdamW with weight decay 0.1 and clip 1, cosine schedule, fresh batches every step.", ""]
+    if busy:
+        lines += ["Runs that shared the CPU with other work (1-minute load average above "
+                  f"{LOAD_ALONE} at their end), whose seconds are inflated: "
+                  + ", ".join(f"{r['model']} d={r['dim']} {r['task']}" + (f" L={r['length']}" if r["task"] == "mqar"
+                                                                          else "") + f" ({r['load']:.1f})"
+                              for r in busy) + ".", ""]
     mqar = [r for r in results if r["task"] == "mqar"]
     if mqar:
         lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr 3e-3)", "",
@@ -138,6 +150,26 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
     out.write_text("\n".join(lines))
 
 
+LOAD_ALONE = 2.6     # a run's own two threads, plus the noise of an idle machine
+
+
+def _key(run: dict) -> tuple:
+    task = run["task"] or "text"
+    return (run["model"], run["dim"], task) + ((run["length"], run["pairs"]) if task == "mqar" else ())
+
+
+def _stamp(result: dict, run: dict) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    result.update(task=run["task"] or "text", load=os.getloadavg()[0],
+                  finished=time.strftime("%Y-%m-%d %H:%M", time.gmtime()), commit=commit.stdout.strip() or "?")
+    return result
+
+
+def _save(results: list[dict], store: Path, out: Path, steps: dict) -> None:
+    store.write_text(json.dumps(results, indent=1) + "\n")
+    write(results, out, steps)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -147,6 +179,7 @@ def main() -> None:
     p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
+    p.add_argument("--resume", action="store_true", help="keep the runs already in the .json beside --out")
     p.add_argument("--one", help=argparse.SUPPRESS)     # internal: a JSON run description
     args = p.parse_args()
     if args.one:
@@ -164,17 +197,23 @@ def main() -> None:
     runs += [{"model": m, "dim": dims[-1], "task": None, "length": TEXT_CONTEXT, "pairs": 0, "steps": steps["text"],
               "lr": None} for m in args.models]
     runs += [{"model": m, "dim": dims[-1], "task": "continual"} for m in ("cms_continual", "transformer")]
-    runs += [r for d in dims[1:] for r in mqar(d)]
-    results: list[dict] = []
+    # the wider grid cheapest first, so that a grid cut short misses the fewest rows
+    runs += sorted([r for d in dims[1:] for r in mqar(d)], key=lambda r: -args.models.index(r["model"]))
+    store = Path(args.out).with_suffix(".json")
+    results: list[dict] = json.loads(store.read_text()) if args.resume and store.exists() else []
+    done_keys = {_key(r) for r in results}
     for run in runs:
+        if _key(run) in done_keys:
+            continue
         if run["task"] == "continual":      # a persistent slow CMS level against none
             try:
                 results.append(continual_run(run["model"], run["dim"], steps["continual"]))
             except subprocess.CalledProcessError as e:
                 print(f"failed: continual {run['model']}\n{e.stderr[-2000:]}", file=sys.stderr)
                 continue
+            _stamp(results[-1], run)
             print(f"{run['model']:>16} continual {results[-1]['seconds']:.0f}s", flush=True)
-            write(results, Path(args.out), steps)
+            _save(results, store, Path(args.out), steps)
             continue
         # a process per run: no state or compiled code leaks between models
         done = subprocess.run([sys.executable, __file__, "--one", json.dumps(run)], capture_output=True, text=True,
@@ -183,10 +222,10 @@ def main() -> None:
             print(f"failed: {run}\n{done.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        r = results[-1]
+        r = _stamp(results[-1], run)
         print(f"{r['model']:>16} d={r['dim']:<4} {r['task']:>5} L={r['length']:<4} N={r['pairs']:<3} "
-              f"score {r['score']:.4f}  {r['seconds']:.0f}s", flush=True)
-        write(results, Path(args.out), steps)
+              f"score {r['score']:.4f}  {r['seconds']:.0f}s  load {r['load']:.1f}", flush=True)
+        _save(results, store, Path(args.out), steps)
     print(f"wrote {args.out}")
 
 
