@@ -297,3 +297,14 @@ def test_missing_corpus_is_a_user_error(spec: Path, tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert str(missing) in err
     assert status in (1, 2) and "internal error" not in err
+
+
+def test_lr_and_warmup_override_the_train_block(spec: Path, tmp_path: Path) -> None:
+    """--lr sets every optimize group's rate, --warmup the schedule's; both are kept in run.json."""
+    run = tmp_path / "run"
+    assert main(["train", str(spec), *TINY, "--steps", "4", "--lr", "0.02", "--warmup", "2", "--log-every", "1",
+                 "--out", str(run)]) == 0
+    config = RunInfo.model_validate_json((run / "run.json").read_text()).config
+    assert [g[1]["lr"] for g in config.groups] == [0.02] and config.settings["schedule"][1] == 2
+    rates = [r["lr"] for r in records(run) if "lr" in r]
+    assert rates[0] == pytest.approx(0.01) and rates[1] == pytest.approx(0.02)      # warm-up over 2 steps

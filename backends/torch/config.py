@@ -45,6 +45,8 @@ def add_arguments(p, settings: dict) -> None:
                    help="torch.compile every block (fullgraph)")
     p.add_argument("--fsdp", action="store_true",
                    help="under torchrun, shard parameters and optimizer states over the processes (FSDP2)")
+    p.add_argument("--lr", type=float, help="learning rate of every `optimize` group (default: the train block's)")
+    p.add_argument("--warmup", type=int, help="warm-up steps of the schedule (default: the train block's)")
     p.add_argument("--seed", type=int, default=settings.get("seed", 0))
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N steps (0: at the end)")
@@ -52,6 +54,11 @@ def add_arguments(p, settings: dict) -> None:
 
 
 def config_from(args, groups: list, settings: dict) -> TrainConfig:
+    if getattr(args, "lr", None) is not None:
+        groups = [(name, {**opts, "lr": args.lr}, targets, period) for name, opts, targets, period in groups]
+    if getattr(args, "warmup", None) is not None and settings.get("schedule"):
+        kind, _, floor = settings["schedule"]
+        settings = {**settings, "schedule": (kind, args.warmup, floor)}
     return TrainConfig(steps=args.steps, batch=args.batch, context=args.context, corpus=args.corpus, task=args.task,
                        pairs=args.pairs, device=args.device, precision=args.precision, compile=args.compile,
                        fsdp=args.fsdp, seed=args.seed, log_every=args.log_every, eval_every=args.eval_every,
