@@ -223,6 +223,7 @@ class Trainer:
         cfg = self.cfg
         tokens_per_step = cfg.batch * cfg.context
         start, first = time.time(), self.step
+        paused = 0.0        # evaluations and checkpoints: not training, so not in the tokens/s
         live = self.console.is_terminal and self.rank == 0
         bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} tok/s  ETA"),
@@ -234,8 +235,8 @@ class Trainer:
                 elapsed = time.time() - start
                 if self.step == first + 1:
                     warm = time.time()      # the first step compiles: the rate counts from its end
-                rate = ((self.step - first - 1) * tokens_per_step / (time.time() - warm) if self.step > first + 1
-                        else tokens_per_step / elapsed)
+                rate = ((self.step - first - 1) * tokens_per_step / (time.time() - warm - paused)
+                        if self.step > first + 1 else tokens_per_step / elapsed)
                 bar.update(task, completed=self.step, loss=loss, rate=rate)
                 lr = self.opts[0][0].param_groups[0]["lr"] if self.opts else 0.0
                 self.log({"step": self.step, "loss": loss, "lr": lr, "tokens": self.step * tokens_per_step,
@@ -243,10 +244,17 @@ class Trainer:
                 if not live and self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     self.console.print(f"step {self.step:5d}/{cfg.steps}  loss {loss:.4f}  {rate:,.0f} tok/s",
                                        markup=False)
+                pause = time.time()
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    self.log({"step": self.step, **self.evaluate()})
+                    result = self.evaluate()
+                    self.log({"step": self.step, **result})
+                    if self.rank == 0:
+                        self.console.print(f"step {self.step:5d}/{cfg.steps}  "
+                                           + "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items()),
+                                           markup=False)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save()
+                paused += time.time() - pause
         self.save()
         result = self.evaluate()
         self.log({"step": self.step, **result})
