@@ -180,6 +180,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
     p.add_argument("--resume", action="store_true", help="keep the runs already in the .json beside --out")
+    p.add_argument("--tasks", nargs="+", choices=["mqar", "text", "continual"], default=["mqar", "text", "continual"])
     p.add_argument("--one", help=argparse.SUPPRESS)     # internal: a JSON run description
     args = p.parse_args()
     if args.one:
@@ -200,6 +201,7 @@ def main() -> None:
     # the wider grid cheapest first, so that a grid cut short misses the fewest rows
     runs += sorted([r for d in dims[1:] for r in mqar(d)], key=lambda r: -args.models.index(r["model"]))
     store = Path(args.out).with_suffix(".json")
+    runs = [r for r in runs if (r["task"] or "text") in args.tasks]
     results: list[dict] = json.loads(store.read_text()) if args.resume and store.exists() else []
     done_keys = {_key(r) for r in results}
     for run in runs:
