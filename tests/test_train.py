@@ -310,6 +310,7 @@ def test_lr_and_warmup_override_the_train_block(spec: Path, tmp_path: Path) -> N
     assert rates[0] == pytest.approx(0.01) and rates[1] == pytest.approx(0.02)      # warm-up over 2 steps
 
 
-def test_evaluations_during_training_are_printed(spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluations_during_training_are_printed(spec: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(spec), *TINY, "--steps", "4", "--eval-every", "2", "--out", str(tmp_path / "r")]) == 0
     assert "step     2/4  heldout bpb " in capsys.readouterr().out
