@@ -42,7 +42,8 @@ def inputs(repeated: bool, length: int, dtype=torch.float32, seed: int = 0):
 @pytest.mark.parametrize("read_after", [True, False], ids=["read after", "read before"])
 def test_delta_rule_matches_the_recurrence_in_float32(repeated: bool, gated: bool, read_after: bool) -> None:
     state, q, k, v, lr = inputs(repeated, length=200)      # four chunks of 64, the last partial
-    retain = torch.rand(lr.shape, generator=torch.Generator().manual_seed(1)) * 0.2 + 0.8 if gated else None
+    gates = torch.rand(lr.shape, generator=torch.Generator().manual_seed(1), dtype=lr.dtype)   # (the suite may
+    retain = gates * 0.2 + 0.8 if gated else None               # run with float64 as the default dtype)
     y, final = kernels.delta_rule(state, q, k, v, lr, lr, retain, read_after)
     y_ref, final_ref = delta_rule_by_token(state.double(), q.double(), k.double(), v.double(), lr.double(),
                                            lr.double(), None if retain is None else retain.double(), read_after)
