@@ -35,7 +35,8 @@ TOKENS_PER_STEP = 2048          # MQAR: batch = 2048 / length sequences
 TEXT_BATCH, TEXT_CONTEXT = 4, 256
 
 
-def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, steps: int, lr: float | None) -> dict:
+def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, steps: int, lr: float | None,
+            extra: dict[str, float] | None = None) -> dict:
     """Train one model in this process and evaluate it (called in a subprocess per run)."""
     import torch
     from nldsl.backends.torch import evals
@@ -45,7 +46,7 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
     import nldsl
 
     torch.set_num_threads(os.cpu_count() or 1)
-    overrides = {"dim": dim, "layers": 2, "heads": 4, "vocab": 256, "context": length}
+    overrides = {"dim": dim, "layers": 2, "heads": 4, "vocab": 256, "context": length, **(extra or {})}
     spec = nldsl.load_spec(ROOT / "specs" / f"{model}.nl", overrides)
     unit = next(u for u in spec.local_units if u in spec.models)
     train = spec.models[unit].train
@@ -69,7 +70,8 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
         from nldsl.backends.torch import data
         from nldsl.backends.torch.trainer import bits_per_byte
         score = bits_per_byte(net, data.corpus("shakespeare")[1], length, windows=64)
-    return {"model": model, "dim": dim, "task": task or "text", "length": length, "pairs": pairs, "steps": steps,
+    return {"model": _name(model, extra), "dim": dim, "task": task or "text", "length": length, "pairs": pairs,
+            "steps": steps,
             "params": params, "score": score, "final_loss": sum(losses[-10:]) / len(losses[-10:]),
             "seconds": seconds, "tokens": steps * config.batch * length}
 
@@ -115,8 +117,9 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
         lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr 3e-3)", "",
                   "| model | d | params | " + " | ".join(f"L={L}, N={N}" for L, N in MQAR_SHAPES) + " | seconds |",
                   "|---|---|---|" + "---|" * len(MQAR_SHAPES) + "---|"]
+        names = MODELS + sorted({r["model"] for r in mqar} - set(MODELS))     # variants made with --set last
         for dim in sorted({r["dim"] for r in mqar}):
-            for model in MODELS:
+            for model in names:
                 rows = {(r["length"], r["pairs"]): r for r in mqar if r["model"] == model and r["dim"] == dim}
                 if not rows:
                     continue
@@ -153,9 +156,14 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
 LOAD_ALONE = 2.6     # a run's own two threads, plus the noise of an idle machine
 
 
+def _name(model: str, extra: dict[str, float] | None) -> str:
+    return model + "".join(f" {k}={v:g}" for k, v in (extra or {}).items())
+
+
 def _key(run: dict) -> tuple:
     task = run["task"] or "text"
-    return (run["model"], run["dim"], task) + ((run["length"], run["pairs"]) if task == "mqar" else ())
+    shape = (run["length"], run["pairs"]) if task == "mqar" else ()
+    return (_name(run["model"], run.get("extra")), run["dim"], task, *shape)
 
 
 def _stamp(result: dict, run: dict) -> dict:
@@ -180,6 +188,8 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
     p.add_argument("--resume", action="store_true", help="keep the runs already in the .json beside --out")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a header parameter of every model run (recorded in the model's name)")
     p.add_argument("--tasks", nargs="+", choices=["mqar", "text", "continual"], default=["mqar", "text", "continual"])
     p.add_argument("--one", help=argparse.SUPPRESS)     # internal: a JSON run description
     args = p.parse_args()
@@ -202,6 +212,10 @@ def main() -> None:
     runs += sorted([r for d in dims[1:] for r in mqar(d)], key=lambda r: -args.models.index(r["model"]))
     store = Path(args.out).with_suffix(".json")
     runs = [r for r in runs if (r["task"] or "text") in args.tasks]
+    extra = {k: float(v) for k, v in (pair.split("=", 1) for pair in args.set)}
+    for r in runs:
+        if r["task"] != "continual" and extra:
+            r["extra"] = extra
     results: list[dict] = json.loads(store.read_text()) if args.resume and store.exists() else []
     done_keys = {_key(r) for r in results}
     for run in runs:
