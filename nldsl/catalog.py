@@ -39,6 +39,8 @@ GROUPS = Option("int", 1, doc="split the width into this many equal groups (e.g.
 FUNCTIONS: dict[str, Signature] = {
     **{name: Signature(("x",), {}, doc) for name, doc in UNARY.items()},
     "stopgrad": Signature(("x",), {}, "the value, with no gradient flowing back through it"),
+    "fixed": Signature(("x",), {}, "the value, held constant by the learned memory's own gradient; the outer "
+                                   "level still differentiates through it (objectives only)"),
     "rmsnorm": Signature(("x",), {"groups": GROUPS}, "RMS normalization with a learned scale"),
     "layernorm": Signature(("x",), {"groups": GROUPS}, "layer normalization with a learned scale and shift"),
     "l2norm": Signature(("x",), {"groups": GROUPS}, "divide each group by its L2 norm"),

@@ -381,6 +381,11 @@ class ExprChecker:
         bound = bind(e, sig, f"'{name}'", self.diags)
         if bound is None:
             return None
+        if name == "fixed" and self.ctx.self_memory is None:
+            self.diags.error("NL027", "`fixed` is only defined inside a `learn` objective", e.func.span,
+                             "it holds a value constant for the learned memory's own gradient; "
+                             "elsewhere, `stopgrad` stops every gradient")
+            return None
         if name == "newton_schulz" and self.ctx.mode != "optimizer":
             self.diags.error("NL022", "newton_schulz applies to whole parameters, in optimizer specs", e.func.span,
                              "inside a model, use `output = newton_schulz(...)` on an update rule")

@@ -28,11 +28,11 @@ def period_of(p: ast.Period, config: dict[str, float], diags: Diagnostics) -> Ti
 
 
 def _key_of(objective: Op) -> list[Op]:
-    """Inputs of the `self(...)` calls that are not under stopgrad: the keys a prediction reads."""
+    """Inputs of the `self(...)` calls not under stopgrad or fixed: the keys a prediction reads."""
     keys: list[Op] = []
 
     def visit(op: Op) -> None:
-        if op.op == "stopgrad":
+        if op.op in ("stopgrad", "fixed"):
             return
         if op.op == "self":
             keys.append(op.args[0])
@@ -225,7 +225,7 @@ class LearnChecker:
             return False
         keys = _key_of(objective) if objective is not None else []
         if len({k.model_dump_json(exclude={"span"}) for k in keys}) != 1:
-            self.diags.error("NL084", "dgd needs one key: exactly one `self(k)` outside stopgrad", call.span,
+            self.diags.error("NL084", "dgd needs one key: exactly one `self(k)` outside stopgrad and fixed", call.span,
                              "its `k k^T` term is built from the key the memory is trained on")
             return False
         return True

@@ -33,7 +33,9 @@ CODES: dict[str, Code] = {
     "NL025": Code("used before it is assigned", "Move the assignment above its first use."),
     "NL026": Code("memory used as a value", "Call the memory on an input, e.g. `M(x)`."),
     "NL027": Code(
-        "`self` outside an objective", "`self` names the memory being learned; use it only in a `learn` objective."
+        "`self` or `fixed` outside an objective",
+        "`self` names the memory being learned and `fixed` holds a value for its gradient: use them only in a "
+        "`learn` objective.",
     ),
     # options and arguments
     "NL030": Code("unknown option", "Use one of the options the reference lists for this call."),

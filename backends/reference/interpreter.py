@@ -70,6 +70,7 @@ class Ctx:
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     self_memory: Memory | None = None
     self_weights: list[torch.Tensor] | None = None
+    fixed_weights: list[torch.Tensor] | None = None      # the same state, as the outer level sees it
 
 
 def _time_period(m: Memory) -> int:
@@ -214,7 +215,7 @@ class Reference(nn.Module):
 
     # ---- expressions ------------------------------------------------------------------------------
     def _eval(self, op: Op, ctx: Ctx) -> torch.Tensor:
-        a = [self._eval(x, ctx) for x in op.args] if op.op not in ("read", "self") else None
+        a = [self._eval(x, ctx) for x in op.args] if op.op not in ("read", "self", "fixed") else None
         o = op.op
         if o == "const":
             return torch.tensor(op.attrs["value"], dtype=self.dtype)
@@ -232,13 +233,19 @@ class Reference(nn.Module):
             x, y = fn.broadcast_pair(a[0], a[1])
             return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
                     "min": torch.minimum, "max": torch.maximum}[o](x, y)
-        assert a is not None or o in ("read", "self")
+        assert a is not None or o in ("read", "self", "fixed")
         if o == "neg":
             return -a[0]
         if o in fn.UNARY:
             return fn.UNARY[o](a[0])
         if o == "stopgrad":
             return a[0].detach()
+        if o == "fixed":     # self(...) inside reads the state off the inner gradient's leaves
+            leaves, ctx.self_weights = ctx.self_weights, ctx.fixed_weights
+            try:
+                return self._eval(op.args[0], ctx)
+            finally:
+                ctx.self_weights = leaves
         if o == "rmsnorm":
             return fn.rmsnorm(a[0], self._param(ctx, op.attrs["param"]), op.attrs["groups"])
         if o == "layernorm":
@@ -334,9 +341,9 @@ class Reference(nn.Module):
         # through values the memory produced earlier (self-generated keys are data to the objective)
         leaves = [w.clone() if w.requires_grad else w.detach().requires_grad_(True) for w in ref]
         with torch.enable_grad():
-            ctx.self_memory, ctx.self_weights = m, leaves
+            ctx.self_memory, ctx.self_weights, ctx.fixed_weights = m, leaves, ref
             loss = self._eval(learn.objective, ctx).sum()
-            ctx.self_memory = ctx.self_weights = None
+            ctx.self_memory = ctx.self_weights = ctx.fixed_weights = None
             graph = policy in ("through", "truncate") and torch.is_grad_enabled() and loss.requires_grad
             grads = torch.autograd.grad(loss, leaves, create_graph=graph, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves, strict=True)]

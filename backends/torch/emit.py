@@ -94,6 +94,11 @@ class Emitter(ABC):
     @abstractmethod
     def self_call(self, op: Op, e, weights: str, probe: bool) -> str: ...
 
+    def fixed(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+        """`fixed(x)`: x with no inner gradient. Here nothing differentiates the objective from
+        outside (optimizer states), so that is a detach."""
+        return f"{self.expr(op.args[0], args, weights)}.detach()"
+
     def expr(self, op: Op, args: dict[str, str] | None = None, weights: str = "", probe: Op | None = None) -> str:
         """Python for an expression. Inside an objective, `args` names hoisted sub-expressions,
         `weights` is the memory's weights and `probe` the self(...) call that gets dgd's probe."""
@@ -128,6 +133,8 @@ class Emitter(ABC):
             return f"{UNARY[o]}({e(op.args[0])})"
         if o == "stopgrad":
             return f"{e(op.args[0])}.detach()"
+        if o == "fixed":
+            return self.fixed(op, args, weights)
         if o == "rmsnorm":
             return f'fn.rmsnorm({e(op.args[0])}, P["{op.attrs["param"]}"], {op.attrs["groups"]})'
         if o == "layernorm":
@@ -186,6 +193,11 @@ class BlockEmitter(Emitter):
         spec = self.merged[1] if self.merged and self.merged[0] == mem.name else self.const(mem.name)
         return f"rt.apply({spec}, {weights}, {e(op.args[0])}{', probe' if probe else ''})"
 
+    def fixed(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+        """`fixed(x)`: x at the state the gradient is taken at (`at`, passed by the runtime), outside
+        the inner differentiation but inside the outer one."""
+        return self.expr(op.args[0], args, "at")
+
     def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
         if op.attrs.get("self"):
             return f"rt.state_of({weights}, {next(iter(args.values())) if args else 'h'})"
@@ -226,7 +238,7 @@ class BlockEmitter(Emitter):
         if len(members) > 1:
             self.merged = (mem.name, self.group_const(members), len(members))
         hoisted, args = hoist(learn.objective)
-        params = ", ".join(["w", "probe", *args.values()])
+        params = ", ".join(["w", "probe", *args.values(), "*", "at"])
         key = learn.key if learn.rule.kind == "dgd" else None
         probe_call = next((o for o in learn.objective.walk() if o.op == "self" and key is not None
                            and o.args[0].model_dump_json() == key.model_dump_json()), None)

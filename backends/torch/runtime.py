@@ -25,7 +25,7 @@ from nldsl.backends import functional as fn
 from nldsl.backends.torch import kernels
 from torch.func import grad, vjp, vmap
 
-Objective = Callable[..., torch.Tensor]   # (weights, probe, *values) → losses (..., H)
+Objective = Callable[..., torch.Tensor]   # (weights, probe, *values, at=state of the gradient) → losses (..., H)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def state_of(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
 
 def teach_objective(spec: MemSpec) -> Objective:
     """⟨M(x), δ⟩ per head: its gradient at M is the teach signal pulled back through the memory."""
-    def objective(weights, probe, x, delta):
+    def objective(weights, probe, x, delta, *, at):
         return fn.groups_of(apply(spec, weights, x) * delta, spec.heads).sum(-1)
     return objective
 
@@ -302,7 +302,7 @@ def begin_segment(mem: Mem, pos: int) -> None:
 def _weighted_grads(objective: Objective, theta: list[torch.Tensor], values: tuple,
                     cotangents: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Σ_t c_t ∇θ loss_t for each cotangent c (B, S, H): one forward, one pullback per weighting."""
-    _, pull = vjp(lambda *th: objective(list(th), None, *values), *theta)
+    _, pull = vjp(lambda *th: objective(list(th), None, *values, at=theta), *theta)
     return [list(pull(c)) for c in cotangents]
 
 
@@ -357,7 +357,8 @@ def _dgd(spec: MemSpec, objective: Objective, theta, values, w0, key, lr, retain
     weighted gradients of the other layers, and δ."""
     batch, length = like.shape[:2]
     probe = like.new_zeros(batch, length, spec.heads, w0.shape[-2])
-    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values), *theta[1:], probe)
+    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values, at=theta), *theta[1:],
+                       probe)
     grads = list(pull(weights)[:-1])
     delta = pull(torch.ones_like(losses))[-1]
     keys = key.unflatten(-1, (spec.heads, -1))
@@ -373,7 +374,7 @@ def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) 
         mem.momentum = _detached(mem.momentum)
 
     def total(th, *vals):
-        return objective(list(th), None, *vals).sum()
+        return objective(list(th), None, *vals, at=theta).sum()
 
     if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged below
         theta = [w.expand(like.shape[0], *w.shape[1:]) for w in theta]
