@@ -258,9 +258,16 @@ def _usage_diagnostics(block: Block, diags: Diagnostics) -> set[str]:
         if name not in u.params:
             diags.warn("NL073", f"parameter '{name}' is never used", p.span, "use it or delete it")
         elif name not in u.graded:
-            diags.warn("NL074", f"parameter '{name}' gets no outer gradient: every use of it flows into writes "
-                                "that are not differentiated", p.span,
+            diags.warn("NL074", f"parameter '{name}' gets no outer gradient: every use of it flows into stopgrad or "
+                                "into writes that are not differentiated", p.span,
                        "use `backprop through` on the memory it feeds, or declare it `frozen`")
+    for name, m in block.memories.items():
+        learned = m.learn is not None and m.learn.backprop != "stop" and m.init == "learned" and m.parametric
+        if learned and name in u.memories and name not in u.graded:
+            diags.warn("NL074", f"the learned initial state of '{name}' gets no outer gradient: every read of it "
+                                "flows into stopgrad", m.span,
+                       "a target that should stay trainable can use `fixed(...)`: constant for the memory's own "
+                       "gradient, differentiated by the outer level")
     return u.params
 
 

@@ -210,8 +210,8 @@ def _plain_prediction(m: Memory) -> bool:
     if learn is None or learn.objective is None or learn.objective.op not in ("l2", "dot"):
         return False
     pred, target = learn.objective.args
-    return pred.op == "self" and not any(o.op in ("self", "state") and o.attrs.get("self") for o in target.walk()) \
-        and not any(o.op == "self" for o in pred.args[0].walk())
+    reads_self = [o for o in target.walk() if o.op == "self" or (o.op == "state" and o.attrs.get("self"))]
+    return pred.op == "self" and not reads_self and not any(o.op == "self" for o in pred.args[0].walk())
 
 
 def read_sites(block: Block, name: str) -> list[tuple[int, Op]]:

@@ -59,6 +59,18 @@ UNSHIPPED = {
     learn L : dot(self(k), h) by gd(lr = 0.5, retain = 0.9) read before
     h = h + M(h) + L(k)
 """,
+    # self-generated targets held by `fixed`: a matrix memory token by token (generic path) and an
+    # MLP memory with momentum every 4 tokens (closed form), both trained through their targets
+    "fixed_targets_generic_and_momentum": """
+    param W_v : matrix(dim, dim)
+    k = l2norm(h, groups = heads)
+    v = l2norm(h @ W_v, groups = heads)
+    memory A : matrix per head init learned
+    memory B : mlp(expand = 2, act = tanh, residual) per head init learned
+    learn A : l2(self(k), fixed(self(v))) by gd(lr = 0.3, retain = 0.9)
+    learn B : l2(self(k), fixed(self(v))) by gd(lr = 0.3, momentum = 0.5) every 4 tokens
+    h = h + A(k) + B(k)
+""",
     # preconditioned momentum with a Newton-Schulz output map (Muon-like) on a matrix memory
     "matrix_memory_precond_ns": """
     memory s : matrix per head init zeros
