@@ -82,3 +82,22 @@ def test_compiled_update_matches_eager(name):
     eager, _ = trajectory(lambda p: compiled(name)(p, lr=0.01), steps=12)
     graphs, _ = trajectory(lambda p: compiled(name)(p, lr=0.01, compile="aot_eager"), steps=12)
     assert max((a - b).abs().max().item() for a, b in zip(eager, graphs, strict=True)) <= 1e-10
+
+
+def test_fixed_target_in_an_optimizer_is_a_stopgrad():
+    """Nothing differentiates an optimizer's step from outside, so `fixed(x)` and `stopgrad(x)`
+    take the same trajectory (a self-generated target on an MLP momentum memory)."""
+    def spec(target: str) -> type:
+        text = f"""optimizer selfmod(lr = 0.05) {{
+  memory mom : mlp(in = 1, hidden = 8, depth = 2, act = tanh, residual) per element init identity
+  learn mom : l2(self(grad), {target}(self(grad * 0.5))) by gd(lr = 0.01, retain = 0.99) every step
+  param = param - lr * mom(grad)
+}}
+"""
+        r = nldsl.check_text(text, "selfmod.nl")
+        assert r.ok, r.render()
+        return optimizer_class(r.spec, "selfmod")
+    ours, losses = trajectory(lambda p: spec("fixed")(p), steps=30)
+    theirs, _ = trajectory(lambda p: spec("stopgrad")(p), steps=30)
+    assert losses[-1] < losses[0]
+    assert max((a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)) == 0
