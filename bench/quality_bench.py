@@ -41,7 +41,7 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
     import torch
     from nldsl.backends.torch import evals
     from nldsl.backends.torch.config import TrainConfig
-    from nldsl.backends.torch.trainer import Trainer
+    from nldsl.backends.torch.trainer import NonFinite, Trainer
 
     import nldsl
 
@@ -61,7 +61,15 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
     trainer = Trainer(net, {"adamw": nldsl.optimizer(ROOT / "specs/optim/adamw.nl")}, config, None)
     trainer.console.quiet = True
     start = time.time()
-    losses = [trainer.train_step() for _ in range(steps)]
+    losses: list[float] = []
+    record = {"model": _name(model, extra), "dim": dim, "task": task or "text", "length": length, "pairs": pairs,
+              "steps": steps, "params": params}
+    try:
+        for _ in range(steps):
+            losses.append(trainer.train_step())
+    except NonFinite as e:      # a divergence is a result: the table says where it happened
+        return record | {"score": None, "diverged": len(losses) + 1, "error": str(e), "final_loss": None,
+                         "seconds": time.time() - start, "tokens": len(losses) * config.batch * length}
     seconds = time.time() - start
     net.eval()
     if task:
@@ -70,10 +78,8 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
         from nldsl.backends.torch import data
         from nldsl.backends.torch.trainer import bits_per_byte
         score = bits_per_byte(net, data.corpus("shakespeare")[1], length, windows=64)
-    return {"model": _name(model, extra), "dim": dim, "task": task or "text", "length": length, "pairs": pairs,
-            "steps": steps,
-            "params": params, "score": score, "final_loss": sum(losses[-10:]) / len(losses[-10:]),
-            "seconds": seconds, "tokens": steps * config.batch * length}
+    return record | {"score": score, "final_loss": sum(losses[-10:]) / len(losses[-10:]), "seconds": seconds,
+                     "tokens": steps * config.batch * length}
 
 
 def continual_run(model: str, dim: int, steps: int) -> dict:
@@ -123,7 +129,7 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
                 rows = {(r["length"], r["pairs"]): r for r in mqar if r["model"] == model and r["dim"] == dim}
                 if not rows:
                     continue
-                cells = [f"{rows[s]['score']:.3f}" if s in rows else "—" for s in MQAR_SHAPES]
+                cells = [_score(rows[s], 3) if s in rows else "—" for s in MQAR_SHAPES]
                 params = next(iter(rows.values()))["params"]
                 secs = sum(r["seconds"] for r in rows.values())
                 lines.append(f"| {model} | {dim} | {params:,} | " + " | ".join(cells) + f" | {secs:.0f} |")
@@ -134,8 +140,9 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
                   "bytes, each spec's own learning rate)", "",
                   "| model | d | params | held-out bpb | final train loss (nats) | tokens | seconds | tokens/s |",
                   "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(text, key=lambda r: r["score"]):
-            lines.append(f"| {r['model']} | {r['dim']} | {r['params']:,} | {r['score']:.4f} | {r['final_loss']:.3f} | "
+        for r in sorted(text, key=lambda r: (r["score"] is None, r["score"] or 0)):
+            loss = "—" if r["final_loss"] is None else f"{r['final_loss']:.3f}"
+            lines.append(f"| {r['model']} | {r['dim']} | {r['params']:,} | {_score(r, 4)} | {loss} | "
                          f"{r['tokens']:,} | {r['seconds']:.0f} | {r['tokens'] / r['seconds']:,.0f} |")
         lines.append("")
     cont = [r for r in results if r["task"] == "continual"]
@@ -151,6 +158,10 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
                          f"{last['moby-dick_bpb']:.4f} | {r['seconds']:.0f} |")
         lines.append("")
     out.write_text("\n".join(lines))
+
+
+def _score(run: dict, digits: int) -> str:
+    return f"{run['score']:.{digits}f}" if run["score"] is not None else f"NaN at step {run['diverged']}"
 
 
 LOAD_ALONE = 2.6     # a run's own two threads, plus the noise of an idle machine
@@ -240,7 +251,7 @@ def main() -> None:
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = _stamp(results[-1], run)
         print(f"{r['model']:>16} d={r['dim']:<4} {r['task']:>5} L={r['length']:<4} N={r['pairs']:<3} "
-              f"score {r['score']:.4f}  {r['seconds']:.0f}s  load {r['load']:.1f}", flush=True)
+              f"score {_score(r, 4)}  {r['seconds']:.0f}s  load {r['load']:.1f}", flush=True)
         _save(results, store, Path(args.out), steps)
     print(f"wrote {args.out}")
 
