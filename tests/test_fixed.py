@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from nldsl.backends.reference import Reference
-from specutil import one_thread  # noqa: F401
+from specutil import model, one_thread  # noqa: F401
 
 import nldsl
 
@@ -35,8 +35,7 @@ def spec(name: str, target: str) -> nldsl.Spec:
     v = l2norm(h @ W_v, groups = heads){BODIES[name].replace("TARGET", target)}
     h = h + M(k)
 """
-    text = f"model X(vocab = 13, dim = 8, heads = 2, context = 32) {{\n  block {{\n{body}\n  }}\n}}\n"
-    r = nldsl.check_text(text, f"{name}.nl")
+    r = nldsl.check_text(model(body, header="vocab = 13, dim = 8, heads = 2, context = 32"), f"{name}.nl")
     assert r.ok, r.render()
     return r.spec
 

@@ -373,7 +373,7 @@ def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) 
     if spec.backprop in ("first_order", "stop"):
         mem.momentum = _detached(mem.momentum)
 
-    def total(th, *vals):
+    def total(th, *vals):     # `at` is theta as below: expanded over the batch for a persistent memory
         return objective(list(th), None, *vals, at=theta).sum()
 
     if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged below
