@@ -65,13 +65,6 @@ def conv_window(window: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (window * weight.transpose(0, 1)).sum(-2)
 
 
-def causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The same convolution over a whole sequence (B, T, w), zero history before the first token."""
-    k = weight.shape[1]
-    padded = F.pad(x.transpose(1, 2), (k - 1, 0))
-    return F.conv1d(padded, weight.unsqueeze(1), groups=weight.shape[0]).transpose(1, 2)
-
-
 def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads: int, act: str = "identity",
                  residual: bool = False, norm: str = "none", probe: torch.Tensor | None = None) -> torch.Tensor:
     """Read a parametric memory: x (..., H*in) → (..., H*out).

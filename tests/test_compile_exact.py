@@ -173,3 +173,27 @@ def test_streaming_two_halves_equals_one_pass(name):
     first, state = comp(tok[:, :16], targets=targets[:, :16], final=False)
     second, _ = comp(tok[:, 16:], state=state, targets=targets[:, 16:])
     close(torch.cat([first, second], 1), whole, 1e-10)
+
+
+@pytest.mark.parametrize("name", ["hope", "cms_continual", "cms4_persistent_slowest"])
+def test_a_dropped_state_changes_no_output_gradient_or_persistent_memory(name):
+    """`keep_state=False` skips the teach windows that close at the last token: nothing a caller
+    keeps may differ (logits, parameter gradients, the memories kept across sequences)."""
+    spec = shipped(name) if name in SHIPPED else unshipped(name)
+    runs = []
+    for keep in (True, False):
+        _, comp = pair(spec)
+        logits, state = comp(tokens(), keep_state=keep)
+        grads = torch.autograd.grad(logits.square().mean(), list(comp.params.values()), allow_unused=True)
+        runs.append((logits, grads, comp.persistent, state))
+    (l1, g1, p1, s1), (l2, g2, p2, s2) = runs
+    assert s1 is not None and s2 is None
+    close(l1, l2, 1e-12)
+    for a, b in zip(g1, g2, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            close(a, b, 1e-12)
+    assert p1.keys() == p2.keys()
+    for key, (cur1, _) in p1.items():
+        for a, b in zip(cur1, p2[key][0], strict=True):
+            close(a, b, 1e-12)

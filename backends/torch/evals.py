@@ -72,7 +72,7 @@ def score(model, pairs: list[tuple[bytes, bytes]], batch: int = 8, window: int =
                 for i, c in zip(idx, conts, strict=True)]
         tok = torch.tensor(rows, dtype=torch.long, device=model.device)
         with torch.no_grad():       # next-byte targets throughout, as in training (teach signals use them)
-            logits, _ = model(tok)
+            logits, _ = model(tok, keep_state=False)
         logp = F.log_softmax(logits.float(), -1)
         for r, (i, c) in enumerate(zip(idx, conts, strict=True)):
             span = slice(keep - 1, keep - 1 + len(c))
@@ -117,7 +117,7 @@ def memory_task(model, task: str, context: int, pairs: int, examples: int = 256,
     for _ in range(max(1, examples // batch)):
         x, y = (t.to(model.device) for t in next(stream))
         with torch.no_grad():
-            logits, _ = model(x, targets=y)
+            logits, _ = model(x, targets=y, keep_state=False)
         scored = y != IGNORE
         hit = (logits.argmax(-1) == y) | ~scored
         right += (hit & scored).sum().item()

@@ -89,18 +89,21 @@ class CompiledModel(nn.Module):
 
     # ---- the sequence -----------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None,
-                final: bool = True) -> tuple[torch.Tensor, State]:
-        """Logits (B, T, vocab) and the state after the last token (pass it back to continue)."""
+                final: bool = True, keep_state: bool = True) -> tuple[torch.Tensor, State | None]:
+        """Logits (B, T, vocab) and the state after the last token (pass it back to continue).
+        `keep_state=False` returns no state and skips the work that only shapes it: the teach-signal
+        windows that close at the last token, whose writes no token of this call reads."""
         batch = tokens.shape[0]
         st = state or self.initial_state(batch)
         if targets is None:
             targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
         teach = [m for ls in st.layers for m in ls.memories.values() if m.spec.algorithm == "teach"]
         with torch.enable_grad() if teach else nullcontext():   # teach signals are gradients, even in eval
-            return self._forward(tokens, st, targets, final, teach)
+            logits, st = self._forward(tokens, st, targets, final, teach, keep_state)
+        return logits, st if keep_state else None
 
     def _forward(self, tokens: torch.Tensor, st: State, targets: torch.Tensor, final: bool,
-                 teach: list[rt.Mem]) -> tuple[torch.Tensor, State]:
+                 teach: list[rt.Mem], keep_state: bool) -> tuple[torch.Tensor, State]:
         batch, length = tokens.shape
         step = self.SEGMENT or length
         views = [self.view(b, i) for b, i in self.LAYERS]
@@ -124,6 +127,9 @@ class CompiledModel(nn.Module):
                 due: dict[int, list[rt.Mem]] = {}     # windows ending now, by length: one backward each
                 for mem in teach:
                     mem.losses.append(loss)
+                    if last and not keep_state and not (mem.spec.persistent or mem.spec.steps):
+                        mem.losses, mem.window = [], []    # its write would reach only a state nobody keeps
+                        continue
                     if (st.pos + seg.stop - seg.start) % mem.spec.period == 0 or last:
                         due.setdefault(len(mem.losses), []).append(mem)
                 for mems in due.values():
@@ -156,9 +162,9 @@ class CompiledModel(nn.Module):
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy: of the next token, or of `targets` (-100 where nothing is scored)."""
         if targets is None:
-            logits, _ = self(tokens)
+            logits, _ = self(tokens, keep_state=False)
             return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
-        logits, _ = self(tokens, targets=targets)
+        logits, _ = self(tokens, targets=targets, keep_state=False)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     def _end_of_sequence(self, st: State) -> None:

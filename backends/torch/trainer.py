@@ -76,7 +76,7 @@ def bits_per_byte(model, data: torch.Tensor, context: int, windows: int = 32, ba
     for i in range(0, len(starts), batch):
         tok = torch.stack([data[s:s + context + 1] for s in starts[i:i + batch].tolist()]).to(model.device)
         with torch.no_grad(), autocast(model.device, precision):
-            logits, _ = model(tok[:, :-1], targets=tok[:, 1:])
+            logits, _ = model(tok[:, :-1], targets=tok[:, 1:], keep_state=False)
         total += token_loss(logits, tok[:, 1:], "sum").item()
         count += tok[:, 1:].numel()
     return total / count / math.log(2)
@@ -88,7 +88,7 @@ def task_accuracy(model, stream: Iterator, batches: int = 8, precision: str = "f
     for _ in range(batches):
         x, y = (t.to(model.device) for t in next(stream))
         with torch.no_grad(), autocast(model.device, precision):
-            logits, _ = model(x, targets=y)
+            logits, _ = model(x, targets=y, keep_state=False)
         scored = y != IGNORE
         right += (logits.argmax(-1)[scored] == y[scored]).sum().item()
         total += scored.sum().item()
@@ -269,7 +269,7 @@ class _LossOf(torch.nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.model(x, targets=y)
+        logits, _ = self.model(x, targets=y, keep_state=False)
         return token_loss(logits, y)
 
 
