@@ -5,6 +5,11 @@ forgetting (Shakespeare, then Moby-Dick) for a CMS with a persistent slow level 
     python bench/quality_bench.py                 # the whole grid; results in bench/results/quality.md
     python bench/quality_bench.py --quick         # one tiny cell per table (a smoke test)
     python bench/quality_bench.py --resume        # carry on a grid that was stopped: keep the runs done
+    python bench/quality_bench.py --tasks mqar --dims 64 --shapes 128x8 --mqar-steps 1000 \
+        --models hope deltanet deltanet_chunked --set hope:memory_period=16 --out bench/results/x.md
+
+A model is a spec of specs/ or, failing that, of bench/specs/ (variants that exist to isolate one
+difference, like deltanet_chunked).
 
 The raw results (one record per run, with its time, commit and the machine's load average) go to
 `quality.json` beside the Markdown file, which is rewritten from them after every run.
@@ -35,6 +40,12 @@ TOKENS_PER_STEP = 2048          # MQAR: batch = 2048 / length sequences
 TEXT_BATCH, TEXT_CONTEXT = 4, 256
 
 
+def spec_path(model: str) -> Path:
+    """A shipped spec (specs/), or one that exists for the benchmarks only (bench/specs/)."""
+    shipped = ROOT / "specs" / f"{model}.nl"
+    return shipped if shipped.exists() else ROOT / "bench" / "specs" / f"{model}.nl"
+
+
 def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, steps: int, lr: float | None,
             extra: dict[str, float] | None = None) -> dict:
     """Train one model in this process and evaluate it (called in a subprocess per run)."""
@@ -47,7 +58,7 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
 
     torch.set_num_threads(os.cpu_count() or 1)
     overrides = {"dim": dim, "layers": 2, "heads": 4, "vocab": 256, "context": length, **(extra or {})}
-    spec = nldsl.load_spec(ROOT / "specs" / f"{model}.nl", overrides)
+    spec = nldsl.load_spec(spec_path(model), overrides)
     unit = next(u for u in spec.local_units if u in spec.models)
     train = spec.models[unit].train
     group = train.groups[0]
@@ -56,7 +67,7 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
                          task=task, pairs=pairs, seed=0, log_every=10**9, checkpoint_every=0,
                          groups=[("adamw", args, (), 1)],
                          settings={"clip": 1.0, "schedule": ("cosine", max(1, steps // 10), 0.1)})
-    net = nldsl.load(ROOT / "specs" / f"{model}.nl", overrides=overrides)
+    net = nldsl.load(spec_path(model), overrides=overrides)
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     trainer = Trainer(net, {"adamw": nldsl.optimizer(ROOT / "specs/optim/adamw.nl")}, config, None)
     trainer.console.quiet = True
@@ -120,16 +131,17 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
                               for r in busy) + ".", ""]
     mqar = [r for r in results if r["task"] == "mqar"]
     if mqar:
+        shapes = sorted({(r["length"], r["pairs"]) for r in mqar})
         lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr 3e-3)", "",
-                  "| model | d | params | " + " | ".join(f"L={L}, N={N}" for L, N in MQAR_SHAPES) + " | seconds |",
-                  "|---|---|---|" + "---|" * len(MQAR_SHAPES) + "---|"]
+                  "| model | d | params | " + " | ".join(f"L={L}, N={N}" for L, N in shapes) + " | seconds |",
+                  "|---|---|---|" + "---|" * len(shapes) + "---|"]
         names = MODELS + sorted({r["model"] for r in mqar} - set(MODELS))     # variants made with --set last
         for dim in sorted({r["dim"] for r in mqar}):
             for model in names:
                 rows = {(r["length"], r["pairs"]): r for r in mqar if r["model"] == model and r["dim"] == dim}
                 if not rows:
                     continue
-                cells = [_score(rows[s], 3) if s in rows else "—" for s in MQAR_SHAPES]
+                cells = [_score(rows[s], 3) if s in rows else "—" for s in shapes]
                 params = next(iter(rows.values()))["params"]
                 secs = sum(r["seconds"] for r in rows.values())
                 lines.append(f"| {model} | {dim} | {params:,} | " + " | ".join(cells) + f" | {secs:.0f} |")
@@ -199,15 +211,19 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
     p.add_argument("--resume", action="store_true", help="keep the runs already in the .json beside --out")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a header parameter of every model run (recorded in the model's name)")
+    p.add_argument("--set", action="append", default=[], metavar="[MODEL:]NAME=VALUE",
+                   help="override a header parameter of every model run, or of MODEL's runs only "
+                        "(recorded in the model's name)")
+    p.add_argument("--shapes", nargs="+", default=[f"{L}x{N}" for L, N in MQAR_SHAPES], metavar="LxN",
+                   help="MQAR sequence lengths and pair counts")
     p.add_argument("--tasks", nargs="+", choices=["mqar", "text", "continual"], default=["mqar", "text", "continual"])
     p.add_argument("--one", help=argparse.SUPPRESS)     # internal: a JSON run description
     args = p.parse_args()
     if args.one:
         print(json.dumps(one_run(**json.loads(args.one))), flush=True)
         return
-    shapes, dims = (MQAR_SHAPES[:1], [32]) if args.quick else (MQAR_SHAPES, args.dims)
+    chosen = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes]
+    shapes, dims = (MQAR_SHAPES[:1], [32]) if args.quick else (chosen, args.dims)
     steps = {"mqar": 3 if args.quick else args.mqar_steps, "text": 3 if args.quick else args.text_steps,
              "continual": 3 if args.quick else args.continual_steps}
     def mqar(dim: int) -> list[dict]:
@@ -223,8 +239,13 @@ def main() -> None:
     runs += sorted([r for d in dims[1:] for r in mqar(d)], key=lambda r: -args.models.index(r["model"]))
     store = Path(args.out).with_suffix(".json")
     runs = [r for r in runs if (r["task"] or "text") in args.tasks]
-    extra = {k: float(v) for k, v in (pair.split("=", 1) for pair in args.set)}
     for r in runs:
+        extra = {}
+        for setting in args.set:
+            target, _, pair = setting.rpartition(":")
+            if target in ("", r["model"]):
+                name, value = pair.split("=", 1)
+                extra[name] = float(value)
         if r["task"] != "continual" and extra:
             r["extra"] = extra
     results: list[dict] = json.loads(store.read_text()) if args.resume and store.exists() else []
