@@ -239,13 +239,13 @@ def main() -> None:
     runs += sorted([r for d in dims[1:] for r in mqar(d)], key=lambda r: -args.models.index(r["model"]))
     store = Path(args.out).with_suffix(".json")
     runs = [r for r in runs if (r["task"] or "text") in args.tasks]
+    settings = []     # (model or "" for every model, name, value)
+    for setting in args.set:
+        target, _, pair = setting.rpartition(":")
+        name, value = pair.split("=", 1)
+        settings.append((target, name, float(value)))
     for r in runs:
-        extra = {}
-        for setting in args.set:
-            target, _, pair = setting.rpartition(":")
-            if target in ("", r["model"]):
-                name, value = pair.split("=", 1)
-                extra[name] = float(value)
+        extra = {name: value for target, name, value in settings if target in ("", r["model"])}
         if r["task"] != "continual" and extra:
             r["extra"] = extra
     results: list[dict] = json.loads(store.read_text()) if args.resume and store.exists() else []
