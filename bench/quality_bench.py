@@ -18,8 +18,8 @@ Every model is the shipped spec with `--set dim=D layers=2 heads=4 vocab=256`, t
 outer optimizer (AdamW, lr 3e-3 for MQAR / the spec's own for text, weight decay 0.1, clip 1), the
 same number of steps and tokens per step, on freshly generated batches (nothing can be memorized).
 MQAR follows Zoology (keys in [1, 128), values in [128, 256), queries at p ∝ (i+1)^-0.99, no random
-fill): accuracy over every query of 512 held-out sequences. Parameter counts differ between
-architectures at one width (Hope's memories are MLPs); the tables print them beside the scores.
+fill): accuracy over every query of 512 held-out sequences. Parameter counts are made equal where
+a spec has a knob for it (EQUAL_SIZE: Hope's CMS width); the tables print them beside the scores.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["hope", "titans", "gated_deltanet", "deltanet", "linear_attention", "transformer"]
 MQAR_SHAPES = [(64, 4), (128, 8), (256, 16)]
 TOKENS_PER_STEP = 2048          # MQAR: batch = 2048 / length sequences
+# Header settings that bring a model to DeltaNet's parameter count at dim 64 and 128 (133,952 vs
+# 133,568 and 464,512 vs 463,744): Hope's CMS levels hold most of its parameters. `--set` overrides
+# them; they are recorded in the model's name like any setting.
+EQUAL_SIZE = {"hope": {"cms_expand": 0.5}}
 TEXT_BATCH, TEXT_CONTEXT = 4, 256
 
 
@@ -245,7 +249,8 @@ def main() -> None:
         name, value = pair.split("=", 1)
         settings.append((target, name, float(value)))
     for r in runs:
-        extra = {name: value for target, name, value in settings if target in ("", r["model"])}
+        extra = EQUAL_SIZE.get(r["model"], {}) | {name: value for target, name, value in settings
+                                                  if target in ("", r["model"])}
         if r["task"] != "continual" and extra:
             r["extra"] = extra
     results: list[dict] = json.loads(store.read_text()) if args.resume and store.exists() else []

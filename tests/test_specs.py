@@ -96,3 +96,15 @@ def test_cms_levels_are_ordered_by_period():
     levels = _levels(SPECS / "cms.nl")
     assert levels[:4] == [["attn"], ["mlp_1"], ["mlp_2"], ["mlp_3"]]
     assert "mlp_4" in levels[-1], "the frozen CMS level is a plain outer parameter"
+
+
+@pytest.mark.parametrize("dim", [64, 128])
+def test_hope_at_cms_expand_half_has_deltanets_size(dim):
+    """bench/quality_bench.py compares models at equal size through this setting (EQUAL_SIZE)."""
+    def size(name, **extra):
+        net = nldsl.load(SPECS / f"{name}.nl", overrides={"dim": dim, "layers": 2, "heads": 4, "vocab": 256,
+                                                          "context": 64, **extra})
+        return sum(p.numel() for p in net.parameters())
+    deltanet = size("deltanet")
+    assert abs(size("hope", cms_expand=0.5) - deltanet) < 0.005 * deltanet
+    assert size("hope") > 2 * deltanet
