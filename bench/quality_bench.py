@@ -139,7 +139,11 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
         lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr 3e-3)", "",
                   "| model | d | params | " + " | ".join(f"L={L}, N={N}" for L, N in shapes) + " | seconds |",
                   "|---|---|---|" + "---|" * len(shapes) + "---|"]
-        names = MODELS + sorted({r["model"] for r in mqar} - set(MODELS))     # variants made with --set last
+        # a model's rows in MODELS' order, whatever settings its name carries; other specs after them
+        def place(name: str) -> tuple:
+            base = name.split()[0]
+            return (MODELS.index(base) if base in MODELS else len(MODELS), name)
+        names = sorted({r["model"] for r in mqar}, key=place)
         for dim in sorted({r["dim"] for r in mqar}):
             for model in names:
                 rows = {(r["length"], r["pairs"]): r for r in mqar if r["model"] == model and r["dim"] == dim}
