@@ -7,9 +7,13 @@ forgetting (Shakespeare, then Moby-Dick) for a CMS with a persistent slow level 
     python bench/quality_bench.py --resume        # carry on a grid that was stopped: keep the runs done
     python bench/quality_bench.py --tasks mqar --dims 64 --shapes 128x8 --mqar-steps 1000 \
         --models hope deltanet deltanet_chunked --set hope:memory_period=16 --out bench/results/x.md
+    python bench/quality_bench.py --tasks mqar --dims 64 --shapes 128x8 --mqar-steps 600 \
+        --models titans_lmm titans_lmm_dgd titans_lmm_self titans_lmm_l2v titans_lmm_hope \
+        --out bench/results/quality_ablation.md   # what each of Hope's memory choices costs
 
 A model is a spec of specs/ or, failing that, of bench/specs/ (variants that exist to isolate one
-difference, like deltanet_chunked).
+difference, like deltanet_chunked, or the titans_lmm_* ablation: Titans' memory alone, then with one
+of Hope's choices at a time).
 
 The raw results (one record per run, with its time, commit and the machine's load average) go to
 `quality.json` beside the Markdown file, which is rewritten from them after every run.

@@ -108,3 +108,28 @@ def test_hope_at_cms_expand_half_has_deltanets_size(dim):
     deltanet = size("deltanet")
     assert abs(size("hope", cms_expand=0.5) - deltanet) < 0.005 * deltanet
     assert size("hope") > 2 * deltanet
+
+
+BENCH_SPECS = sorted((SPECS.parent / "bench" / "specs").glob("*.nl"))
+
+
+@pytest.mark.parametrize("path", BENCH_SPECS, ids=lambda p: p.name)
+def test_bench_spec_checks_clean(path):
+    result = nldsl.check_file(path)
+    assert result.ok and not result.warnings, result.render()
+
+
+def _statements(path):
+    """The spec's lines that are not comments, with the model's name taken out."""
+    lines = [line.split("#")[0].rstrip() for line in path.read_text().splitlines()]
+    return [re.sub(r"^model \w+", "model", line) for line in lines if line]
+
+
+@pytest.mark.parametrize("variant", ["dgd", "self", "l2v"])
+def test_each_ablation_variant_changes_one_line_of_its_base(variant):
+    """bench/results/quality_ablation.md reads each titans_lmm_* row as the cost of one change."""
+    base = _statements(SPECS.parent / "bench" / "specs" / "titans_lmm.nl")
+    changed = _statements(SPECS.parent / "bench" / "specs" / f"titans_lmm_{variant}.nl")
+    assert len(base) == len(changed)
+    assert sum(a != b for a, b in zip(base, changed, strict=True)) == 1
+
