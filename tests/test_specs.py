@@ -1,4 +1,5 @@
-"""The shipped spec library: every spec checks clean, cites the paper, and has the paper's levels."""
+"""The spec library (specs/ and the benchmarks' variants in bench/specs/): every spec checks clean, the
+shipped ones cite the paper and have the paper's levels."""
 
 from __future__ import annotations
 
