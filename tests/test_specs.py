@@ -111,10 +111,10 @@ def test_hope_at_cms_expand_half_has_deltanets_size(dim):
     assert size("hope") > 2 * deltanet
 
 
-BENCH_SPECS = sorted((SPECS.parent / "bench" / "specs").glob("*.nl"))
+BENCH = SPECS.parent / "bench" / "specs"
 
 
-@pytest.mark.parametrize("path", BENCH_SPECS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(BENCH.glob("*.nl")), ids=lambda p: p.name)
 def test_bench_spec_checks_clean(path):
     result = nldsl.check_file(path)
     assert result.ok and not result.warnings, result.render()
@@ -129,8 +129,13 @@ def _statements(path):
 @pytest.mark.parametrize("variant", ["dgd", "self", "l2v"])
 def test_each_ablation_variant_changes_one_line_of_its_base(variant):
     """bench/results/quality_ablation.md reads each titans_lmm_* row as the cost of one change."""
-    base = _statements(SPECS.parent / "bench" / "specs" / "titans_lmm.nl")
-    changed = _statements(SPECS.parent / "bench" / "specs" / f"titans_lmm_{variant}.nl")
+    base = _statements(BENCH / "titans_lmm.nl")
+    changed = _statements(BENCH / f"titans_lmm_{variant}.nl")
     assert len(base) == len(changed)
     assert sum(a != b for a, b in zip(base, changed, strict=True)) == 1
 
+
+def test_hope_gd_is_the_shipped_hope_with_gd_in_place_of_dgd():
+    """A copy of specs/hope.nl that drifted from it would no longer measure what its row says."""
+    shipped = [line.replace("by dgd(", "by gd(") for line in _statements(SPECS / "hope.nl")]
+    assert _statements(BENCH / "hope_gd.nl") == shipped
