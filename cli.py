@@ -123,7 +123,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _new_run(args: argparse.Namespace) -> Path | None:
     """Check the spec, then make its run folder (spec, levels, generated code, run.json)."""
     from nldsl.backends.torch import run
-    from nldsl.backends.torch.emit import safe
     overrides = _overrides(args.set)
     result = check_file(args.spec, overrides)
     _report(result)
@@ -151,7 +150,7 @@ def _new_run(args: argparse.Namespace) -> Path | None:
     if args.run_dir is None and "WORLD_SIZE" in os.environ:
         err.print("error: under torchrun, name the run folder with --out DIR", markup=False)
         return None
-    directory = Path(args.run_dir or f"runs/{safe(unit).lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
+    directory = Path(args.run_dir or f"runs/{unit.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     run.leader_writes(config.device, lambda: run.create(directory, result, unit, overrides, config))
     return directory
 

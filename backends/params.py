@@ -1,4 +1,4 @@
-"""Outer-level parameters as a module: built from the lowered parameter table, named canonically.
+"""Outer-level parameters as a module: built from the lowered parameter table, keyed by `ParamInfo.key`.
 
 Both backends hold their parameters this way, so `load_state_dict` moves weights between the
 reference interpreter and the compiled model unchanged.
@@ -9,19 +9,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nldsl.lower import ParamInfo, init_tensor
-
-
-def key(name: str) -> str:
-    """ParameterDict keys cannot contain dots; canonical names use them."""
-    return name.replace(".", "__")
+from nldsl.lower import ParamInfo, init_tensor, layer_view
 
 
 def make_parameters(table: dict[str, ParamInfo], seed: int, dtype: torch.dtype) -> nn.ParameterDict:
     generator = torch.Generator().manual_seed(seed)
-    return nn.ParameterDict({key(name): nn.Parameter(init_tensor(info, generator, dtype), requires_grad=info.trainable)
-                             for name, info in table.items()})
+    return nn.ParameterDict({key: nn.Parameter(init_tensor(info, generator, dtype), requires_grad=info.trainable)
+                             for key, info in table.items()})
 
 
-def get(params: nn.ParameterDict, name: str) -> torch.Tensor:
-    return params[key(name)]
+def views(table: dict[str, ParamInfo], layers: list[tuple[str, int]]) -> list[dict[str, str]]:
+    """For each (block, layer): the names its code uses → parameter keys."""
+    return [layer_view(table, block, layer) for block, layer in layers]
+
+
+def resolve(params: nn.ParameterDict, view: dict[str, str]) -> dict[str, torch.Tensor]:
+    """A layer's tensors under the names its code uses."""
+    return {name: params[key] for name, key in view.items()}

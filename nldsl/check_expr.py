@@ -397,7 +397,7 @@ class ExprChecker:
             x = self.check(bound.args[0])
             if x is None or k is None:
                 return None
-            attrs["param"] = self.ctx.fresh_param("conv", (x.width, k), e.span)
+            attrs["param"] = self.ctx.fresh_param("conv", (x.width, k), e.span, init="conv")
             attrs["kernel"] = k
             return Op(op="conv", args=(x,), attrs=attrs, width=x.width, span=e.span)
         args = [self.check(a) for a in bound.args]
@@ -427,8 +427,8 @@ class ExprChecker:
         if name in ("sum", "mean"):
             width = 1 if width == PARAM_SHAPED else int(groups or 1)
         if name in ("rmsnorm", "layernorm"):
-            shape = (width,) if name == "rmsnorm" else (2, width)
-            attrs["param"] = self.ctx.fresh_param(name, shape, e.span, init="ones")
+            shape, init = ((width,), "ones") if name == "rmsnorm" else ((2, width), "layernorm")
+            attrs["param"] = self.ctx.fresh_param(name, shape, e.span, init=init)
         return Op(op=name, args=tuple(ops), attrs=attrs, width=width, span=e.span)
 
     def _objective(self, e: ast.Call) -> Op | None:

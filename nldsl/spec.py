@@ -155,7 +155,7 @@ class Memory(Frozen):
 class Param(Frozen):
     name: str
     shape: tuple[int, ...]
-    init: Literal["normal", "zeros", "ones"] = "normal"
+    init: Literal["normal", "zeros", "ones", "conv", "layernorm"] = "normal"   # conv, layernorm: built-ins' own
     frozen: bool = False
     level: int | None = None
     implicit: bool = False            # created by a built-in (conv, norms), named after its value

@@ -56,8 +56,8 @@ def shifted(ref: Reference, p: torch.Tensor, i: int, eps: float) -> float:
 def gradient_errors(name: str, target: str, probes: int = 3) -> dict[str, float]:
     """Largest |autograd − central difference| per parameter, over a few entries of each."""
     ref = Reference(spec(name, target), dtype=torch.float64, seed=0)
-    names = [n for n in ref.params if n.endswith(("W_v", "W_k")) or "__M__" in n]
-    assert any("__M__" in n for n in names), names
+    names = [n for n in ref.params if n.endswith(("W_v", "W_k")) or "/M/" in n]
+    assert any("/M/" in n for n in names), names
     grads = torch.autograd.grad(ref.loss(TOKENS), [ref.params[n] for n in names], allow_unused=True)
     pick = torch.Generator().manual_seed(0)
     errors: dict[str, float] = {}

@@ -80,7 +80,7 @@ def test_unknown_hyperparameter_is_refused():
 def test_compiled_update_matches_eager(name):
     torch._dynamo.reset()
     eager, _ = trajectory(lambda p: compiled(name)(p, lr=0.01), steps=12)
-    graphs, _ = trajectory(lambda p: compiled(name)(p, lr=0.01, compile="aot_eager"), steps=12)
+    graphs, _ = trajectory(lambda p: compiled(name)(p, lr=0.01).compile("aot_eager"), steps=12)
     assert max((a - b).abs().max().item() for a, b in zip(eager, graphs, strict=True)) <= 1e-10
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nldsl.backends import functional as fn
-from nldsl.backends.params import get
 from nldsl.backends.reference import Reference
 
 import nldsl
@@ -39,8 +38,8 @@ def tokens(batch=2, length=9, seed=0):
 def setup(body: str, seed: int = 0):
     model = Reference(spec(PROJ + body), dtype=torch.float64, seed=seed)
     tok = tokens()
-    p = {n: get(model.params, f"block0.0.{n}").detach() for n in ("W_q", "W_k", "W_v")}
-    h = get(model.params, "embed").detach()[tok]
+    p = {n: model.params[f"block0/0/{n}"].detach() for n in ("W_q", "W_k", "W_v")}
+    h = model.params["embed"].detach()[tok]
     return model, tok, h, p["W_q"], p["W_k"], p["W_v"]
 
 
@@ -49,7 +48,7 @@ def heads(x):
 
 
 def logits_from(model, h):
-    return fn.rmsnorm(h, get(model.params, "final_norm")) @ get(model.params, "unembed")
+    return fn.rmsnorm(h, model.params["final_norm"]) @ model.params["unembed"]
 
 
 def assert_model_output(model, tok, h, y):
@@ -80,7 +79,7 @@ def test_delta_rule_read_before_with_per_head_rate():
     learn M : l2(self(k), v) by gd(lr = beta) read before
     h = h + M(q)
 """)
-    wb = get(model.params, "block0.0.W_b").detach()
+    wb = model.params["block0/0/W_b"].detach()
     q, k, v, beta = heads(h @ wq), heads(h @ wk), heads(h @ wv), torch.sigmoid(h @ wb)
     state = torch.zeros(2, 2, 4, 4)
     ys = []
@@ -154,7 +153,7 @@ def test_mlp_memory_gradient_matches_autograd_of_the_objective():
     learn M : huber(self(k), v, delta = 0.5) by gd(lr = 0.2) read before
     h = h + M(q)
 """)
-    w = [get(model.params, f"block0.0.M.w{j}").detach().expand(2, -1, -1, -1) for j in range(2)]
+    w = [model.params[f"block0/0/M/w{j}"].detach().expand(2, -1, -1, -1) for j in range(2)]
     q, k, v = h @ wq, h @ wk, h @ wv
     ys = []
     for t in range(tok.shape[1]):
@@ -190,11 +189,11 @@ def test_backprop_policies(policy):
     h = h + M(q)
 """)
     model.loss(tok).backward()
-    wk = get(model.params, "block0.0.W_k").grad
+    wk = model.params["block0/0/W_k"].grad
     # W_k only reaches the loss through M's writes: through → a gradient; first_order/stop → none
     assert (wk is not None and wk.abs().sum() > 0) == (policy == "through")
     if policy == "first_order":
-        assert get(model.params, "block0.0.M.w0").grad.abs().sum() > 0
+        assert model.params["block0/0/M/w0"].grad.abs().sum() > 0
 
 
 def test_first_order_initial_state_gradient_is_straight_through():
@@ -204,9 +203,9 @@ def test_first_order_initial_state_gradient_is_straight_through():
     h = h + M(q)
 """)
     model.loss(tok).backward()
-    got = get(model.params, "block0.0.M.w0").grad
+    got = model.params["block0/0/M/w0"].grad
     # by hand: M_t = M_0 + (Σ v kᵀ) with every write held constant, so d M_t / d M_0 = I
-    init = get(model.params, "block0.0.M.w0").detach().clone().requires_grad_(True)
+    init = model.params["block0/0/M/w0"].detach().clone().requires_grad_(True)
     q, k, v = heads(h @ wq), heads(h @ wk), heads(h @ wv)
     delta = torch.zeros(2, 2, 4, 4)
     ys = []
@@ -229,8 +228,8 @@ def test_teach_signal_is_the_gradient_of_the_tokens_loss():
     model = Reference(spec(text), dtype=torch.float64)
     tok = tokens(batch=1, length=4)
     _, state = model(tok)
-    w = [get(model.params, f"block0.0.C.w{j}").detach() for j in range(2)]
-    emb = get(model.params, "embed").detach()[tok]
+    w = [model.params[f"block0/0/C/w{j}"].detach() for j in range(2)]
+    emb = model.params["embed"].detach()[tok]
     for t in range(3):     # the last token has no target, so no teach signal
         leaves = [x.clone().requires_grad_(True) for x in w]
         y = fn.memory_apply("mlp", [x.unsqueeze(0) for x in leaves], emb[:, t], 1, "silu", True)
@@ -260,7 +259,7 @@ def test_self_generated_keys_are_data_to_the_objective():
     learn M : l2(self(k), h) by gd(lr = 0.1) read before
     h = h + M(q)
 """)
-    state = get(model.params, "block0.0.M.w0").detach().expand(2, -1, -1, -1)
+    state = model.params["block0/0/M/w0"].detach().expand(2, -1, -1, -1)
     ys = []
     for t in range(tok.shape[1]):
         x = heads(h[:, t])

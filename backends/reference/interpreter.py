@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from nldsl.backends import functional as fn
-from nldsl.backends.params import get, make_parameters
+from nldsl.backends.params import make_parameters, views
 from torch import nn
 
 from nldsl.dataflow import block_output
-from nldsl.lower import LoweredBlock, layer_prefix, lower_block, memory_param_names, memory_shapes, parameter_table
+from nldsl.lower import LoweredBlock, lower_block, memory_key, memory_parts, memory_shapes, parameter_table
 from nldsl.spec import Block, Memory, Model, Op, Spec
 
 
@@ -64,7 +64,7 @@ class Ctx:
     """What evaluating an expression at one token of one layer can see."""
 
     block: Block
-    prefix: str
+    view: dict[str, str]                                 # the names this layer's code uses → parameter keys
     layer: LayerState
     h: torch.Tensor
     values: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -86,22 +86,23 @@ class Reference(nn.Module):
         name = model or next(u for u in spec.local_units if u in spec.models)
         self.model: Model = spec.models[name]
         self.dtype = dtype
-        self.params = make_parameters(parameter_table(self.model), seed, dtype)
+        table = parameter_table(self.model)
+        self.params = make_parameters(table, seed, dtype)
         self.layers: list[tuple[Block, int, LoweredBlock]] = [
             (b, i, lower_block(b)) for b in self.model.blocks for i in range(b.repeat)]
+        self.views = views(table, [(b.name, i) for b, i, _ in self.layers])
         self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}   # (evolving, committed)
         self.steps = 0
 
     # ---- states -----------------------------------------------------------------------------------
     def initial_state(self, batch: int) -> State:
         layers = []
-        for block, i, _ in self.layers:
-            prefix = layer_prefix(block, i)
+        for li, (block, i, _) in enumerate(self.layers):
             mems = {}
             for name, m in block.memories.items():
                 if m.learn is None:
                     continue
-                cur, ref = self._initial_memory(prefix, m, batch)
+                cur, ref = self._initial_memory(block, i, self.views[li], m, batch)
                 mems[name] = MemoryState(cur=cur, ref=ref)
                 rule = m.learn.rule
                 if rule.momentum is not None:
@@ -111,8 +112,9 @@ class Reference(nn.Module):
             layers.append(LayerState(memories=mems))
         return State(pos=0, layers=layers)
 
-    def _initial_memory(self, prefix: str, m: Memory, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        key = f"{prefix}.{m.name}"
+    def _initial_memory(self, block: Block, layer: int, view: dict[str, str], m: Memory,
+                        batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        key = memory_key(block, layer, m)
         if m.scope == "persistent" and key in self.persistent:
             cur, ref = self.persistent[key]
             return list(cur), list(ref)
@@ -120,8 +122,8 @@ class Reference(nn.Module):
         if m.init == "zeros":
             init = [torch.zeros((lead, *s), dtype=self.dtype) for s in memory_shapes(m)]
         else:
-            init = [get(self.params, n).unsqueeze(0).expand(lead, *get(self.params, n).shape)
-                    for n in memory_param_names(prefix, m)]
+            weights = [self.params[view[f"{m.name}/{part}"]] for part in memory_parts(m)]
+            init = [w.unsqueeze(0).expand(lead, *w.shape) for w in weights]
         return init, list(init)
 
     # ---- the sequence -----------------------------------------------------------------------------
@@ -135,14 +137,14 @@ class Reference(nn.Module):
             targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
         teach = any(m.learn is not None and m.learn.objective is None for b, _, _ in self.layers
                     for m in b.memories.values())
-        embed, unembed = get(self.params, "embed"), get(self.params, "unembed")
+        embed, unembed = self.params["embed"], self.params["unembed"]
         logits = []
         with torch.enable_grad() if teach else nullcontext():   # δ needs autograd even when evaluating
             for t in range(length):
                 h = embed[tokens[:, t]]
-                for li, (block, layer, lowered) in enumerate(self.layers):
-                    h = self._token(block, layer, lowered, st.layers[li], h, st.pos)
-                logit = fn.rmsnorm(h, get(self.params, "final_norm")) @ unembed
+                for li, (block, _, lowered) in enumerate(self.layers):
+                    h = self._token(block, self.views[li], lowered, st.layers[li], h, st.pos)
+                logit = fn.rmsnorm(h, self.params["final_norm"]) @ unembed
                 logits.append(logit)
                 if teach:
                     loss = F.cross_entropy(logit, targets[:, t], ignore_index=-100, reduction="none")
@@ -161,7 +163,6 @@ class Reference(nn.Module):
         memories for the next sequence."""
         self.steps += 1
         for li, (block, layer, _) in enumerate(self.layers):
-            prefix = layer_prefix(block, layer)
             for name, ms in st.layers[li].memories.items():
                 m = block.memories[name]
                 assert m.learn is not None
@@ -171,13 +172,13 @@ class Reference(nn.Module):
                 if time.base == "step" and self.steps % time.period == 0:
                     ms.ref = list(ms.cur)
                 if m.scope == "persistent":
-                    self.persistent[f"{prefix}.{name}"] = ([w.detach().clone() for w in ms.cur],
+                    self.persistent[memory_key(block, layer, m)] = ([w.detach().clone() for w in ms.cur],
                                                            [w.detach().clone() for w in ms.ref])
 
     # ---- one token of one layer -------------------------------------------------------------------
-    def _token(self, block: Block, layer: int, lowered: LoweredBlock, ls: LayerState, h: torch.Tensor,
+    def _token(self, block: Block, view: dict[str, str], lowered: LoweredBlock, ls: LayerState, h: torch.Tensor,
                pos: int) -> torch.Tensor:
-        ctx = Ctx(block=block, prefix=layer_prefix(block, layer), layer=ls, h=h)
+        ctx = Ctx(block=block, view=view, layer=ls, h=h)
         for name, ms in ls.memories.items():
             learn = block.memories[name].learn
             assert learn is not None
@@ -210,7 +211,7 @@ class Reference(nn.Module):
 
     def _weights(self, ctx: Ctx, m: Memory) -> list[torch.Tensor]:
         if m.learn is None:
-            return [get(self.params, n) for n in memory_param_names(ctx.prefix, m)]
+            return [self._param(ctx, f"{m.name}/{part}") for part in memory_parts(m)]
         return self._visible(m, ctx.layer.memories[m.name])
 
     # ---- expressions ------------------------------------------------------------------------------
@@ -272,8 +273,7 @@ class Reference(nn.Module):
         raise AssertionError(f"reference interpreter cannot evaluate op {o!r}")
 
     def _param(self, ctx: Ctx, name: str) -> torch.Tensor:
-        full = f"{ctx.prefix}.{name}"
-        return get(self.params, full if full.replace(".", "__") in self.params else name)
+        return self.params[ctx.view[name]]
 
     def _apply(self, m: Memory, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         s = m.structure

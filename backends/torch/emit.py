@@ -1,86 +1,108 @@
 """Stage 5, emit: a checked, lowered model → the source of a readable PyTorch module.
 
-One method per block (one segment of tokens through one layer), statements in the order
-`nldsl.lower.token_order` gives, each line commented with the spec line it comes from. Names come
-from the spec, made safe: a spec can never inject code, because every identifier is matched
-against `[A-Za-z_][A-Za-z0-9_]*` by the grammar and renamed if it is a Python keyword or one of
-the generated code's own names, and every number is printed with `repr` of a float.
+One function per block (one segment of tokens through one layer), statements in the order
+`nldsl.lower.token_order` gives, each line commented with the spec line it comes from. Nothing
+from the spec reaches the source except through `names`: identifiers from a `Scope` (distinct by
+construction, never a keyword, builtin or generated name), constants through `literal` (repr),
+and comment and docstring text through `text`.
 """
 
 from __future__ import annotations
 
-import keyword
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+from nldsl.backends.torch.names import Scope, literal, text
 
 from nldsl.lower import (
     Binding,
     LoweredBlock,
+    ParamInfo,
     lower_block,
-    memory_param_names,
+    memory_parts,
     memory_shapes,
     parameter_table,
     segment_length,
 )
 from nldsl.spec import Block, Memory, Model, Op, Optimizer, Spec
 
-TAKEN = {"self", "P", "S", "cache", "h", "fires", "torch", "F", "fn", "rt", "nn", "objective", "w", "probe", "opt",
-         "hp", "grad", "param", "step", "update"}
+# Names the generated modules define or import, and the parameters of their functions: every
+# name allocated for the spec's things avoids them.
+MODEL_MODULE = ("torch", "F", "fn", "rt", "CompiledModel", "ParamInfo", "PARAMS", "MODEL")
+BLOCK_ARGS = ("P", "S", "cache", "h", "fires")
+OBJECTIVE_ARGS = ("w", "probe", "at")
+OPTIMIZER_MODULE = ("torch", "fn", "opt", "rt", "update", "OPTIMIZER")
+UPDATE_ARGS = ("param", "grad", "S", "hp", "step")
 UNARY = {"sigmoid": "torch.sigmoid", "silu": "F.silu", "gelu": "F.gelu", "relu": "torch.relu", "tanh": "torch.tanh",
          "softplus": "F.softplus", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
          "square": "torch.square", "sign": "torch.sign"}
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 
 
-def safe(name: str) -> str:
-    return f"{name}_" if keyword.iskeyword(name) or name in TAKEN or name.startswith("__") else name
-
-
 def _uses_self(op: Op) -> bool:
     return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in op.walk())
 
 
-def hoist(objective: Op) -> tuple[list[Op], dict[str, str]]:
+def hoist(objective: Op, scope: Scope) -> tuple[list[Op], dict[str, str]]:
     """The largest parts of an objective that do not involve the memory being learned: computed
-    once by the caller and passed in as a0, a1, ...; what remains is a function of the weights."""
+    once by the caller and passed in as a0, a1, ... (named in the objective's own `scope`); what
+    remains is a function of the weights."""
     hoisted: list[Op] = []
+    seen: set[str] = set()
 
     def visit(op: Op) -> None:
         if not _uses_self(op):
-            if op.model_dump_json() not in {h.model_dump_json() for h in hoisted}:
+            key = op.model_dump_json()
+            if key not in seen:
+                seen.add(key)
                 hoisted.append(op)
             return
         for a in op.args:
             visit(a)
 
     visit(objective)
-    return hoisted, {h.model_dump_json(): f"a{i}" for i, h in enumerate(hoisted)}
+    return hoisted, {h.model_dump_json(): scope.name(("arg", i), f"a{i}") for i, h in enumerate(hoisted)}
 
 
-def value_names(assignments) -> dict[int, str]:
-    """A Python name per assignment: the spec's name, numbered when a name is assigned twice (h1, h2)."""
+def value_names(assignments, scope: Scope, inputs: tuple[str, ...]) -> dict[int, str]:
+    """An identifier per assignment: the spec's name, numbered from its second version (`x`,
+    `x_2`) and from the first when it reassigns an input (`h_2`); so every version of every value
+    has its own name, and statements can run in any order their dependencies allow."""
     names: dict[int, str] = {}
-    counts: dict[str, int] = {}
-    targets = [a.target for a in assignments]
+    versions: dict[str, int] = {}
     for i, a in enumerate(assignments):
-        if targets.count(a.target) > 1:
-            counts[a.target] = counts.get(a.target, 0) + 1
-            names[i] = safe(f"{a.target}{counts[a.target]}")
-        else:
-            names[i] = safe(a.target)
+        versions[a.target] = versions.get(a.target, 1 if a.target in inputs else 0) + 1
+        n = versions[a.target]
+        names[i] = scope.name(("value", i), a.target if n == 1 else f"{a.target}_{n}")
     return names
+
+
+def attention_site(read: Op) -> str:
+    """The name of one attention read's key/value cache: the memory and where it is read."""
+    return f"{read.attrs['memory']}@{read.span.line}:{read.span.col}"
 
 
 class Emitter(ABC):
     """Python for expressions. Subclasses say how values, states and memory reads are named."""
 
-    def __init__(self, file: str, assignments) -> None:
+    def __init__(self, file: str, module: Scope) -> None:
         self.file = file
-        self.names = value_names(assignments)
+        self.module = module        # the module's names
+        self.scope = module         # the function the statements go in (see `enter`)
+        self.names: dict[int, str] = {}
+
+    def enter(self, scope: Scope, assignments, inputs: tuple[str, ...]) -> None:
+        """Start emitting a function body: its scope and the names of its values."""
+        self.scope = scope
+        self.names = value_names(assignments, scope, inputs)
 
     def where(self, op_or_span) -> str:
         span = getattr(op_or_span, "span", op_or_span)
-        return f"{Path(self.file).name}:{span.line}"
+        return f"{text(Path(self.file).name)}:{span.line}"
+
+    def objective_scope(self, fixed: tuple[str, ...]) -> Scope:
+        """An objective's own scope: its body names only its arguments and module-level names."""
+        return self.module.child(fixed)
 
     def input(self, op: Op) -> str:
         return "h"
@@ -107,13 +129,13 @@ class Emitter(ABC):
             return args[op.model_dump_json()]
         o = op.op
         if o == "const":
-            return repr(float(op.attrs["value"]))
+            return literal(float(op.attrs["value"]))
         if o == "input":
             return self.input(op)
         if o == "value":
             return self.names[op.attrs["index"]]
         if o == "param":
-            return f'P["{op.attrs["name"]}"]'
+            return f'P[{literal(op.attrs["name"])}]'
         if o == "matmul":
             return f"({e(op.args[0])} @ {e(op.args[1])})"
         if o in BINARY:
@@ -136,17 +158,18 @@ class Emitter(ABC):
         if o == "fixed":
             return self.fixed(op, args, weights)
         if o == "rmsnorm":
-            return f'fn.rmsnorm({e(op.args[0])}, P["{op.attrs["param"]}"], {op.attrs["groups"]})'
+            return f'fn.rmsnorm({e(op.args[0])}, P[{literal(op.attrs["param"])}], {literal(op.attrs["groups"])})'
         if o == "layernorm":
-            return f'fn.layernorm({e(op.args[0])}, P["{op.attrs["param"]}"], {op.attrs["groups"]})'
+            return f'fn.layernorm({e(op.args[0])}, P[{literal(op.attrs["param"])}], {literal(op.attrs["groups"])})'
         if o == "l2norm":
-            return f"fn.l2norm({e(op.args[0])}, {op.attrs['groups']})"
+            return f"fn.l2norm({e(op.args[0])}, {literal(op.attrs['groups'])})"
         if o in ("sum", "mean"):
-            return f"fn.reduce({e(op.args[0])}, {op.attrs['groups']}, mean={o == 'mean'})"
+            return f"fn.reduce({e(op.args[0])}, {literal(op.attrs['groups'])}, mean={o == 'mean'})"
         if o == "conv":
-            return f'rt.conv(cache, "{op.attrs["param"]}", {e(op.args[0])}, P["{op.attrs["param"]}"])'
+            name = literal(op.attrs["param"])
+            return f"rt.conv(cache, {name}, {e(op.args[0])}, P[{name}])"
         if o in ("l2", "dot", "l1", "huber"):
-            delta = f", delta={float(op.attrs['delta'])!r}" if o == "huber" else ""
+            delta = f", delta={literal(float(op.attrs['delta']))}" if o == "huber" else ""
             return f'fn.objective("{o}", {e(op.args[0])}, {e(op.args[1])}{delta}, groups={self._groups(op)})'
         if o == "self":
             return self.self_call(op, e, weights, probe is not None and op.model_dump_json() == probe.model_dump_json())
@@ -155,9 +178,9 @@ class Emitter(ABC):
         if o == "read":
             return self.read(op, e)
         if o == "hyper":
-            return f'hp["{op.attrs["name"]}"]'
+            return f'hp[{literal(op.attrs["name"])}]'
         if o == "newton_schulz":
-            return f"fn.newton_schulz({e(op.args[0])}, {op.attrs['steps']})"
+            return f"fn.newton_schulz({e(op.args[0])}, {literal(op.attrs['steps'])})"
         raise AssertionError(f"cannot emit op {o!r}")
 
     def _groups(self, op: Op) -> int:
@@ -165,18 +188,26 @@ class Emitter(ABC):
 
 
 class BlockEmitter(Emitter):
-    """Emission context of one block: value names, memory bindings, hoisted objective arguments."""
+    """Emission context of one block: its module-level names (constants, its function), then its
+    value names, memory bindings and hoisted objective arguments."""
 
-    def __init__(self, block: Block, lowered: LoweredBlock, file: str) -> None:
-        super().__init__(file, block.assignments)
+    def __init__(self, block: Block, lowered: LoweredBlock, file: str, module: Scope) -> None:
+        super().__init__(file, module)
         self.block = block
         self.lowered = lowered
+        self.groups = self._groups_of_memories()
+        self.consts = {n: module.name(("memory", block.name, n), f"{block.name}_{n}".upper())
+                       for n, m in block.memories.items() if m.parametric}
+        self.group_consts = {ms[0].name: module.name(("group", block.name, ms[0].name),
+                                                     "_".join([block.name, *(m.name for m in ms)]).upper())
+                             for ms in self.groups.values() if len(ms) > 1}
+        self.function = module.name(("block", block.name), block.name)
 
     def binding(self, name: str) -> Binding:
         return self.lowered.bindings[name]
 
     def const(self, name: str) -> str:
-        return f"{self.block.name.upper()}_{name.upper()}"
+        return self.consts[name]
 
     merged: tuple[str, str, int] | None = None    # (memory, merged spec expression, copies) while emitting a group
 
@@ -202,29 +233,30 @@ class BlockEmitter(Emitter):
         if op.attrs.get("self"):
             return f"rt.state_of({weights}, {next(iter(args.values())) if args else 'h'})"
         mem = self.block.memories[op.attrs["memory"]]
-        return f'rt.state_of(S["{mem.name}"].seen, h)' if mem.learn else f'P["{mem.name}__s"].flatten(-2)'
+        if mem.learn:
+            return f"rt.state_of(S[{literal(mem.name)}].seen, h)"
+        return f"P[{literal(mem.name + '/s')}].flatten(-2)"
 
     def read(self, op: Op, e) -> str:
         mem = self.block.memories[op.attrs["memory"]]
         args = [e(a) for a in op.args]
         b = self.binding(mem.name)
+        state = f"S[{literal(mem.name)}]"
         if b.algorithm == "attention":
-            site = f"{mem.name}@{op.span.line}:{op.span.col}"
-            return f'rt.attention(cache, "{site}", {", ".join(args)}, {mem.heads}, {mem.structure.window})'
+            site = literal(attention_site(op))
+            return f"rt.attention(cache, {site}, {', '.join(args)}, {mem.heads}, {mem.structure.window})"
         if b.algorithm == "static":
-            names = ", ".join(f'P["{n.split(".", 2)[-1].replace(".", "__")}"]'
-                              for n in memory_param_names("x.0", mem))
+            names = ", ".join(f"P[{literal(f'{mem.name}/{part}')}]" for part in memory_parts(mem))
             return f"rt.apply({self.const(mem.name)}, [{names}], {args[0]})"
         if b.algorithm == "teach":
-            return f'rt.remember(S["{mem.name}"], {args[0]})'
+            return f"rt.remember({state}, {args[0]})"
         if b.algorithm in ("linear_attention", "delta_rule"):
             learn = mem.learn
             assert learn is not None and learn.objective is not None and learn.key is not None
             target = learn.objective.args[1]
             retain = e(learn.rule.retain) if learn.rule.retain is not None else "None"
-            return (f'rt.fused(S["{mem.name}"], {args[0]}, {e(learn.key)}, {e(target)}, {e(learn.rule.lr)}, '
-                    f"{retain})")
-        return f'rt.read(S["{mem.name}"], {args[0]})'
+            return f"rt.fused({state}, {args[0]}, {e(learn.key)}, {e(target)}, {e(learn.rule.lr)}, {retain})"
+        return f"rt.read({state}, {args[0]})"
 
     # ---- statements -------------------------------------------------------------------------------
     def update(self, mem: Memory, group: list[Memory] | None = None) -> list[str]:
@@ -236,36 +268,40 @@ class BlockEmitter(Emitter):
         assert learn is not None and learn.objective is not None
         members = group or [mem]
         if len(members) > 1:
-            self.merged = (mem.name, self.group_const(members), len(members))
-        hoisted, args = hoist(learn.objective)
+            self.merged = (mem.name, self.group_consts[mem.name], len(members))
+        inner = self.objective_scope(OBJECTIVE_ARGS)
+        hoisted, args = hoist(learn.objective, inner)
         params = ", ".join(["w", "probe", *args.values(), "*", "at"])
         key = learn.key if learn.rule.kind == "dgd" else None
         probe_call = next((o for o in learn.objective.walk() if o.op == "self" and key is not None
                            and o.args[0].model_dump_json() == key.model_dump_json()), None)
         body = self.expr(learn.objective, args, "w", probe_call)
         self.merged = None
-        names = "_".join(m.name for m in members)
-        lines = [f"def objective_{names}({params}):   # {self.where(learn.objective)}",
+        objective = self.scope.name(("objective", mem.name), "objective_" + "_".join(m.name for m in members))
+        lines = [f"def {objective}({params}):   # {self.where(learn.objective)}",
                  f"    return {body}"]
         values = ", ".join(self.expr(hv) for hv in hoisted)
-        rule = learn.rule
-        coeffs = [f"lr={self.expr(rule.lr)}"]
-        for k in ("retain", "momentum", "precond"):
-            if getattr(rule, k) is not None:
-                coeffs.append(f"{k}={self.expr(getattr(rule, k))}")
-        if key is not None:
-            coeffs.append(f"key={self.expr(key)}")
-        target = f'S["{mem.name}"]' if len(members) == 1 else "[" + ", ".join(f'S["{m.name}"]' for m in members) + "]"
-        call = "rt.update" if len(members) == 1 else "rt.update_group"
-        lines.append(f'{call}({target}, objective_{names}, ({values},), {", ".join(coeffs)})'
+        lines.append(f"{'rt.update' if len(members) == 1 else 'rt.update_group'}("
+                     f"{self._states(members)}, {objective}, ({values},), {self.coefficients(learn)})"
                      f"   # {self.where(learn.span)}")
-        lines += [f'rt.commit(S["{m.name}"], fires["{m.name}"])' for m in members]
+        lines += [f"rt.commit(S[{literal(m.name)}], fires[{literal(m.name)}])" for m in members]
         return lines
 
-    def group_const(self, members: list[Memory]) -> str:
-        return f"{self.block.name.upper()}_{'_'.join(m.name.upper() for m in members)}"
+    def _states(self, members: list[Memory]) -> str:
+        states = [f"S[{literal(m.name)}]" for m in members]
+        return states[0] if len(states) == 1 else "[" + ", ".join(states) + "]"
 
-    def groups(self) -> dict[str, list[Memory]]:
+    def coefficients(self, learn, key: bool = True) -> str:
+        """The rule's coefficients as keyword arguments (dgd's key too)."""
+        rule = learn.rule
+        coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
+                                                for k in ("retain", "momentum", "precond")
+                                                if getattr(rule, k) is not None]
+        if key and rule.kind == "dgd" and learn.key is not None:
+            coeffs.append(f"key={self.expr(learn.key)}")
+        return ", ".join(coeffs)
+
+    def _groups_of_memories(self) -> dict[str, list[Memory]]:
         """Memories updated together: learned by one statement, identical, bound to the chunk closed
         form, and adjacent in the token order (so no read falls between their updates)."""
         out: dict[str, list[Memory]] = {}
@@ -292,11 +328,14 @@ class BlockEmitter(Emitter):
         close()
         return out
 
-    def method(self) -> list[str]:
+    def function_lines(self) -> list[str]:
+        """The block's function. Its local names are allocated here, after every module-level one."""
         block = self.block
-        out = [f"def {block.name}(self, P, S, cache, h, fires):",
-               f'    """Block `{block.name}` ({self.where(block.span)}): one segment of tokens through one layer."""']
-        groups = self.groups()
+        self.enter(self.module.child(BLOCK_ARGS), block.assignments, ("h",))
+        out = [f"def {self.function}({', '.join(BLOCK_ARGS)}):",
+               f'    """Block `{text(block.name)}` ({self.where(block.span)}): one segment of tokens through one '
+               'layer."""']
+        groups = self.groups
         for step in self.lowered.order:
             if step.kind == "assign":
                 a = block.assignments[step.index]
@@ -310,11 +349,7 @@ class BlockEmitter(Emitter):
                 out += ["    " + line for line in self.update(mem, groups.get(mem.name))]
         for name, mem in block.memories.items():
             if self.binding(name).algorithm == "teach":
-                rule = mem.learn.rule
-                coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
-                                                        for k in ("retain", "momentum", "precond")
-                                                        if getattr(rule, k) is not None]
-                out.append(f'    rt.teach_coefficients(S["{name}"], {", ".join(coeffs)})'
+                out.append(f"    rt.teach_coefficients(S[{literal(name)}], {self.coefficients(mem.learn, False)})"
                            f"   # {self.where(mem.learn.span)}")
         outputs = [i for i, a in enumerate(block.assignments) if a.target == "h"]
         out.append(f"    return {self.names[outputs[-1]] if outputs else 'h'}")
@@ -328,26 +363,36 @@ class BlockEmitter(Emitter):
             s = mem.structure
             learn = mem.learn
             b = self.binding(name)
-            fields = [f'"{name}"', f'"{s.kind}"', f"heads={mem.heads}", f"shapes={tuple(memory_shapes(mem))!r}",
-                      f'init="{"zeros" if mem.init == "zeros" and learn is not None else "param"}"',
-                      f'act="{s.act}"', f"residual={s.residual}", f'norm="{s.norm}"', f'algorithm="{b.algorithm}"']
+            fields = [literal(name), literal(s.kind), f"heads={mem.heads}",
+                      f"shapes={literal(tuple(memory_shapes(mem)))}",
+                      f"init={literal('zeros' if mem.init == 'zeros' and learn is not None else 'param')}",
+                      f"act={literal(s.act)}", f"residual={s.residual}", f"norm={literal(s.norm)}",
+                      f"algorithm={literal(b.algorithm)}"]
             if learn is not None:
                 r = learn.rule
-                rule = f'rt.Rule("{r.kind}", momentum={r.momentum is not None}, output_steps={r.output_steps or 0}, ' \
-                       f"beta1={r.beta1!r}, beta2={r.beta2!r}, eps={r.eps!r})"
+                rule = (f"rt.Rule({literal(r.kind)}, momentum={r.momentum is not None}, "
+                        f"output_steps={r.output_steps or 0}, beta1={literal(r.beta1)}, beta2={literal(r.beta2)}, "
+                        f"eps={literal(r.eps)})")
                 # a per-step memory commits between sequences only (its shadow runs over the tokens)
                 period = learn.time.period if learn.time.base == "token" else "rt.NEVER"
                 steps = learn.time.period if learn.time.base == "step" else 0
                 fields += [f"rule={rule}", f"period={period}", f"steps={steps}", f"chunk={learn.chunk}",
-                           f"read_after={learn.read == 'after'}", f'backprop="{learn.backprop}"',
+                           f"read_after={learn.read == 'after'}", f"backprop={literal(learn.backprop)}",
                            f"truncate={learn.truncate}", f"persistent={mem.scope == 'persistent'}"]
             out.append(f"{self.const(name)} = rt.MemSpec({', '.join(fields)})   # {self.where(mem.span)}")
-            out.append(f"#   {b.algorithm}: {b.reason}")
-        for members in self.groups().values():
+            out.append(f"#   {b.algorithm}: {text(b.reason)}")
+        for members in self.groups.values():
             if len(members) > 1:
-                out.append(f"{self.group_const(members)} = rt.merged({self.const(members[0].name)}, {len(members)})"
-                           f"   # {', '.join(m.name for m in members)} learn side by side")
+                out.append(f"{self.group_consts[members[0].name]} = rt.merged({self.const(members[0].name)}, "
+                           f"{len(members)})   # {', '.join(text(m.name) for m in members)} learn side by side")
         return out
+
+
+def _param_literal(info: ParamInfo) -> str:
+    """One entry of the parameter table, with only the fields that differ from their defaults."""
+    fields = info.model_dump(exclude_defaults=True)
+    fields.setdefault("init", info.init)
+    return "ParamInfo(" + ", ".join(f"{k}={literal(v)}" for k, v in fields.items()) + ")"
 
 
 def emit_model(spec: Spec, name: str | None = None) -> str:
@@ -355,101 +400,91 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
     name = name or next(u for u in spec.local_units if u in spec.models)
     model: Model = spec.models[name]
     file = spec.file
-    blocks = [BlockEmitter(b, lower_block(b), file) for b in model.blocks]
-    table = parameter_table(model)
-    lines = [f'"""Model `{name}` compiled by nldsl from {Path(file).name}. Generated code: edit the spec, not this.',
+    module = Scope(MODEL_MODULE + BLOCK_ARGS + OBJECTIVE_ARGS)
+    blocks = [BlockEmitter(b, lower_block(b), file, module) for b in model.blocks]
+    cls = module.name(("model",), name)
+    lines = [f'"""Model `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit the '
+             "spec, not this.",
              "",
              "Memories and the algorithm each one is bound to:"]
     for blk in blocks:
         for mname, b in blk.lowered.bindings.items():
-            lines.append(f"  {blk.block.name}.{mname}: {b.algorithm} ({b.reason})")
+            lines.append(f"  {text(blk.block.name)}.{text(mname)}: {b.algorithm} ({text(b.reason)})")
     lines += ['"""', "", "import torch", "import torch.nn.functional as F", "",
               "from nldsl.backends import functional as fn", "from nldsl.backends.torch import runtime as rt",
-              "from nldsl.backends.torch.model import CompiledModel", ""]
+              "from nldsl.backends.torch.model import CompiledModel", "from nldsl.lower import ParamInfo", ""]
     for blk in blocks:
         lines += blk.constants()
     lines += ["", "PARAMS = ("]
-    lines += [f"    ({p.name!r}, {p.shape!r}, {p.init!r}, {p.std!r}, {p.trainable!r})," for p in table.values()]
-    lines += [")", "", "", f"class {safe(name)}(CompiledModel):"]
-    layers = ", ".join(f"({b.name!r}, {i})" for b in model.blocks for i in range(b.repeat))
-    memories = ", ".join(
-        f"{blk.block.name!r}: {{" + ", ".join(f"{m!r}: {blk.const(m)}" for m, mem in blk.block.memories.items()
-                                             if mem.parametric and mem.learn is not None
-                                             and blk.binding(m).algorithm != "static") + "}"
-        for blk in blocks)
-    convs = ", ".join(f"{blk.block.name!r}: {{" + ", ".join(
-        f"{o.attrs['param']!r}: ({o.width}, {o.attrs['kernel']})" for a in blk.block.assignments for o in a.expr.walk()
-        if o.op == "conv") + "}" for blk in blocks)
-    sites = ", ".join(f"{blk.block.name!r}: {{" + ", ".join(
-        f"'{o.attrs['memory']}@{o.span.line}:{o.span.col}': ({o.args[1].width}, {o.args[2].width})"
-        for a in blk.block.assignments for o in a.expr.walk()
-        if o.op == "read" and not blk.block.memories[o.attrs["memory"]].parametric) + "}" for blk in blocks)
-    lines += ["    PARAMS = PARAMS",
-              f"    CONVS = {{{convs}}}",
-              f"    SITES = {{{sites}}}",
-              f"    LAYERS = ({layers},)",
-              f"    MEMORIES = {{{memories}}}",
-              f"    SEGMENT = {segment_length(model)!r}",
-              f"    VOCAB = {int(model.config['vocab'])}", ""]
-    lines += ["    def segment(self, views, st, tokens, fires):",
-              '        """One segment of tokens through every layer."""',
-              '        h = self.params["embed"][tokens]']
-    index = 0
-    for b in model.blocks:
-        if b.repeat == 1:
-            lines.append(f"        h = self.{b.name}(views[{index}], st.layers[{index}].memories, "
-                         f"st.layers[{index}].cache, h, fires[{index}])")
-        else:
-            lines += [f"        for i in range({index}, {index + b.repeat}):",
-                      f"            h = self.{b.name}(views[i], st.layers[i].memories, st.layers[i].cache, h, "
-                      "fires[i])"]
-        index += b.repeat
-    lines += ['        return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]', ""]
+    lines += [f"    {_param_literal(info)}," for info in parameter_table(model).values()]
+    lines += [")", ""]
     for blk in blocks:
-        lines += ["    " + line if line else "" for line in blk.method()]
-        lines.append("")
+        lines += ["", *blk.function_lines(), ""]
+
+    def per_block(entries) -> str:
+        return "{" + ", ".join(f"{literal(blk.block.name)}: {{{', '.join(entries(blk))}}}" for blk in blocks) + "}"
+
+    memories = per_block(lambda blk: [f"{literal(m)}: {blk.const(m)}" for m, mem in blk.block.memories.items()
+                                      if mem.parametric and mem.learn is not None
+                                      and blk.binding(m).algorithm != "static"])
+    convs = per_block(lambda blk: [f"{literal(o.attrs['param'])}: ({o.width}, {o.attrs['kernel']})"
+                                   for a in blk.block.assignments for o in a.expr.walk() if o.op == "conv"])
+    sites = per_block(lambda blk: [f"{literal(attention_site(o))}: ({o.args[1].width}, {o.args[2].width})"
+                                   for a in blk.block.assignments for o in a.expr.walk()
+                                   if o.op == "read" and not blk.block.memories[o.attrs["memory"]].parametric])
+    layers = ", ".join(f"({literal(b.name)}, {i})" for b in model.blocks for i in range(b.repeat))
+    lines += ["", f"class {cls}(CompiledModel):",
+              "    PARAMS = PARAMS",
+              f"    BLOCKS = {{{', '.join(f'{literal(blk.block.name)}: {blk.function}' for blk in blocks)}}}",
+              f"    CONVS = {convs}",
+              f"    SITES = {sites}",
+              f"    LAYERS = ({layers},)",
+              f"    MEMORIES = {memories}",
+              f"    SEGMENT = {literal(segment_length(model))}",
+              f"    VOCAB = {int(model.config['vocab'])}",
+              "", "", f"MODEL = {cls}"]
     return "\n".join(lines).rstrip() + "\n"
 
 
 # ---- optimizers ---------------------------------------------------------------------------------
 
 class OptimizerEmitter(Emitter):
-    def __init__(self, opt: Optimizer, file: str) -> None:
-        super().__init__(file, opt.assignments)
+    def __init__(self, opt: Optimizer, file: str, module: Scope) -> None:
+        super().__init__(file, module)
         self.opt = opt
 
     def input(self, op: Op) -> str:
-        return op.attrs["name"]          # grad, param or step
+        return {"grad": "grad", "param": "param", "step": "step"}[op.attrs["name"]]
 
-    def _map(self, m: Memory) -> str:
+    def _map(self, m: Memory, weights: str, x: str) -> str:
         s = m.structure
-        return f'"{s.kind}", {{w}}, {{x}}, "{s.act}", {s.residual}, "{s.norm}"'
+        return f"opt.apply({literal(s.kind)}, {weights}, {x}, {literal(s.act)}, {s.residual}, {literal(s.norm)})"
 
     def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
-        m = self.opt.memories[op.attrs["memory"]]
-        return f"opt.apply({self._map(m).format(w=weights, x=e(op.args[0]))})"
+        return self._map(self.opt.memories[op.attrs["memory"]], weights, e(op.args[0]))
 
     def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
-        return f"{weights}[0]" if op.attrs.get("self") else f'opt.value(S["{op.attrs["memory"]}"])'
+        return f"{weights}[0]" if op.attrs.get("self") else f"opt.value(S[{literal(op.attrs['memory'])}])"
 
     def read(self, op: Op, e) -> str:
         m = self.opt.memories[op.attrs["memory"]]
-        return f"opt.apply({self._map(m).format(w=f'S[{m.name!r}].visible()', x=e(op.args[0]))})"
+        return self._map(m, f"S[{literal(m.name)}].visible()", e(op.args[0]))
 
     def learn(self, m: Memory) -> list[str]:
         learn = m.learn
         assert learn is not None and learn.objective is not None
-        hoisted, args = hoist(learn.objective)
+        hoisted, args = hoist(learn.objective, self.objective_scope(("w",)))
         rule = learn.rule
         coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
                                                 for k in ("retain", "momentum", "precond")
                                                 if getattr(rule, k) is not None]
-        r = f'rt.Rule("{rule.kind}", output_steps={rule.output_steps or 0}, beta1={rule.beta1!r}, ' \
-            f"beta2={rule.beta2!r}, eps={rule.eps!r})"
+        r = (f"rt.Rule({literal(rule.kind)}, output_steps={rule.output_steps or 0}, beta1={literal(rule.beta1)}, "
+             f"beta2={literal(rule.beta2)}, eps={literal(rule.eps)})")
         values = "".join(f"{self.expr(hv)}, " for hv in hoisted)
-        return [f"def objective_{m.name}({', '.join(['w', *args.values()])}):   # {self.where(learn.objective)}",
+        objective = self.scope.name(("objective", m.name), f"objective_{m.name}")
+        return [f"def {objective}({', '.join(['w', *args.values()])}):   # {self.where(learn.objective)}",
                 f"    return {self.expr(learn.objective, args, 'w')}.sum()",
-                f'opt.learn(S["{m.name}"], objective_{m.name}, ({values}), step, {r}, {", ".join(coeffs)})'
+                f"opt.learn(S[{literal(m.name)}], {objective}, ({values}), step, {r}, {', '.join(coeffs)})"
                 f"   # {self.where(learn.span)}"]
 
 
@@ -475,7 +510,10 @@ def _elementwise(o: Optimizer) -> bool:
 def emit_optimizer(spec: Spec, name: str) -> str:
     """The Python source of an optimizer spec as a `torch.optim.Optimizer` subclass."""
     o: Optimizer = spec.optimizers[name]
-    em = OptimizerEmitter(o, spec.file if name in spec.local_units else o.span.file)
+    module = Scope(OPTIMIZER_MODULE + UPDATE_ARGS + ("w",))
+    cls = module.name(("optimizer",), name)
+    em = OptimizerEmitter(o, spec.file if name in spec.local_units else o.span.file, module)
+    em.enter(module.child(UPDATE_ARGS), o.assignments, ())
     steps: list[tuple[tuple[int, int], list[str]]] = []
     for i, a in enumerate(o.assignments):
         steps.append(((a.span.line, a.span.col), [f"{em.names[i]} = {em.expr(a.expr)}   # {em.where(a)}"]))
@@ -492,20 +530,21 @@ def emit_optimizer(spec: Spec, name: str) -> str:
                 "read_after": learn is None or learn.read == "after",
                 "momentum": bool(learn and learn.rule.momentum is not None),
                 "adam": bool(learn and learn.rule.kind == "adam")}
-        states.append(f"    {m.name!r}: {info!r},   # {em.where(m.span)}")
-    lines = [f'"""Optimizer `{name}` compiled by nldsl from {Path(em.file).name}. Generated code: edit the spec.',
+        states.append(f"    {literal(m.name)}: {literal(info)},   # {em.where(m.span)}")
+    lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(em.file).name)}. Generated code: edit '
+             "the spec.",
              '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
              "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", "",
-             "", "def update(param, grad, S, hp, step):",
-             f'    """One step of `{name}` for one parameter: updates its states S, returns its new value."""']
+             "", f"def update({', '.join(UPDATE_ARGS)}):",
+             f'    """One step of `{text(name)}` for one parameter: updates its states S, returns its new value."""']
     for _, body in sorted(steps, key=lambda x: x[0]):
         lines += ["    " + line for line in body]
     lines += [f"    return {em.expr(o.update)}   # {em.where(o.update)}", "", "",
-              f"class {safe(name)}(opt.SpecOptimizer):",
-              f"    DEFAULTS = {dict(o.defaults)!r}",
+              f"class {cls}(opt.SpecOptimizer):",
+              f"    DEFAULTS = {literal(dict(o.defaults))}",
               f"    ELEMENTWISE = {_elementwise(o)}   # whether a shard of a parameter can be updated alone",
               "    STATES = {", *states,
-              "    }", "    update = staticmethod(update)", ""]
+              "    }", "    update = staticmethod(update)", "", "", f"OPTIMIZER = {cls}", ""]
     return "\n".join(lines)
 
 
@@ -519,13 +558,13 @@ def emit_trainer(spec: Spec, name: str) -> str:
     settings = {"steps": t.steps, "batch": t.batch, "context": model.context, "clip": t.clip, "seed": t.seed,
                 "schedule": (t.schedule.kind, t.schedule.warmup, t.schedule.min_ratio)}
     return "\n".join([
-        f'"""Train `{name}`, compiled by nldsl from {Path(spec.file).name}. Run: python train.py --help"""',
+        f'"""Train `{text(name)}`, compiled by nldsl from {text(Path(spec.file).name)}. Run: python train.py --help"""',
         "", "from pathlib import Path", "",
         "from nldsl.backends.torch import run", "",
-        f"GROUPS = {groups!r}   # (optimizer, arguments, parameters (empty: the rest), period in steps)",
-        f"SETTINGS = {settings!r}", "",
+        f"GROUPS = {literal(groups)}   # (optimizer, arguments, parameters (empty: the rest), period in steps)",
+        f"SETTINGS = {literal(settings)}", "",
         'if __name__ == "__main__":',
-        f"    run.main(Path(__file__).parent, {safe(name)!r}, GROUPS, SETTINGS)", ""])
+        f"    run.main(Path(__file__).parent, {literal(name)}, GROUPS, SETTINGS)", ""])
 
 
 def write_package(spec: Spec, name: str | None, directory: Path) -> list[Path]:
@@ -537,10 +576,10 @@ def write_package(spec: Spec, name: str | None, directory: Path) -> list[Path]:
         files[f"optim_{g.optimizer}.py"] = emit_optimizer(spec, g.optimizer)
     files["train.py"] = emit_trainer(spec, name)
     written = []
-    for fname, text in files.items():
+    for fname, source in files.items():
         path = directory / fname
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(source, encoding="utf-8")
         tmp.replace(path)
         written.append(path)
     return written

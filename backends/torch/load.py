@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from nldsl.backends.torch.emit import emit_model, emit_optimizer, safe
+from nldsl.backends.torch.emit import emit_model, emit_optimizer
 
 from nldsl.spec import Spec
 
@@ -41,11 +41,11 @@ def import_source(source: str, stem: str, directory: Path | None = None) -> Modu
 
 
 def model_class(spec: Spec, name: str | None = None) -> type:
+    """The compiled model class (a generated module exports it as MODEL)."""
     name = name or next(u for u in spec.local_units if u in spec.models)
-    module = import_source(emit_model(spec, name), safe(name).lower())
-    return getattr(module, safe(name))
+    return import_source(emit_model(spec, name), "model").MODEL
 
 
 def optimizer_class(spec: Spec, name: str) -> type:
-    module = import_source(emit_optimizer(spec, name), f"optim_{safe(name).lower()}")
-    return getattr(module, safe(name))
+    """The compiled optimizer class (a generated module exports it as OPTIMIZER)."""
+    return import_source(emit_optimizer(spec, name), "optim").OPTIMIZER

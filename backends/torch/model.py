@@ -3,16 +3,18 @@ and the loop over segments. The generated subclass supplies one method per block
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from nldsl.backends.params import get, make_parameters
+from nldsl.backends import functional as fn
+from nldsl.backends.params import make_parameters, resolve, views
 from nldsl.backends.torch import runtime as rt
 from torch import nn
 
-from nldsl.lower import ParamInfo
+from nldsl.lower import ParamInfo, state_parts
 
 
 @dataclass
@@ -30,12 +32,12 @@ class State:
 
 
 class CompiledModel(nn.Module):
-    """Subclasses (generated) set the class attributes below and define one method per block,
-    `block(P, S, cache, h, fires) -> h`, running one segment of tokens through one layer, and
-    `segment(views, state, tokens, fires) -> logits`, one segment through every layer. `compile()`
+    """Subclasses (generated) set the class attributes below; BLOCKS holds one function per block,
+    `block(P, S, cache, h, fires) -> h`, running one segment of tokens through one layer. `compile()`
     specializes each block once per distinct pattern of which memories commit at its end."""
 
-    PARAMS: tuple[tuple, ...] = ()           # (name, shape, init, std, trainable)
+    PARAMS: tuple[ParamInfo, ...] = ()       # the parameter table (nldsl.lower.parameter_table)
+    BLOCKS: dict[str, Callable] = {}         # block → its function
     LAYERS: tuple[tuple[str, int], ...] = ()  # (block, layer index), in order
     MEMORIES: dict[str, dict[str, rt.MemSpec]] = {}   # block → memory → spec (memories that learn)
     CONVS: dict[str, dict[str, tuple[int, int]]] = {}  # block → convolution → (width, kernel)
@@ -45,9 +47,10 @@ class CompiledModel(nn.Module):
 
     def __init__(self, seed: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__()
-        table = {name: ParamInfo(name=name, shape=tuple(shape), init=init, std=std, trainable=train)
-                 for name, shape, init, std, train in self.PARAMS}
-        self.params = make_parameters(table, seed, dtype)
+        self.table = {info.key: info for info in self.PARAMS}
+        self.params = make_parameters(self.table, seed, dtype)
+        self.views = views(self.table, list(self.LAYERS))
+        self.blocks = dict(self.BLOCKS)
         self.dtype = dtype
         self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.steps = 0
@@ -57,19 +60,16 @@ class CompiledModel(nn.Module):
         return next(iter(self.params.values())).device
 
     # ---- parameters and states --------------------------------------------------------------------
-    def view(self, block: str, layer: int) -> dict[str, torch.Tensor]:
-        """The parameters a block's code names: its own (without the layer prefix) and the model's."""
-        prefix = f"{block}__{layer}__"
-        out = {k: v for k, v in self.params.items() if "__" not in k}
-        out.update({k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)})
-        return out
+    def view(self, index: int) -> dict[str, torch.Tensor]:
+        """The tensors layer `index`'s code names: the model's and shared ones, and the layer's own."""
+        return resolve(self.params, self.views[index])
 
     def initial_state(self, batch: int) -> State:
         layers = []
-        for block, layer in self.LAYERS:
+        for index, (block, layer) in enumerate(self.LAYERS):
             mems = {}
             for name, spec in self.MEMORIES.get(block, {}).items():
-                key = f"{block}.{layer}.{name}"
+                key = f"{block}/{layer}/{name}"
                 if spec.persistent and key in self.persistent:
                     cur, ref = self.persistent[key]
                     mem = rt.Mem.start(spec, cur)
@@ -77,9 +77,10 @@ class CompiledModel(nn.Module):
                 else:
                     lead = 1 if spec.persistent else batch
                     make = dict(dtype=self.dtype, device=self.device)
+                    parts = state_parts(spec.kind, len(spec.shapes))
                     init = [torch.zeros((lead, *s), **make) for s in spec.shapes] if spec.init == "zeros" \
-                        else [get(self.params, f"{key}.{n}").unsqueeze(0).expand(lead, *s).contiguous()
-                              for n, s in zip(_state_names(spec), spec.shapes, strict=True)]
+                        else [self.params[self.views[index][f"{name}/{part}"]].unsqueeze(0).expand(lead, *s)
+                              .contiguous() for part, s in zip(parts, spec.shapes, strict=True)]
                     mem = rt.Mem.start(spec, init)
                 mems[name] = mem
             cache = rt.Cache.start(batch, self.CONVS.get(block, {}), self.SITES.get(block, {}), self.dtype,
@@ -106,7 +107,7 @@ class CompiledModel(nn.Module):
                  teach: list[rt.Mem], keep_state: bool) -> tuple[torch.Tensor, State]:
         batch, length = tokens.shape
         step = self.SEGMENT or length
-        views = [self.view(b, i) for b, i in self.LAYERS]
+        views = [self.view(i) for i in range(len(self.LAYERS))]
         logits = []
         for start in range(0, length, step):
             seg = slice(start, min(start + step, length))
@@ -142,11 +143,19 @@ class CompiledModel(nn.Module):
             self._end_of_sequence(st)
         return torch.cat(logits, 1), st
 
+    def segment(self, views: list[dict[str, torch.Tensor]], st: State, tokens: torch.Tensor,
+                fires: list[dict[str, bool]]) -> torch.Tensor:
+        """One segment of tokens through every layer: logits (B, S, vocab)."""
+        h = self.params["embed"][tokens]
+        for i, (block, _) in enumerate(self.LAYERS):
+            ls = st.layers[i]
+            h = self.blocks[block](views[i], ls.memories, ls.cache, h, fires[i])
+        return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]
+
     def compile(self, **options) -> CompiledModel:
         """Run every block under `torch.compile(fullgraph=True)` (options go to torch.compile). A
         block's graph serves all its layers, so a 4-layer model compiles as fast as a 1-layer one."""
-        for block in {b for b, _ in self.LAYERS}:
-            setattr(self, block, torch.compile(getattr(self, block), fullgraph=True, **options))
+        self.blocks = {name: torch.compile(block, fullgraph=True, **options) for name, block in self.BLOCKS.items()}
         return self
 
     @contextmanager
@@ -177,9 +186,5 @@ class CompiledModel(nn.Module):
                 if (mem.spec.steps == 0 and mem.spec.period > 1) or step_due:
                     mem.ref = list(mem.cur)
                 if mem.spec.persistent:
-                    self.persistent[f"{block}.{layer}.{name}"] = ([w.detach().clone() for w in mem.cur],
+                    self.persistent[f"{block}/{layer}/{name}"] = ([w.detach().clone() for w in mem.cur],
                                                                  [w.detach().clone() for w in mem.ref])
-
-
-def _state_names(spec: rt.MemSpec) -> list[str]:
-    return ["s"] if spec.kind == "elementwise" else [f"w{j}" for j in range(len(spec.shapes))]

@@ -93,20 +93,23 @@ class SpecOptimizer(torch.optim.Optimizer):
     ELEMENTWISE = False              # True: the update of a parameter's shard needs no other shard (FSDP)
     STATES: dict[str, dict] = {}     # name → {"shapes": callable(param) → shapes, "init": ..., ...}
 
-    def __init__(self, params, compile: bool | str = False, **hyper: float):
-        """`compile=True` (or a backend name) runs each parameter's update under torch.compile
-        (fullgraph, dynamic shapes); hyperparameters and the step count enter it as tensors, so a
-        learning-rate schedule never recompiles it."""
+    def __init__(self, params, /, **hyper: float):
+        """`params` as for any `torch.optim.Optimizer`; keyword arguments are the spec's
+        hyperparameters, whatever their names."""
         unknown = set(hyper) - set(self.DEFAULTS)
         if unknown:
             raise TypeError(f"{type(self).__name__} has no hyperparameter {', '.join(sorted(unknown))}")
         super().__init__(params, {**self.DEFAULTS, **hyper})
         self._update = type(self).update
-        if compile:
-            # one graph per parameter rank and per pattern of which states commit this step
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-            backend = compile if isinstance(compile, str) else "inductor"
-            self._update = torch.compile(type(self).update, fullgraph=True, dynamic=True, backend=backend)
+
+    def compile(self, backend: str = "inductor") -> SpecOptimizer:
+        """Run each parameter's update under torch.compile (fullgraph, dynamic shapes);
+        hyperparameters and the step count enter it as tensors, so a learning-rate schedule never
+        recompiles it."""
+        # one graph per parameter rank and per pattern of which states commit this step
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+        self._update = torch.compile(type(self).update, fullgraph=True, dynamic=True, backend=backend)
+        return self
 
     def _states(self, p: torch.Tensor, like: torch.Tensor | None = None) -> dict[str, OptState]:
         """A parameter's states, made at first use in the shape of `like` (its shard under FSDP)."""

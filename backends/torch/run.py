@@ -26,7 +26,7 @@ CHECKPOINT = "checkpoint.safetensors"
 
 
 class RunInfo(BaseModel):
-    model: str                          # the generated class's name
+    model: str                          # the model's name in its spec
     code: str                           # the generated code's folder (relative to the run, or absolute)
     spec: str | None = None             # the entry spec file, as copied under spec/
     overrides: dict[str, float] = {}
@@ -61,6 +61,7 @@ def run_folder(path: str | Path) -> Path:
 
 
 def _import(path: Path, attribute: str):
+    """What a generated module exports (MODEL or OPTIMIZER)."""
     name = f"nldsl_run_{abs(hash(path.resolve()))}_{path.stem}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -77,16 +78,8 @@ def classes(directory: Path, info: RunInfo) -> tuple[type, dict[str, type]]:
     code = directory / info.code
     optimizers = {}
     for name, *_ in info.config.groups:
-        optimizers[name] = _import(code / f"optim_{name}.py", _class_name(code / f"optim_{name}.py"))
-    return _import(code / "model.py", info.model), optimizers
-
-
-def _class_name(path: Path) -> str:
-    """The one class a generated optimizer module defines."""
-    for line in path.read_text().splitlines():
-        if line.startswith("class "):
-            return line[6:].split("(")[0]
-    raise ValueError(f"{path} defines no class")
+        optimizers[name] = _import(code / f"optim_{name}.py", "OPTIMIZER")
+    return _import(code / "model.py", "MODEL"), optimizers
 
 
 def load_model(path: str | Path, device: str | None = None):
@@ -159,7 +152,7 @@ def curve(directory: Path) -> Path | None:
 def create(directory: Path, result, unit: str, overrides: dict[str, float] | None, config: TrainConfig) -> RunInfo:
     """A new run folder for a checked spec (an `nldsl.CheckResult`): its files, its levels, its
     generated code, run.json."""
-    from nldsl.backends.torch.emit import safe, write_package
+    from nldsl.backends.torch.emit import write_package
 
     from nldsl.report import render
 
@@ -177,7 +170,7 @@ def create(directory: Path, result, unit: str, overrides: dict[str, float] | Non
             entry = str(Path("spec") / relative)
     (directory / "levels.txt").write_text(render(result.graph(unit), sources, width=160) + "\n", encoding="utf-8")
     write_package(spec, unit, directory / "code")
-    info = RunInfo(model=safe(unit), code="code", spec=entry, overrides=overrides or {}, config=config,
+    info = RunInfo(model=unit, code="code", spec=entry, overrides=overrides or {}, config=config,
                    created=now(), versions=versions())
     write_info(directory, info)
     return info

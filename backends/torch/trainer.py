@@ -31,23 +31,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 IGNORE = synthetic.IGNORE
 
 
-def local_name(canonical: str) -> str:
-    """`layer.0.W_q` → `W_q`; `layer.0.M_k.w0` → `M_k`; `embed` → `embed`."""
-    parts = canonical.split("__")
-    if len(parts) >= 3 and parts[1].isdigit():
-        return parts[2]
-    return parts[0]
-
-
 def param_groups(model: torch.nn.Module, groups: Iterable[tuple]) -> list[list[torch.nn.Parameter]]:
-    """Split the trainable parameters over the `optimize` groups (targets, or () for the rest)."""
+    """Split the trainable parameters over the `optimize` groups (targets, or () for the rest); a
+    target names a parameter (or a memory's initial state) by its name in the spec, in every layer."""
     groups = list(groups)
     claimed: list[list[torch.nn.Parameter]] = [[] for _ in groups]
     rest = next((i for i, g in enumerate(groups) if not g[2]), None)
     for key, p in model.params.items():
         if not p.requires_grad:
             continue
-        owner = next((i for i, g in enumerate(groups) if local_name(key) in g[2]), rest)
+        owner = next((i for i, g in enumerate(groups) if model.table[key].local in g[2]), rest)
         if owner is not None:
             claimed[owner].append(p)
     return claimed
