@@ -97,8 +97,9 @@ class Emitter(ABC):
         self.names = value_names(assignments, scope, inputs)
 
     def where(self, op_or_span) -> str:
+        """Provenance: the line of the spec file (named once, in the module's docstring)."""
         span = getattr(op_or_span, "span", op_or_span)
-        return f"{text(Path(self.file).name)}:{span.line}"
+        return f"line {span.line}"
 
     def objective_scope(self, fixed: tuple[str, ...]) -> Scope:
         """An objective's own scope: its body names only its arguments and module-level names."""
@@ -404,7 +405,7 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
     blocks = [BlockEmitter(b, lower_block(b), file, module) for b in model.blocks]
     cls = module.name(("model",), name)
     lines = [f'"""Model `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit the '
-             "spec, not this.",
+             "spec, not this; `# line N` comments point at its lines.",
              "",
              "Memories and the algorithm each one is bound to:"]
     for blk in blocks:
@@ -532,7 +533,7 @@ def emit_optimizer(spec: Spec, name: str) -> str:
                 "adam": bool(learn and learn.rule.kind == "adam")}
         states.append(f"    {literal(m.name)}: {literal(info)},   # {em.where(m.span)}")
     lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(em.file).name)}. Generated code: edit '
-             "the spec.",
+             "the spec; `# line N` comments point at its lines.",
              '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
              "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", "",
              "", f"def update({', '.join(UPDATE_ARGS)}):",
