@@ -13,7 +13,9 @@ import builtins
 import io
 import keyword
 import math
+import re
 import tokenize
+from pathlib import Path
 
 import pytest
 import torch
@@ -263,3 +265,36 @@ def test_every_number_is_finite_or_refused():
     numbers = [float(t.string) for t in tokenize.generate_tokens(io.StringIO(source).readline)
                if t.type == tokenize.NUMBER]
     assert numbers and all(math.isfinite(n) for n in numbers)
+
+
+# ---- optimizer specs: renaming changes nothing --------------------------------------------------
+
+OPTIMIZERS = sorted((Path(__file__).resolve().parent.parent / "specs" / "optim").glob("*.nl"))
+
+
+def trajectory(optimizer: type, steps: int = 4) -> torch.Tensor:
+    weight = torch.nn.Parameter(torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4))
+    opt = optimizer([weight])
+    for t in range(steps):
+        weight.grad = torch.sin(weight.detach() * (t + 1)) + 0.1
+        opt.step()
+    return weight.detach()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(OPTIMIZERS), st.lists(names, min_size=20, max_size=20, unique=True))
+def test_renaming_an_optimizers_names_changes_nothing(path, new_names):
+    """An optimizer spec with its values, states and hyperparameters (but `lr`) renamed to hostile
+    names is diagnosed, or follows the same trajectory as the original."""
+    text = path.read_text()
+    spec = nldsl.check_text(text, path.name).spec
+    (name, o), = spec.optimizers.items()
+    own = [*(k for k in o.defaults if k != "lr"), *o.memories, *dict.fromkeys(a.target for a in o.assignments)]
+    rename = dict(zip(own, new_names[:len(own)], strict=True))
+    renamed = re.sub(r"\b(" + "|".join(map(re.escape, own)) + r")\b", lambda m: rename[m.group(1)], text)
+    result = nldsl.check_text(renamed, path.name)
+    if not result.ok:
+        assert_positioned(result)
+        return
+    torch.testing.assert_close(trajectory(optimizer_class(result.spec, name)),
+                               trajectory(optimizer_class(spec, name)), rtol=0, atol=0)
