@@ -5,9 +5,12 @@
     nldsl render SPEC -o hope.svg       the level hierarchy (svg, png or dot); --timeline for firing times
     nldsl fmt SPEC...                   canonical formatting (--check to only report)
     nldsl compile SPEC -o DIR           generated PyTorch: model.py, optimizers, a runnable train.py
+    nldsl train / continual / eval / generate      runs: see docs/training.md
 
-Exit status: 0 when every spec is free of errors (warnings are printed), 1 when any has errors,
-2 for usage errors. A bad spec never produces a Python traceback.
+Exit status: 0 when every spec is free of errors (warnings are printed) and the command did its
+job, 1 when a spec has errors or an input is wrong (data, a run folder, a checkpoint, a setting the
+model cannot take), 2 for usage errors (bad flags), 3 only for a bug in nldsl, 130 when
+interrupted. A mistake is one `error:` line, never a Python traceback.
 """
 
 from __future__ import annotations
@@ -18,19 +21,36 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
+from nldsl.backends.torch import config
+from nldsl.backends.torch.config import RunError, UsageError
 from rich.console import Console
 
 from nldsl.api import CheckResult, check_file
 from nldsl.diagnostics import render_all
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def console(**options) -> Console:
+    """A console that prints text verbatim: spec lines, paths and prompts can hold `[...]` (rich
+    markup) or `:x:` (an emoji code), and neither may change what is shown."""
+    return Console(highlight=False, soft_wrap=True, markup=False, emoji=False, **options)
+
+
+out = console()
+err = console(stderr=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the command's --help has the rest)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _report(result: CheckResult) -> None:
     if result.diagnostics:
-        err.print(render_all(result.diagnostics, result.sources), markup=False)
+        err.print(render_all(result.diagnostics, result.sources))
 
 
 def _checked(path: str, unit: str | None = None, overrides: dict[str, float] | None = None) -> CheckResult | None:
@@ -41,7 +61,7 @@ def _checked(path: str, unit: str | None = None, overrides: dict[str, float] | N
         return None
     if unit is not None and unit not in result.graphs:
         err.print(f"error: {path} defines no model or optimizer named '{unit}' "
-                  f"(it defines: {', '.join(result.graphs) or 'nothing'})", markup=False)
+                  f"(it defines: {', '.join(result.graphs) or 'nothing'})")
         return None
     return result
 
@@ -55,7 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             spec = result.spec
             units = ", ".join(spec.local_units) if spec else ""
             warn = f", {len(result.warnings)} warning{'s' * (len(result.warnings) != 1)}" if result.warnings else ""
-            out.print(f"OK {result.file}: {units}{warn}", markup=False)
+            out.print(f"OK {result.file}: {units}{warn}")
         else:
             failed += 1
     return 1 if failed else 0
@@ -66,7 +86,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     result = _checked(args.spec, args.unit, _overrides(args.set))
     if result is None:
         return 1
-    out.print(render(result.graph(args.unit), result.sources, width=args.width), markup=False)
+    out.print(render(result.graph(args.unit), result.sources, width=args.width))
     return 0
 
 
@@ -83,26 +103,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         dot_path = target.with_suffix(".dot")
         d.save(dot_path)
         err.print(f"warning: {e}\nwrote {dot_path} instead; turn it into a picture with "
-                  f"`dot -T{target.suffix.lstrip('.') or 'svg'} {dot_path} -o {target}`", markup=False)
+                  f"`dot -T{target.suffix.lstrip('.') or 'svg'} {dot_path} -o {target}`")
         return 0
-    out.print(f"wrote {target}", markup=False)
+    out.print(f"wrote {target}")
     return 0
 
 
-def _overrides(pairs: list[str] | None) -> dict[str, float] | None:
-    """`--set dim=64 --set heads=2` → {"dim": 64.0, "heads": 2.0}."""
-    if not pairs:
-        return None
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise SystemExit(f"nldsl: error: --set expects NAME=NUMBER, got {pair!r}")
-    return out
+def _overrides(pairs: list[tuple[str, float]] | None) -> dict[str, float] | None:
+    """`--set dim=64 --set heads=2` (each parsed by config.override) → {"dim": 64.0, "heads": 2.0}."""
+    return dict(pairs) if pairs else None
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -113,32 +122,41 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 1
     models = [u for u in result.spec.local_units if u in result.spec.models]
     if not models:
-        err.print(f"error: {args.spec} defines no model to compile", markup=False)
+        err.print(f"error: {args.spec} defines no model to compile")
         return 1
     for path in write_package(result.spec, args.unit, Path(args.output)):
-        out.print(f"wrote {path}", markup=False)
+        out.print(f"wrote {path}")
     return 0
 
 
-def _new_run(args: argparse.Namespace) -> Path | None:
-    """Check the spec, then make its run folder (spec, levels, generated code, run.json)."""
+def _model_settings(args: argparse.Namespace) -> dict[str, float] | None:
+    """The header parameters a run sets: --set, and --context (the model's `context`)."""
+    overrides = _overrides(args.set) or {}
+    if args.context is not None:
+        if overrides.get("context", args.context) != args.context:
+            raise UsageError(f"--context {args.context} and --set context={overrides['context']:g} disagree")
+        overrides["context"] = float(args.context)
+    return overrides or None
+
+
+def _new_run(args: argparse.Namespace, corpora: list[str | None]) -> Path | None:
+    """Check the spec with every setting that changes the model, check the data and the memory the
+    run needs against it, then make its run folder (spec, levels, generated code, run.json). None
+    (diagnostics printed) when the spec has errors; RunError for anything else that cannot work."""
     from nldsl.backends.torch import run
-    overrides = _overrides(args.set)
+    from nldsl.backends.torch.load import model_class, optimizer_class
+    overrides = _model_settings(args)
     result = check_file(args.spec, overrides)
     _report(result)
     if not result.ok or result.spec is None:
         return None
-    unit = args.unit or next((u for u in result.spec.local_units if u in result.spec.models), None)
-    if unit is None or unit not in result.spec.models:
-        err.print(f"error: {args.spec} defines no model{f' named {unit!r}' if unit else ''} to train", markup=False)
-        return None
-    from nldsl.backends.torch.data import CORPORA
-    for name in getattr(args, "corpora", None) or [args.corpus]:
-        if name and not args.task and name not in CORPORA and not Path(name).exists():
-            err.print(f"error: no corpus {name!r}: name one of {', '.join(CORPORA)}, or a text file or folder",
-                      markup=False)
-            return None
-    model = result.spec.models[unit]
+    spec = result.spec
+    unit = args.unit or next((u for u in spec.local_units if u in spec.models), None)
+    if unit is None or unit not in spec.models:
+        raise RunError(f"{args.spec} defines no model{f' named {unit!r}' if unit else ''} to train")
+    if args.run_dir is None and "WORLD_SIZE" in os.environ:
+        raise UsageError("under torchrun, name the run folder with --out DIR")
+    model = spec.models[unit]
     settings = {"steps": model.train.steps, "batch": model.train.batch, "context": model.context,
                 "clip": model.train.clip, "seed": model.train.seed,
                 "schedule": (model.train.schedule.kind, model.train.schedule.warmup, model.train.schedule.min_ratio)}
@@ -146,75 +164,65 @@ def _new_run(args: argparse.Namespace) -> Path | None:
         if getattr(args, key) is None:
             setattr(args, key, settings[key])
     groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in model.train.groups]
-    config = run.config_from(args, groups, settings)
-    if args.run_dir is None and "WORLD_SIZE" in os.environ:
-        err.print("error: under torchrun, name the run folder with --out DIR", markup=False)
-        return None
+    train_config = run.config_from(args, groups, settings)
+    run.validate(train_config, model_class(spec, unit), {name: optimizer_class(spec, name) for name, *_ in groups},
+                 corpora)
     directory = Path(args.run_dir or f"runs/{unit.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run.leader_writes(config.device, lambda: run.create(directory, result, unit, overrides, config))
+    run.leader_writes(train_config.device, lambda: run.create(directory, result, unit, overrides, train_config))
     return directory
+
+
+def _refuse_settings_with_resume(args: argparse.Namespace) -> None:
+    """A resumed run keeps the spec and settings it was made with: only --steps and --sample apply."""
+    defaults = vars(parser().parse_args(["train"]))
+    given = sorted(k for k, v in vars(args).items() if k not in ("resume", "steps", "sample") and v != defaults[k])
+    if given:
+        flags = ", ".join("SPEC" if k == "spec" else "--" + {"run_dir": "out"}.get(k, k).replace("_", "-")
+                          for k in given)
+        raise UsageError(f"--resume continues a run with its own spec and settings: drop {flags} "
+                         "(only --steps and --sample apply)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nldsl.backends.torch import run
-    from nldsl.backends.torch.trainer import NonFinite
     if args.resume:
-        directory = Path(args.resume)
+        _refuse_settings_with_resume(args)
+        directory = run.open_run(args.resume).directory
         info = run.read_info(directory)
-        if args.steps is not None:
-            info.config.steps = args.steps
-            run.leader_writes(info.config.device, lambda: run.write_info(directory, info))
-        out.print(f"resuming {directory} at its checkpoint, to step {info.config.steps}", markup=False)
+        out.print(f"resuming {directory} at its checkpoint, to step {args.steps or info.config.steps}")
     else:
         if args.spec is None:
-            err.print("error: nldsl train needs a SPEC (or --resume RUN)", markup=False)
-            return 2
-        made = _new_run(args)
+            raise UsageError("nldsl train needs a SPEC (or --resume RUN)")
+        made = _new_run(args, [args.corpus])
         if made is None:
             return 1
         directory, info = made, run.read_info(made)
         c = info.config
         out.print(f"training {info.model} ({args.spec}) on {c.task or c.corpus or 'shakespeare'}: {c.steps} steps "
                   f"of {c.batch}×{c.context} tokens, {c.device}, {c.precision}{', compiled' if c.compile else ''}; "
-                  f"run folder {directory}", markup=False)
-    try:
-        result_metrics = run.train(directory, resume=bool(args.resume), console=out)
-    except NonFinite as e:
-        err.print(f"error: {e}; training stopped. The last good checkpoint is kept in {directory}", markup=False)
-        return 1
-    except (FileNotFoundError, ValueError) as e:     # data that is missing or too small for the run
-        err.print(f"error: {e}", markup=False)
-        return 1
+                  f"run folder {directory}")
+    result_metrics = run.train(directory, resume=bool(args.resume), console=out,
+                               steps=args.steps if args.resume else None)
     if int(os.environ.get("RANK", "0")) != 0:     # under torchrun, the first process reports
         return 0
-    out.print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result_metrics.items()), markup=False)
+    out.print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result_metrics.items()))
     if not info.config.task and args.sample:
         from nldsl.backends.torch.sample import generate
-        model_, _ = run.load_model(directory)
-        text = generate(model_, b"\n", args.sample, temperature=0.8, seed=0)
-        out.print(f"sample:\n{text.decode('utf-8', 'replace')}", markup=False)
-    out.print(f"wrote {directory}/ (run.json, code/, metrics.jsonl, curve.png, checkpoint.safetensors)", markup=False)
+        text = generate(run.load_model(directory).model, b"\n", args.sample, temperature=0.8, seed=0)
+        out.print(f"sample:\n{text.decode('utf-8', 'replace')}")
+    out.print(f"wrote {directory}/ (run.json, code/, metrics.jsonl, curve.png, checkpoint.safetensors)")
     return 0
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
     from nldsl.backends.torch import run
-    from nldsl.backends.torch.trainer import NonFinite
     from rich.table import Table
     args.corpus, args.task = args.corpora[0], None
-    directory = _new_run(args)
+    directory = _new_run(args, args.corpora)
     if directory is None:
         return 1
-    out.print(f"continual learning: {' → '.join(args.corpora)}, {args.steps} steps each; run folder {directory}",
-              markup=False)
-    try:
-        rows = run.continual(directory, args.corpora, console=out)
-    except NonFinite as e:
-        err.print(f"error: {e}; training stopped", markup=False)
-        return 1
-    except (FileNotFoundError, ValueError) as e:
-        err.print(f"error: {e}", markup=False)
-        return 1
+    out.print(f"continual learning: {' → '.join(args.corpora)}, {args.steps} steps each; run folder {directory}")
+    rows = run.continual(directory, args.corpora, console=out)
     table = Table(title="held-out bits per byte after each phase (lower is better)", title_justify="left")
     table.add_column("after training on")
     for name in args.corpora:
@@ -224,7 +232,7 @@ def cmd_continual(args: argparse.Namespace) -> int:
     out.print(table)
     first = args.corpora[0]
     out.print(f"forgetting on {first}: {rows[-1][f'{first}_bpb'] - rows[0][f'{first}_bpb']:+.4f} bits per byte "
-              f"(wrote {directory}/continual.json)", markup=False)
+              f"(wrote {directory}/continual.json)")
     return 0
 
 
@@ -233,24 +241,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from nldsl.backends.torch import run
     from rich.table import Table
-    model, info = run.load_model(args.target, args.device)
-    c = info.config
-    step = run.checkpoint_step(args.target)
-    table = Table(title=f"{info.model}: {run.run_folder(args.target)} (step {step})", title_justify="left")
+    trained = run.load_model(args.target, args.device)
+    c = trained.run.info.config
+    for task in args.task:      # every task checked before any is scored: all or nothing in evals.jsonl
+        _require_evaluable(trained.model, c, task, args)
+    table = Table(title=f"{trained.run.info.model}: {trained.run.directory} (step {trained.step})",
+                  title_justify="left")
     for col in ("task", "metric", "value", "n", "note"):
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
     records = []
     for task in args.task:
-        with model.held_out():
-            result, n, note = _evaluate(model, c, task, args)
+        with trained.model.held_out():
+            result, n, note = _evaluate(trained.model, c, task, args)
         for i, (metric, value) in enumerate(result.items()):
             table.add_row(task if i == 0 else "", metric, f"{value:.4g}" if value > 1e4 else f"{value:.4f}",
                           str(n) if i == 0 else "", note if i == 0 else "")
-        records.append({"task": task, "step": step, **result, "n": n})
+        records.append({"task": task, "step": trained.step, **result, "n": n})
     out.print(table)
-    with open(run.run_folder(args.target) / "evals.jsonl", "a") as f:
+    with open(trained.run.directory / "evals.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return 0
+
+
+def _require_evaluable(model, c, task: str, args: argparse.Namespace) -> None:
+    """Refuse (RunError) a task this model cannot be scored on with these settings."""
+    from nldsl.backends.torch import data, evals, tasks
+    if task == "bpb":
+        data.require_text(args.corpus or c.corpus, args.context or c.context, model.VOCAB)
+    elif task in evals.SUITE:
+        data.require_bytes(model.VOCAB, task)
+        evals.requests_file(task)
+    else:
+        tasks.require(task, model.VOCAB, args.context or c.context, args.pairs or c.pairs)
 
 
 def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, float], int, str]:
@@ -271,7 +293,7 @@ def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, 
         n, chance = int(result.pop("docs")), result.pop("chance")
         return result, n, f"chance {chance:.2f}; small models sit near chance: a pipeline check, not a signal"
     if c.task != task:
-        out.print(f"note: this run trained on {c.task or 'text'}, not {task}", markup=False)
+        out.print(f"note: this run trained on {c.task or 'text'}, not {task}")
     length, pairs = args.context or c.context, args.pairs or c.pairs
     result = evals.memory_task(model, task, length, pairs, args.limit or 256)
     n = int(result.pop("queries", result.pop("examples", 0)))
@@ -281,11 +303,25 @@ def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, 
 def cmd_generate(args: argparse.Namespace) -> int:
     from nldsl.backends.torch import run
     from nldsl.backends.torch.sample import generate
-    model, _ = run.load_model(args.target, args.device)
-    prompt = args.prompt.encode().decode("unicode_escape").encode("latin-1") if args.escapes else args.prompt.encode()
+    prompt = _prompt(args.prompt, args.escapes)
+    model = run.load_model(args.target, args.device).model
+    if prompt and max(prompt) >= model.VOCAB:
+        raise RunError(f"the prompt holds byte {max(prompt)}, but this model's vocabulary has {model.VOCAB} tokens "
+                       f"(0 to {model.VOCAB - 1}): it was not trained on text")
     text = generate(model, prompt, args.bytes, args.temperature, args.top_k, args.seed)
     sys.stdout.write((prompt + text).decode("utf-8", "replace") + "\n")
     return 0
+
+
+def _prompt(text: str, escapes: bool) -> bytes:
+    """The prompt's bytes: its UTF-8, or with --escapes, Python's byte escapes (\\n, \\t, \\xNN) read."""
+    if not escapes:
+        return text.encode()
+    try:
+        return text.encode().decode("unicode_escape").encode("latin-1")
+    except UnicodeError:
+        raise UsageError(f"--prompt {text}: with --escapes a prompt is bytes, written with \\n, \\t or \\xNN "
+                         "escapes (no broken escapes, no \\u escapes above \\xff)") from None
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
@@ -296,66 +332,82 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         try:
             source = SourceFile.read(path)
         except (OSError, UnicodeDecodeError) as e:
-            err.print(f"error: cannot read {path}: {e}", markup=False)
+            err.print(f"error: cannot read {path}: {e}")
             status = 1
             continue
         text, diagnostics = format_source(source)
         if text is None:
-            err.print(render_all(diagnostics, {source.path: source}), markup=False)
+            err.print(render_all(diagnostics, {source.path: source}))
             status = 1
         elif args.check:
             if text != source.text:
-                out.print(f"would reformat {path}", markup=False)
+                out.print(f"would reformat {path}")
                 status = 1
         elif args.write:
             if text != source.text:
                 Path(path).write_text(text, encoding="utf-8")
-                out.print(f"reformatted {path}", markup=False)
+                out.print(f"reformatted {path}")
         else:
             sys.stdout.write(text)
     return status
 
 
+PICTURES = ("svg", "png", "pdf", "jpg", "dot", "gv")      # what `render` writes (through Graphviz but .dot)
+
+
+def _picture(text: str) -> str:
+    """`render -o`: a file whose suffix names a picture format."""
+    if Path(text).suffix.lstrip(".").lower() not in PICTURES:
+        raise argparse.ArgumentTypeError(f"expects a file ending in {', '.join('.' + s for s in PICTURES)}, "
+                                         f"got {text!r}")
+    return text
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", type=config.override, metavar="NAME=VALUE",
+                   help="override a header parameter (a finite number)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nldsl", description="Nested Learning specs: check, explain, draw, format.")
+    p = Parser(prog="nldsl", description="Nested Learning specs: check, explain, draw, format, train.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("check", help="check specs and print their diagnostics")
     c.add_argument("specs", nargs="+", metavar="SPEC")
-    c.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    _add_set(c)
     c.set_defaults(run=cmd_check)
 
     e = sub.add_parser("explain", help="the levels of a model or optimizer, as a table with costs")
     e.add_argument("spec", metavar="SPEC")
     e.add_argument("--unit", help="which model or optimizer (default: the file's first)")
-    e.add_argument("--width", type=int, default=180, help="table width in characters")
-    e.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    e.add_argument("--width", type=config.whole(40, 10_000), default=180, help="table width in characters")
+    _add_set(e)
     e.set_defaults(run=cmd_explain)
 
     r = sub.add_parser("render", help="draw the level hierarchy (or the firing timeline)")
     r.add_argument("spec", metavar="SPEC")
-    r.add_argument("-o", "--output", required=True, help="FILE.svg, FILE.png or FILE.dot")
+    r.add_argument("-o", "--output", required=True, type=_picture, help="FILE.svg, FILE.png, FILE.pdf or FILE.dot")
     r.add_argument("--timeline", action="store_true", help="draw which levels fire over one hyperperiod")
     r.add_argument("--unit", help="which model or optimizer (default: the file's first)")
-    r.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    _add_set(r)
     r.set_defaults(run=cmd_render)
 
     k = sub.add_parser("compile", help="write the generated PyTorch model, optimizers and a train.py")
     k.add_argument("spec", metavar="SPEC")
     k.add_argument("-o", "--output", required=True, help="directory to write into")
     k.add_argument("--unit", help="which model (default: the file's first)")
-    k.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    _add_set(k)
     k.set_defaults(run=cmd_compile)
 
     t = sub.add_parser("train", help="compile a spec and train it; writes a run folder")
     t.add_argument("spec", nargs="?", metavar="SPEC")
     t.add_argument("--unit", help="which model (default: the file's first)")
-    t.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    _add_set(t)
     t.add_argument("--out", dest="run_dir", metavar="DIR", help="the run folder (default: runs/<model>-<date>-<time>)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
-    t.add_argument("--sample", type=int, default=200, metavar="BYTES", help="bytes to sample at the end (0: none)")
-    from nldsl.backends.torch.config import add_arguments
-    add_arguments(t, {"steps": None, "batch": None, "context": None, "seed": None})
+    t.add_argument("--sample", type=config.whole(0), default=200, metavar="BYTES",
+                   help="bytes to sample at the end (0: none)")
+    config.add_arguments(t, {"steps": None, "batch": None, "context": None, "seed": None})
     t.set_defaults(run=cmd_train)
 
     n = sub.add_parser("continual", help="train on one corpus, then another: how much of the first is forgotten")
@@ -363,9 +415,9 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--corpora", nargs="+", default=["shakespeare", "moby-dick"], metavar="CORPUS",
                    help="corpora in training order (names or paths; default: shakespeare moby-dick)")
     n.add_argument("--unit", help="which model (default: the file's first)")
-    n.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a header parameter")
+    _add_set(n)
     n.add_argument("--out", dest="run_dir", metavar="DIR", help="the run folder (default: runs/<model>-<date>-<time>)")
-    add_arguments(n, {"steps": None, "batch": None, "context": None, "seed": None})
+    config.add_arguments(n, {"steps": None, "batch": None, "context": None, "seed": None})
     n.set_defaults(run=cmd_continual)
 
     v = sub.add_parser("eval", help="evaluate a trained run: held-out bpb, LAMBADA, multiple choice, memory tasks")
@@ -373,24 +425,24 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--task", nargs="+", default=["bpb"],
                    choices=["bpb", "lambada", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
                             "mqar", "sniah"])
-    v.add_argument("--limit", type=int, help="documents (or bpb windows, or memory-task examples) to score")
+    v.add_argument("--limit", type=config.whole(1), help="documents (or bpb windows, or memory-task examples) to score")
     v.add_argument("--corpus", help="bpb on this corpus's held-out split (default: the run's)")
-    v.add_argument("--context", type=int, help="bpb window / memory-task length (default: the run's)")
-    v.add_argument("--pairs", type=int, help="MQAR key-value pairs (default: the run's)")
-    v.add_argument("--batch", type=int, default=8)
-    v.add_argument("--window", type=int, default=1024, help="longest context scored, in bytes")
-    v.add_argument("--device", help="cpu or cuda (default: the run's)")
+    v.add_argument("--context", type=config.whole(1), help="bpb window / memory-task length (default: the run's)")
+    v.add_argument("--pairs", type=config.whole(1), help="MQAR key-value pairs (default: the run's)")
+    v.add_argument("--batch", type=config.whole(1), default=8)
+    v.add_argument("--window", type=config.whole(1), default=1024, help="longest context scored, in bytes")
+    v.add_argument("--device", type=config.device_name, help="cpu or cuda (default: the run's)")
     v.set_defaults(run=cmd_eval)
 
     g = sub.add_parser("generate", help="sample text from a trained run")
     g.add_argument("target", metavar="RUN_OR_CKPT", help="a run folder or a checkpoint file in one")
     g.add_argument("--prompt", default="\n")
-    g.add_argument("--bytes", type=int, default=300)
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--escapes", action="store_true", help=r"read \n and \t in the prompt as escapes")
-    g.add_argument("--device", help="cpu or cuda (default: the run's)")
+    g.add_argument("--bytes", type=config.whole(0), default=300)
+    g.add_argument("--temperature", type=config.real(0), default=0.8, help="0: greedy")
+    g.add_argument("--top-k", type=config.whole(1))
+    g.add_argument("--seed", type=config.whole(0, config.SEED_LIMIT - 1), default=0)
+    g.add_argument("--escapes", action="store_true", help=r"read \n, \t and \xNN in the prompt as escapes")
+    g.add_argument("--device", type=config.device_name, help="cpu or cuda (default: the run's)")
     g.set_defaults(run=cmd_generate)
 
     f = sub.add_parser("fmt", help="print specs in canonical form")
@@ -408,14 +460,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
+        err.print("interrupted")
         return 130
-    except Exception as e:  # an internal error, not a spec error: say so in one line
+    except UsageError as e:
+        err.print(f"nldsl {args.command}: error: {e}")
+        return 2
+    except RunError as e:           # a mistake in what the command was given: it says what to do
+        err.print(f"error: {e}")
+        return 1
+    except OSError as e:            # a file that cannot be read or written: the machine's answer, not a bug
+        err.print(f"error: cannot use {e.filename}: {e.strerror}" if e.filename else f"error: {e}")
+        return 1
+    except Exception as e:
+        if _out_of_memory(e):
+            err.print(f"error: out of memory ({e}): make the model smaller, or the batch and context shorter")
+            return 1
         if os.environ.get("NLDSL_DEBUG"):
             raise
         err.print(f"internal error in nldsl ({type(e).__name__}: {e}); rerun with NLDSL_DEBUG=1 for the "
-                  "traceback and please report it", markup=False)
+                  "traceback and please report it")
         return 3
+
+
+def _out_of_memory(e: Exception) -> bool:
+    """An allocation that failed (past the estimate every run is checked against first)."""
+    torch = sys.modules.get("torch")        # only a command that loaded torch can run out of its memory
+    return isinstance(e, MemoryError) or (torch is not None and isinstance(e, torch.OutOfMemoryError))
 
 
 if __name__ == "__main__":

@@ -123,12 +123,18 @@ def explain(path: str | Path, name: str | None = None, width: int = 160, overrid
 
 
 def load(path: str | Path, name: str | None = None, overrides: Overrides = None, seed: int = 0, dtype=None):
-    """The compiled PyTorch model of a spec (an `nn.Module`: `model(tokens) -> (logits, state)`)."""
+    """The compiled PyTorch model of a spec (an `nn.Module`: `model(tokens) -> (logits, state)`).
+    Raises MemoryError (nldsl's TooBig, with the estimate) before allocating parameters that would
+    not fit in this machine's available memory."""
     import torch
 
     from nldsl.backends.torch.load import model_class
+    from nldsl.backends.torch.trainer import footprint, require_memory
     spec = load_spec(path, overrides)
-    return model_class(spec, name)(seed=seed, dtype=dtype or torch.float32)
+    cls = model_class(spec, name)
+    dtype = dtype or torch.float32
+    require_memory(footprint(cls, dtype.itemsize), "cpu", f"{cls.__name__}'s parameters")
+    return cls(seed=seed, dtype=dtype)
 
 
 def reference(path: str | Path, name: str | None = None, overrides: Overrides = None, seed: int = 0, dtype=None):

@@ -191,3 +191,169 @@ def test_round_trip_of_persistent_memories(tmp_path: Path) -> None:
     for key, (cur, ref) in m.persistent.items():
         fresh_cur, fresh_ref = fresh.persistent[key]
         assert all(torch.equal(a, b) for a, b in zip(cur + ref, fresh_cur + fresh_ref, strict=True)), key
+
+
+# ---- integrity and identity ------------------------------------------------------------------------
+# Every refusal is a CheckpointError (a RunError: one line, exit 1 at the command line) raised before
+# anything is restored.
+
+@pytest.fixture
+def saved(text: torch.Tensor, tmp_path: Path) -> tuple[Path, torch.nn.Module, torch.optim.Optimizer]:
+    """A checkpoint of tiny linear attention after one AdamW step, with the data stream's state."""
+    m, opt = build(SPECS / "linear_attention.nl", "adamw", seed=0)
+    data = Windows(text, 2, 64, seed=0)
+    train_step(m, opt, data)
+    path = tmp_path / "checkpoint.safetensors"
+    checkpoint.save(path, m, [opt], {"step": 1, "model_steps": m.steps}, {"data": data.generator})
+    return path, m, opt
+
+
+def layout(path: Path) -> tuple[int, dict]:
+    """(where the data starts, the header) of a safetensors file."""
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    return 8 + size, json.loads(raw[8:8 + size])
+
+
+def refused(path: Path, match: str, spec: str = "linear_attention", optimizer: str = "adamw",
+            overrides: dict[str, float] | None = None, generators: tuple[str, ...] = ("data",)) -> None:
+    """Loading `path` into a fresh model raises CheckpointError(match) and leaves the model as it was."""
+    fresh, fresh_opt = build(SPECS / f"{spec}.nl", optimizer, seed=1, overrides=overrides)
+    before = {k: v.detach().clone() for k, v in fresh.params.items()}
+    with pytest.raises(checkpoint.CheckpointError, match=match):
+        checkpoint.load(path, fresh, [fresh_opt], {name: torch.Generator() for name in generators})
+    assert all(torch.equal(before[k], v) for k, v in fresh.params.items()), "a refused load changed the model"
+
+
+def test_metadata_names_the_model(saved: tuple) -> None:
+    path, m, _ = saved
+    meta = checkpoint.metadata(path)
+    assert meta["table"] == [[k, list(info.shape)] for k, info in m.table.items()]
+    assert len(meta["model_code"]) == 64 and len(meta["optimizers"]) == 1
+    assert meta["optimizers"][0]["params"] == [k for k, p in m.params.items() if p.requires_grad]
+
+
+def test_flipped_data_byte_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    start, _ = layout(path)
+    raw = bytearray(path.read_bytes())
+    raw[start + (len(raw) - start) // 2] ^= 0x01         # one bit in the middle of the tensor data
+    path.write_bytes(raw)
+    refused(path, "is corrupted: its bytes no longer match the SHA-256")
+
+
+def test_changed_metadata_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b'\\"step\\": 1', b'\\"step\\": 7'))
+    assert path.read_bytes() != raw
+    refused(path, "is corrupted")
+
+
+@pytest.mark.parametrize("cut", [1, 1000, "header"])
+def test_truncated_file_is_refused(saved: tuple, cut: int | str) -> None:
+    path, *_ = saved
+    raw = path.read_bytes()
+    path.write_bytes(raw[:20] if cut == "header" else raw[:-cut])
+    refused(path, "is truncated or padded" if cut != "header" else "is not a safetensors checkpoint")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + bytes(100)])
+def test_other_files_are_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(content)
+    refused(path, "is not a safetensors checkpoint")
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    refused(tmp_path / "nothing.safetensors", "no such checkpoint file")
+
+
+def test_plain_safetensors_without_nldsl_metadata_is_refused(saved: tuple, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+    path, *_ = saved
+    plain = tmp_path / "plain.safetensors"
+    save_file(load_file(path), str(plain))
+    refused(plain, "is not an nldsl checkpoint")
+
+
+def rewrite(path: Path, change, digest: bool) -> None:
+    """Rewrite a checkpoint with `change(tensors)` applied; with `digest`, a matching SHA-256 too
+    (as a forger would), so that only the checks after the digest can catch it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as f:
+        names, meta = f.keys(), f.metadata()
+        tensors = {k: f.get_tensor(k) for k in names}
+    change(tensors)
+    if digest:
+        meta[checkpoint.DIGEST] = checkpoint._digest(meta[checkpoint.META], (
+            (k, t.reshape(-1).view(torch.uint8).numpy()) for k, t in sorted(tensors.items())))
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_extra_tensor_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    rewrite(path, lambda t: t.update({"param.layer/0/W_x": torch.zeros(4)}), digest=False)
+    refused(path, "is corrupted")
+    rewrite(path, lambda t: t.update({"param.layer/0/W_x": torch.zeros(4)}), digest=True)
+    refused(path, "holds other parameters than its own table lists")
+
+
+def test_missing_tensor_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    rewrite(path, lambda t: t.pop("param.layer/0/W_q"), digest=False)
+    refused(path, "is corrupted")
+    rewrite(path, lambda t: t.pop("param.layer/0/W_k"), digest=True)
+    refused(path, "holds other parameters than its own table lists")
+
+
+def test_foreign_width_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    refused(path, r"is another model's: embed is 256×32 there and 256×16 here", overrides={"dim": 16, "layers": 1})
+
+
+def test_foreign_depth_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    refused(path, r"is another model's: it lacks 8 of this model's \(layer/1/", overrides={"dim": 32, "layers": 2})
+
+
+def test_foreign_spec_is_refused(saved: tuple) -> None:
+    """DeltaNet has other parameters; Gated DeltaNet too; linear attention with another memory
+    rate has the same ones, and other generated code."""
+    path, *_ = saved
+    refused(path, "is another model's: it", spec="deltanet")
+
+
+def test_same_shapes_other_spec_is_refused(saved: tuple, tmp_path: Path) -> None:
+    path, *_ = saved
+    text = (SPECS / "linear_attention.nl").read_text()
+    assert "by gd(lr = 1)" in text
+    other = tmp_path / "linear_attention.nl"
+    other.write_text(text.replace("by gd(lr = 1)", "by gd(lr = 0.5)"))
+    fresh = nldsl.load(other, overrides=TINY, seed=1)
+    opt = nldsl.optimizer(SPECS / "optim" / "adamw.nl")([p for p in fresh.params.values() if p.requires_grad])
+    assert [list(i.shape) for i in fresh.table.values()] == [s for _, s in checkpoint.metadata(path)["table"]]
+    with pytest.raises(checkpoint.CheckpointError, match="the same parameter shapes, but its generated code differs"):
+        checkpoint.load(path, fresh, [opt], {})
+
+
+def test_other_optimizer_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    refused(path, "was trained by other optimizers", optimizer="sgd")
+
+
+def test_missing_random_stream_is_refused(saved: tuple) -> None:
+    path, *_ = saved
+    refused(path, "holds no state for the random stream other", generators=("data", "other"))
+
+
+def test_non_finite_state_is_never_written(saved: tuple) -> None:
+    path, m, opt = saved
+    before = path.read_bytes()
+    with torch.no_grad():
+        m.params["layer/0/W_q"][0, 0] = float("nan")
+    with pytest.raises(checkpoint.NonFiniteState, match=r"param\.layer/0/W_q holds inf or NaN"):
+        checkpoint.save(path, m, [opt], {"step": 2, "model_steps": m.steps}, {})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "no temporary file left"

@@ -91,7 +91,7 @@ def test_compile_writes_a_runnable_package(tmp_path):
     assert done.returncode == 0, done.stderr
     assert {p.name for p in out.iterdir()} == {"model.py", "optim_sgd.py", "train.py"}
     model = (out / "model.py").read_text()
-    assert "class LinearAttention(CompiledModel):" in model and "# linear_attention.nl:" in model
+    assert "class LinearAttention(CompiledModel):" in model and "# line " in model
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question. " * 200)
     trained = subprocess.run([sys.executable, str(out / "train.py"), "--steps", "3", "--batch", "2", "--context", "32",

@@ -187,8 +187,7 @@ def generated(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> s
 
 def test_generate_prints_prompt_and_bytes(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = generated(trained, capsys, "--prompt", "ROMEO:", "--bytes", "40", "--seed", "3")
-    model, _ = run.load_model(trained)
-    new = generate(model, b"ROMEO:", 40, temperature=0.8, seed=3)
+    new = generate(run.load_model(trained).model, b"ROMEO:", 40, temperature=0.8, seed=3)
     assert len(new) == 40
     assert out == (b"ROMEO:" + new).decode("utf-8", "replace") + "\n"
     assert out.startswith("ROMEO:")

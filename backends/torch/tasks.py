@@ -6,8 +6,29 @@ nothing is scored. Written from the definitions in the project's data notes."""
 from __future__ import annotations
 
 import torch
+from nldsl.backends.torch.config import RunError
 
 IGNORE = -100
+BYTES = 256         # S-NIAH is text: every byte must be a token
+
+
+def require(task: str, vocab: int, length: int, pairs: int) -> None:
+    """Refuse (RunError) a task the model cannot be given: too few tokens in its vocabulary, or
+    sequences too short to hold the task. Checked before a run starts, and by the generators."""
+    if task == "mqar":
+        if length % 2 or 4 * pairs > length:
+            raise RunError(f"MQAR with {pairs} pairs needs an even context of at least {4 * pairs} tokens "
+                           f"(got {length}): raise --context or lower --pairs")
+        if pairs > vocab // 2 - 1:       # distinct keys from [1, V/2)
+            raise RunError(f"MQAR with {pairs} pairs needs a vocabulary of at least {2 * pairs + 2} tokens "
+                           f"(the model's vocab is {vocab}): lower --pairs or raise vocab")
+    elif task == "sniah":
+        if vocab < BYTES:
+            raise RunError(f"S-NIAH is text: it needs a vocabulary of {BYTES} (every byte), the model's vocab is "
+                           f"{vocab}: set vocab = {BYTES}")
+        if length < SNIAH.SHORTEST:
+            raise RunError(f"S-NIAH needs a context of at least {SNIAH.SHORTEST} bytes (got {length}): "
+                           "raise --context")
 
 
 class MQAR:
@@ -17,10 +38,7 @@ class MQAR:
 
     def __init__(self, vocab: int, length: int, pairs: int, batch: int, seed: int,
                  power_a: float = 0.01, random_fill: bool = False) -> None:
-        if length % 2 or 4 * pairs > length:
-            raise ValueError(f"MQAR needs an even length of at least 4 × pairs (got length {length}, pairs {pairs})")
-        if pairs > vocab // 2 - 1:       # distinct keys from [1, V/2)
-            raise ValueError(f"MQAR with {pairs} pairs needs a vocabulary of at least {2 * pairs + 2} (got {vocab})")
+        require("mqar", vocab, length, pairs)
         self.vocab, self.length, self.pairs, self.batch = vocab, length, pairs, batch
         self.random_fill = random_fill
         slots = (length - 2 * pairs) // 2
@@ -69,12 +87,12 @@ class SNIAH:
     """S-NIAH-1 at byte level: a needle with a 7-digit number at a random depth of a noise haystack
     that fills `length` bytes, then the question; the targets are the number's digits only."""
 
+    SHORTEST = len(INTRO) + len(NEEDLE) + len(QUESTION) + 3 * 16 + 10    # room for keys and a haystack
+
     def __init__(self, length: int, batch: int, seed: int) -> None:
+        require("sniah", BYTES, length, 0)
         self.length, self.batch = length, batch
         self.generator = torch.Generator().manual_seed(seed)
-        shortest = len(INTRO) + len(NEEDLE) + len(QUESTION) + 3 * 16 + 10    # room for keys and a haystack
-        if length < shortest:
-            raise ValueError(f"S-NIAH needs a length of at least {shortest} bytes (got {length})")
 
     def _pick(self, options: tuple[str, ...]) -> str:
         return options[int(torch.randint(len(options), (1,), generator=self.generator))]

@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,26 +25,32 @@ import torch.nn.functional as F
 from nldsl.backends.torch import checkpoint
 from nldsl.backends.torch import data as corpora
 from nldsl.backends.torch import tasks as synthetic
-from nldsl.backends.torch.config import TrainConfig
+from nldsl.backends.torch.config import RunError, TrainConfig
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 IGNORE = synthetic.IGNORE
 
 
-def param_groups(model: torch.nn.Module, groups: Iterable[tuple]) -> list[list[torch.nn.Parameter]]:
-    """Split the trainable parameters over the `optimize` groups (targets, or () for the rest); a
-    target names a parameter (or a memory's initial state) by its name in the spec, in every layer."""
+def group_keys(table: dict, groups: Iterable[tuple]) -> list[list[str]]:
+    """Split the trainable parameters (keys of a parameter table) over the `optimize` groups
+    (targets, or () for the rest); a target names a parameter (or a memory's initial state) by its
+    name in the spec, in every layer."""
     groups = list(groups)
-    claimed: list[list[torch.nn.Parameter]] = [[] for _ in groups]
+    claimed: list[list[str]] = [[] for _ in groups]
     rest = next((i for i, g in enumerate(groups) if not g[2]), None)
-    for key, p in model.params.items():
-        if not p.requires_grad:
+    for key, info in table.items():
+        if not info.trainable:
             continue
-        owner = next((i for i, g in enumerate(groups) if model.table[key].local in g[2]), rest)
+        owner = next((i for i, g in enumerate(groups) if info.local in g[2]), rest)
         if owner is not None:
-            claimed[owner].append(p)
+            claimed[owner].append(key)
     return claimed
+
+
+def param_groups(model: torch.nn.Module, groups: Iterable[tuple]) -> list[list[torch.nn.Parameter]]:
+    """The parameters of each `optimize` group (see group_keys)."""
+    return [[model.params[k] for k in keys] for keys in group_keys(model.table, groups)]
 
 
 def schedule_factor(kind: str, warmup: int, min_ratio: float, step: int, steps: int) -> float:
@@ -106,8 +113,122 @@ def stream(cfg: TrainConfig, vocab: int, train: bool = True, batch: int | None =
     return corpora.Windows(train_data if train else held, batch, cfg.context, seed)
 
 
-class NonFinite(RuntimeError):
-    pass
+class NonFinite(RunError):
+    """Training stopped: the loss, or a state about to be checkpointed, is not a number."""
+
+
+# ---- will it fit? ----------------------------------------------------------------------------------
+# Counted before anything is allocated, from the generated classes' tables alone. Activations are a
+# rough bound: the residual stream kept for the backward pass (ACTIVATION_COPIES tensors of batch ×
+# context × dim per layer), the logits and their gradient, and each in-context memory's state with
+# its gradient, per sequence. Everything is counted in float32.
+
+FLOAT = 4
+ACTIVATION_COPIES = 16
+LOGIT_COPIES = 3        # logits, their softmax, their gradient
+
+
+class TooBig(RunError, MemoryError):
+    """A model (or run) that would not fit in the memory of the machine or device it was asked to use."""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes a model needs, by what needs them (a model that only runs needs its parameters)."""
+
+    parameters: int
+    gradients: int = 0
+    optimizer_states: int = 0
+    activations: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer_states + self.activations
+
+    def __str__(self) -> str:
+        parts = [("parameters", self.parameters), ("gradients", self.gradients),
+                 ("optimizer states", self.optimizer_states), ("activations ≈", self.activations)]
+        shown = " + ".join(f"{name} {size(n)}" for name, n in parts if n)
+        return f"{size(self.total)} ({shown})" if self.total != self.parameters else size(self.total)
+
+
+def size(n: float) -> str:
+    """Bytes in decimal units: `1.2 GB`."""
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB", "EB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:,.0f} bytes" if i == 0 else f"{n:,.1f} {units[i]}"
+
+
+def _numel(shape: Iterable[int]) -> int:
+    return math.prod(shape)
+
+
+def footprint(model_class: type, element_bytes: int = FLOAT) -> Footprint:
+    """What a model's parameters take (what `nldsl.load` and an evaluation allocate)."""
+    return Footprint(parameters=sum(_numel(info.shape) for info in model_class.PARAMS) * element_bytes)
+
+
+def training_footprint(model_class: type, optimizers: dict[str, type], cfg: TrainConfig, world: int = 1) -> Footprint:
+    """What training takes on one process: parameters, their gradients, every optimizer state the
+    optimizer specs keep (their STATES: each elementwise state is the size of its parameter, a
+    per-element MLP its weights; momentum, Adam moments and a held copy for a state that commits
+    every N steps count again), and the activations (see above). Under FSDP the first three are
+    sharded over the processes, and a checkpoint gathers the parameters whole on each."""
+    table = {info.key: info for info in model_class.PARAMS}
+    params = sum(_numel(info.shape) for info in table.values())
+    trained = states = 0
+    for (name, *_), keys in zip(cfg.groups, group_keys(table, cfg.groups), strict=True):
+        numel = sum(_numel(table[k].shape) for k in keys)
+        trained += numel
+        for state in optimizers[name].STATES.values():
+            copies = 1 + (state["period"] > 1) + state["momentum"] + 2 * state["adam"]
+            each = numel if state["kind"] == "elementwise" else len(keys) * sum(map(_numel, state["shapes"]))
+            states += copies * each
+    shards = world if cfg.fsdp else 1
+    dim = next(info.shape[-1] for info in model_class.PARAMS if info.key == "embed")
+    tokens = cfg.batch * cfg.context
+    memories = sum(_numel(shape) for block, _ in model_class.LAYERS
+                   for spec in model_class.MEMORIES.get(block, {}).values() for shape in spec.shapes)
+    activations = (tokens * (len(model_class.LAYERS) * dim * ACTIVATION_COPIES + model_class.VOCAB * LOGIT_COPIES)
+                   + cfg.batch * memories * 2) // world
+    return Footprint(parameters=params * FLOAT // shards + (params * FLOAT if shards > 1 else 0),
+                     gradients=trained * FLOAT // shards, optimizer_states=states * FLOAT // shards,
+                     activations=activations * FLOAT)
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free on a device: the GPU's free memory, or the machine's available memory (None when
+    the system does not say)."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def require_memory(need: Footprint, device: str, what: str) -> None:
+    """Refuse (TooBig), before allocating, what would not fit in the device's free memory."""
+    free = available_memory(device)
+    if free is not None and need.total > free:
+        raise TooBig(f"{what} needs about {need}, more than the {size(free)} available on {device}: "
+                     "make the model smaller (--set dim=..., layers=...) or the batch and context shorter")
+
+
+def require_device(device: str) -> None:
+    """Refuse a device this machine does not have."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise RunError(f"--device {device}: this machine has no CUDA device (torch.cuda.is_available() is "
+                           "False); use --device cpu")
+        if index >= torch.cuda.device_count():
+            raise RunError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 class Trainer:
@@ -132,11 +253,10 @@ class Trainer:
         self.data = stream(cfg, model.VOCAB, batch=cfg.batch)
         self.step = 0
         self.phase = 0          # the step the learning-rate schedule started from (continual learning restarts it)
+        self.saved: int | None = None     # the step of the last checkpoint written (or resumed from)
         if cfg.compile:
             self.model.compile()
         self.loss_of: torch.nn.Module = _LossOf(self.model)
-        if self.world > 1 and cfg.batch % self.world:
-            raise ValueError(f"the batch ({cfg.batch}) must divide evenly over {self.world} processes")
         if self.world > 1 and not self.sharded:
             self.loss_of = torch.nn.parallel.DistributedDataParallel(
                 self.loss_of, broadcast_buffers=False, find_unused_parameters=True)   # see NL074: not every
@@ -153,6 +273,8 @@ class Trainer:
         cfg, sched = self.cfg, self.cfg.settings.get("schedule", ("constant", 0, 0.1))
         factor = schedule_factor(*sched, self.step - self.phase, cfg.steps - self.phase)
         for opt, _, args in self.opts:
+            if "lr" not in opt.defaults:
+                continue        # an optimizer spec without a learning rate: the schedule has nothing to scale
             for g in opt.param_groups:
                 g["lr"] = float(args.get("lr", opt.defaults["lr"])) * factor
         x, y = self._batch()
@@ -164,7 +286,7 @@ class Trainer:
             dist.all_reduce(value)      # a sum: gloo has no average
         value = value.item() / self.world
         if not math.isfinite(value):
-            raise NonFinite(f"the loss is {value} at step {self.step + 1}")
+            raise NonFinite(f"the loss is {value} at step {self.step + 1}: training stopped; {self.kept()}")
         if cfg.settings.get("clip"):
             torch.nn.utils.clip_grad_norm_(self.trained, cfg.settings["clip"])
         for opt, period, _ in self.opts:
@@ -180,15 +302,32 @@ class Trainer:
         return self.out / "checkpoint.safetensors" if self.out else None
 
     def save(self) -> None:
-        if self.checkpoint_path is None or (self.rank != 0 and not self.sharded):
-            return      # sharded parameters are gathered by every process, and written by the first
+        """Write a checkpoint; every process takes part (sharded parameters are gathered by all, and
+        all check that the state is finite), the first writes. A state that is not finite stops
+        training and leaves the previous checkpoint in place."""
+        if self.checkpoint_path is None:
+            return
         meta = {"step": self.step, "model_steps": self.model.steps, "config": self.cfg.model_dump(mode="json")}
-        checkpoint.save(self.checkpoint_path, self.model, [o for o, _, _ in self.opts], meta,
-                        {"data": self.data.generator}, write=self.rank == 0)
+        try:
+            checkpoint.save(self.checkpoint_path, self.model, [o for o, _, _ in self.opts], meta,
+                            {"data": self.data.generator}, write=self.rank == 0)
+        except checkpoint.NonFiniteState as e:
+            raise NonFinite(f"the state after step {self.step} is not finite ({e}): training stopped; "
+                            f"{self.kept()}") from None
+        self.saved = self.step
+
+    def kept(self) -> str:
+        """Which checkpoint a stopped run leaves, in words."""
+        if self.checkpoint_path is None:
+            return "this run writes no checkpoints"
+        if self.saved is None:
+            return f"no checkpoint was written before it, so there is none in {self.out}"
+        return f"the checkpoint of step {self.saved} is kept ({self.checkpoint_path})"
 
     def resume(self, path: Path) -> None:
         meta = checkpoint.load(path, self.model, [o for o, _, _ in self.opts], {"data": self.data.generator})
         self.step, self.model.steps = meta["step"], meta["model_steps"]
+        self.saved = self.step
         if self.out and (self.out / "metrics.jsonl").exists() and self.rank == 0:
             # the interrupted run may have logged past its last checkpoint: those steps run again
             lines = (self.out / "metrics.jsonl").read_text().splitlines()
@@ -231,8 +370,8 @@ class Trainer:
                 rate = ((self.step - first - 1) * tokens_per_step / (time.time() - warm - paused)
                         if self.step > first + 1 else tokens_per_step / elapsed)
                 bar.update(task, completed=self.step, loss=loss, rate=rate)
-                lr = self.opts[0][0].param_groups[0]["lr"] if self.opts else 0.0
-                self.log({"step": self.step, "loss": loss, "lr": lr, "tokens": self.step * tokens_per_step,
+                lr = next(({"lr": g["lr"]} for o, _, _ in self.opts for g in o.param_groups if "lr" in g), {})
+                self.log({"step": self.step, "loss": loss, **lr, "tokens": self.step * tokens_per_step,
                           "tok_s": rate, "elapsed": elapsed})
                 if not live and self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     self.console.print(f"step {self.step:5d}/{cfg.steps}  loss {loss:.4f}  {rate:,.0f} tok/s",
