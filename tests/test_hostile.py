@@ -293,8 +293,51 @@ def test_renaming_an_optimizers_names_changes_nothing(path, new_names):
     rename = dict(zip(own, new_names[:len(own)], strict=True))
     renamed = re.sub(r"\b(" + "|".join(map(re.escape, own)) + r")\b", lambda m: rename[m.group(1)], text)
     result = nldsl.check_text(renamed, path.name)
+    event("diagnosed" if not result.ok else "compiled")
     if not result.ok:
         assert_positioned(result)
         return
     torch.testing.assert_close(trajectory(optimizer_class(result.spec, name)),
                                trajectory(optimizer_class(spec, name)), rtol=0, atol=0)
+
+
+# ---- model specs: renaming changes nothing ------------------------------------------------------
+
+TINY = {"dim": 8, "heads": 2, "layers": 1, "context": 16, "vocab": 13, "window": 5}
+SHIPPED = sorted((Path(__file__).resolve().parent.parent / "specs").glob("*.nl"))
+
+
+def own_names(model: nldsl.spec.Model) -> list[str]:
+    """Every name a model's spec gives: blocks, parameters, memories (a CMS by its own name), values."""
+    out = [n for n in model.params if n not in ("embed", "unembed", "final_norm")]
+    for b in model.blocks:
+        out.append(b.name)
+        out += [p.name for p in b.params.values() if not p.implicit]
+        out += [m.group or m.name for m in b.memories.values()]
+        out += [a.target for a in b.assignments if a.target != "h"]
+    return list(dict.fromkeys(out))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(SHIPPED), st.lists(names, min_size=40, max_size=40, unique=True))
+def test_renaming_a_models_names_changes_nothing(path, new_names):
+    """A shipped spec with every name it gives renamed to hostile names is diagnosed, or computes
+    exactly what the original computes (its parameters in the same order, made the same way)."""
+    text = path.read_text()
+    header = {k for m in nldsl.check_file(path).spec.models.values() for k in m.config}
+    overrides = {k: v for k, v in TINY.items() if k in header}
+    spec = nldsl.check_text(text, path.name, overrides).spec
+    model = next(spec.models[u] for u in spec.local_units if u in spec.models)
+    own = [n for n in own_names(model) if not n.startswith(("block", "value", "learn_"))][:len(new_names)]
+    rename = dict(zip(own, new_names[:len(own)], strict=True))
+    renamed = re.sub(r"\b(" + "|".join(map(re.escape, own)) + r")\b", lambda m: rename[m.group(1)], text)
+    result = nldsl.check_text(renamed, path.name, overrides)
+    event("diagnosed" if not result.ok else "compiled")
+    if not result.ok:
+        assert_positioned(result)
+        return
+    original, hostile = model_class(spec)(), model_class(result.spec)()
+    assert [(i.shape, i.init, i.trainable) for i in original.table.values()] == \
+        [(i.shape, i.init, i.trainable) for i in hostile.table.values()]
+    tokens = torch.randint(0, 13, (2, 16), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(hostile(tokens)[0], original(tokens)[0], rtol=0, atol=0)
