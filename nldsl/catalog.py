@@ -16,6 +16,7 @@ class Option(NamedTuple):
     default: object = None
     choices: tuple[str, ...] = ()
     doc: str = ""
+    maximum: int | None = None       # ints: the largest value accepted (None: any size a float holds exactly)
 
 
 class Signature(NamedTuple):
@@ -63,12 +64,13 @@ OBJECTIVES: dict[str, Signature] = {
 }
 
 # ---- memory structures and parameter types ------------------------------------------------------
+MAX_MLP_DEPTH = 1000   # every layer is a separate weight in the generated code and the cost preview
 STRUCTURES: dict[str, Signature] = {
     "matrix": Signature(("in", "out"), {}, "a linear map: M(x) = M x", optional_positional=2),
     "mlp": Signature((), {
         "in": Option("int", None, doc="input width per head (default: model width / heads)"),
         "out": Option("int", None, doc="output width per head (default: `in`)"),
-        "depth": Option("int", 2, doc="number of linear layers"),
+        "depth": Option("int", 2, doc="number of linear layers", maximum=MAX_MLP_DEPTH),
         "expand": Option("number", 4, doc="hidden width as a multiple of `in`"),
         "hidden": Option("int", None, doc="hidden width (overrides `expand`)"),
         "act": Option("name", "silu", ACTIVATIONS, "activation between layers"),
@@ -145,3 +147,11 @@ OPTIMIZER_INPUTS = {"grad": "the gradient of the parameter", "param": "the param
                     "step": "the step number, from 1"}
 RESERVED_HEADER = {"vocab": "vocabulary size", "dim": "model width", "context": "tokens per sequence",
                    "heads": "heads for `per head` memories"}
+
+# Names a header parameter cannot take, and why: a unit's own inputs would silently shadow it, and an
+# optimizer's hyperparameters are kept in torch.optim's param groups, where `params` holds the tensors.
+RESERVED_HEADER_NAMES: dict[str, dict[str, str]] = {
+    "model": {name: "the input of every block" for name in MODEL_INPUTS},
+    "optimizer": {**{name: "an input of every optimizer" for name in OPTIMIZER_INPUTS},
+                  "params": "torch.optim's key for the tensors of a param group"},
+}

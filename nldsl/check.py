@@ -6,13 +6,17 @@ is still checked, so one run shows every error.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Container
+
 from nldsl import ast, catalog
-from nldsl.check_decl import CmsGroup, check_memory, check_param
-from nldsl.check_expr import Binding, Context, ExprChecker, bind, const_eval, const_int
+from nldsl.check_decl import CmsGroup, Mode, check_memory, check_param
+from nldsl.check_expr import MAX_EXACT_INT, Binding, Context, ExprChecker, Header, bind, const_eval, const_int
 from nldsl.check_learn import LearnChecker, period_of
-from nldsl.dataflow import learn_exprs
+from nldsl.dataflow import Deps, learn_exprs, op_deps
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.load import Loaded, library_specs
+from nldsl.parse import MAX_EXPRESSION_DEPTH
 from nldsl.source import Span
 from nldsl.spec import (
     Assignment,
@@ -70,34 +74,77 @@ def check(loaded: Loaded, diags: Diagnostics, overrides: dict[str, float] | None
 
 # ---- headers ------------------------------------------------------------------------------------
 
-def check_header(params: list[ast.HeaderParam], diags: Diagnostics,
-                 overrides: dict[str, float] | None = None) -> dict[str, float]:
-    config: dict[str, float] = {}
-    for p in params:
+def check_header(params: list[ast.HeaderParam], diags: Diagnostics, mode: Mode,
+                 overrides: dict[str, float] | None = None) -> Header:
+    """The header's values, in order. A value that is refused is reported once and its name recorded
+    in `failed`, so that its uses further down stay quiet."""
+    config = Header()
+    last = {p.name.name: i for i, p in enumerate(params)}   # where each name is declared last
+    for i, p in enumerate(params):
         name = p.name.name
-        if name in config:
+        if name in config or name in config.failed:
             diags.error("NL021", f"header parameter '{name}' is given twice", p.name.span)
             continue
-        if name in RESERVED:
-            diags.error("NL024", f"'{name}' is a built-in name", p.name.span)
-            continue
-        later = frozenset(q.name.name for q in params[params.index(p) + 1:])
-        v = overrides[name] if overrides and name in overrides else \
-            const_eval(p.value, config, diags, f"'{name}'", later)
+        later = _DeclaredAfter(last, i)
+        v = _header_value(p, mode, config, diags, later, overrides)
         if v is None:
-            continue
-        if name in catalog.RESERVED_HEADER and (v != int(v) or v < 1):
-            diags.error("NL042", f"'{name}' must be a positive integer, got {v:g}", p.value.span)
-            continue
-        config[name] = v
+            config.failed.add(name)
+        else:
+            config[name] = v
     return config
+
+
+class _DeclaredAfter(Container[str]):
+    """The header names declared after position `i`, without building a set per parameter."""
+
+    def __init__(self, last: dict[str, int], i: int) -> None:
+        self.last, self.i = last, i
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.last.get(name, -1) > self.i
+
+
+def _header_value(p: ast.HeaderParam, mode: Mode, config: Header, diags: Diagnostics, later: Container[str],
+                  overrides: dict[str, float] | None) -> float | None:
+    name = p.name.name
+    reserved = catalog.RESERVED_HEADER_NAMES[mode].get(name)
+    if name in RESERVED or reserved:
+        why = "a built-in name" if reserved is None else f"reserved: it is {reserved}"
+        diags.error("NL024", f"'{name}' is {why}", p.name.span, _reserved_hint(name, mode))
+        return None
+    if overrides and name in overrides:
+        v, origin = overrides[name], f" (from --set {name}=...)"
+        if not math.isfinite(v):
+            diags.error("NL042", f"the value --set gives '{name}' ({v}) is not a finite number", p.value.span,
+                        "give it a finite number")
+            return None
+    else:
+        v, origin = const_eval(p.value, config, diags, f"'{name}'", later), ""
+    if v is None or name not in catalog.RESERVED_HEADER:
+        return v
+    if v != int(v) or v < 1:
+        diags.error("NL042", f"'{name}' must be a positive integer, got {v:g}{origin}", p.value.span)
+        return None
+    if v > MAX_EXACT_INT:
+        diags.error("NL042", f"'{name}' must be at most {MAX_EXACT_INT:,}, got {v:g}{origin}", p.value.span,
+                    "no machine runs a size that large")
+        return None
+    return v
+
+
+def _reserved_hint(name: str, mode: Mode) -> str:
+    if name == "params" and mode == "optimizer":
+        return "the generated optimizer keeps its hyperparameters in torch.optim param groups; rename it"
+    if name in catalog.RESERVED_HEADER_NAMES[mode]:
+        return f"inside the {mode}, '{name}' always means that input, never this parameter; rename it"
+    return "rename it"
 
 
 # ---- models -------------------------------------------------------------------------------------
 
 def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_opts: dict[str, Optimizer],
                 diags: Diagnostics, overrides: dict[str, float] | None = None) -> Model | None:
-    config = check_header(unit.params, diags, overrides)
+    config = check_header(unit.params, diags, "model", overrides)
     unknown = sorted(set(overrides or {}) - {p.name.name for p in unit.params})
     if unknown:
         diags.error("NL040", f"cannot set {', '.join(unknown)}: model '{unit.name.name}' has no such header "
@@ -144,11 +191,11 @@ def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_o
                  train=train, span=unit.span)
 
 
-def _ints(config: dict[str, float]) -> dict[str, int | float]:
+def _ints(config: Header) -> dict[str, int | float]:
     return {k: int(v) if v == int(v) else v for k, v in config.items()}
 
 
-def _declare_param(decl: ast.ParamDecl, config: dict[str, float], into: dict[str, Param], diags: Diagnostics,
+def _declare_param(decl: ast.ParamDecl, config: Header, into: dict[str, Param], diags: Diagnostics,
                    global_names: dict[str, Param]) -> None:
     name = decl.name.name
     if name in RESERVED or name in config or name in catalog.MODEL_INPUTS:
@@ -163,15 +210,16 @@ def _declare_param(decl: ast.ParamDecl, config: dict[str, float], into: dict[str
         into[name] = p
 
 
-def _scope_for(config: dict[str, float], params: dict[str, Param]) -> dict[str, Binding]:
-    scope = {k: Binding(kind="config", value=v) for k, v in config.items()}
+def _scope_for(config: Header, params: dict[str, Param]) -> dict[str, Binding]:
+    scope = {k: Binding(kind="poisoned") for k in config.failed}
+    scope |= {k: Binding(kind="config", value=v) for k, v in config.items()}
     for name, p in params.items():
         if not p.implicit:
             scope[name] = Binding(kind="param", width=p.shape[-1] if p.shape else 1, param=p)
     return scope
 
 
-def check_block(block: ast.Block, index: int, config: dict[str, float], model_params: dict[str, Param],
+def check_block(block: ast.Block, index: int, config: Header, model_params: dict[str, Param],
                 diags: Diagnostics, elsewhere: dict[str, str] | None = None) -> Block | None:
     name = block.name.name if block.name else f"block{index}"
     repeat = 1 if block.repeat is None else const_int(block.repeat, config, diags, "a repeat count")
@@ -252,7 +300,7 @@ def check_block(block: ast.Block, index: int, config: dict[str, float], model_pa
         memories[mem_name] = memories[mem_name].model_copy(update={"learn": learn})
     params.update(ctx.implicit)
     assignments = _expand_cms_reads(assignments, groups)
-    if repeat is None:
+    if repeat is None or not _shallow_enough(assignments, diags):
         return None
     return Block(name=name, repeat=repeat, assignments=tuple(assignments), memories=memories, params=params,
                  span=block.span)
@@ -278,6 +326,31 @@ def _bad_name(n: ast.Ident, ctx: Context, declared: dict[str, Span], diags: Diag
                     n.span)
         return True
     return False
+
+
+def _shallow_enough(assignments: list[Assignment], diags: Diagnostics) -> bool:
+    """The parser bounds how deep an expression nests; reading a CMS adds one level per CMS level, so
+    the bound is checked again once CMS reads are expanded."""
+    ok = True
+    for a in assignments:
+        depth = op_depth(a.expr)
+        if depth > MAX_EXPRESSION_DEPTH:
+            diags.error("NL004", f"with each level of its cms read in turn, this expression nests {depth:,} levels "
+                                 f"deep; at most {MAX_EXPRESSION_DEPTH} are supported", a.expr.span,
+                        "a cms read goes through every one of its levels: give the cms fewer levels")
+            ok = False
+    return ok
+
+
+def op_depth(op: Op) -> int:
+    """How deep an expression nests (a leaf is 0), measured without recursion."""
+    deepest = 0
+    pending = [(op, 0)]
+    while pending:
+        o, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending += [(a, depth + 1) for a in o.args]
+    return deepest
 
 
 def _expand_cms_reads(assignments: list[Assignment], groups: dict[str, CmsGroup]) -> list[Assignment]:
@@ -307,7 +380,7 @@ def _expand_cms_reads(assignments: list[Assignment], groups: dict[str, CmsGroup]
 
 # ---- the outer level ----------------------------------------------------------------------------
 
-def check_train(train: ast.Train | None, unit: ast.Model, config: dict[str, float],
+def check_train(train: ast.Train | None, unit: ast.Model, config: Header,
                 optimizers: dict[str, ast.Optimizer], checked: dict[str, Optimizer], learnable: set[str],
                 diags: Diagnostics) -> Train:
     """The outer level. An optimizer whose import failed is reported there, not here again."""
@@ -331,7 +404,7 @@ def check_train(train: ast.Train | None, unit: ast.Model, config: dict[str, floa
     return Train(groups=tuple(groups), span=train.span, **fields)  # type: ignore[arg-type]
 
 
-def _setting(item: ast.Setting, config: dict[str, float], fields: dict[str, object], diags: Diagnostics) -> None:
+def _setting(item: ast.Setting, config: Header, fields: dict[str, object], diags: Diagnostics) -> None:
     key = item.key.name
     if key not in catalog.TRAIN_SETTINGS:
         hint = did_you_mean(key, [*catalog.TRAIN_SETTINGS, "optimize"])
@@ -361,7 +434,7 @@ def _setting(item: ast.Setting, config: dict[str, float], fields: dict[str, obje
             fields[key] = n
 
 
-def _schedule(v: ast.Expr, config: dict[str, float], diags: Diagnostics) -> Schedule:
+def _schedule(v: ast.Expr, config: Header, diags: Diagnostics) -> Schedule:
     name = v.func.name if isinstance(v, ast.Call) else v.id if isinstance(v, ast.Name) else ""
     if name not in catalog.SCHEDULES:
         span = v.func.span if isinstance(v, ast.Call) else v.span
@@ -378,7 +451,7 @@ def _schedule(v: ast.Expr, config: dict[str, float], diags: Diagnostics) -> Sche
     return Schedule(kind=name, warmup=warmup or 0, min_ratio=ratio if ratio is not None else 0.1)
 
 
-def _optimize(item: ast.Optimize, config: dict[str, float], optimizers: dict[str, ast.Optimizer],
+def _optimize(item: ast.Optimize, config: Header, optimizers: dict[str, ast.Optimizer],
               checked: dict[str, Optimizer], learnable: set[str], claimed: dict[str, Span],
               diags: Diagnostics) -> OptimGroup | None:
     name = item.rule.func.name
@@ -448,9 +521,9 @@ def _optimize(item: ast.Optimize, config: dict[str, float], optimizers: dict[str
 # ---- optimizers ---------------------------------------------------------------------------------
 
 def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None:
-    config = check_header(unit.params, diags)
+    config = check_header(unit.params, diags, "optimizer")
     ctx = Context(diags=diags, config=config, mode="optimizer")
-    ctx.scope = {k: Binding(kind="hyper") for k in config}
+    ctx.scope = {k: Binding(kind="poisoned") for k in config.failed} | {k: Binding(kind="hyper") for k in config}
     for name in ("grad", "param"):
         ctx.scope[name] = Binding(kind="input", width=0)
     ctx.scope["step"] = Binding(kind="input", width=1)
@@ -512,12 +585,11 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
         return None
     for mem_name, learn in results.items():
         memories[mem_name] = memories[mem_name].model_copy(update={"learn": learn})
-    used = {o.attrs["index"] for e in [update, *(e for learn in results.values() for g in learn_exprs(learn).values()
-                                                  for e in g)] for o in e.walk() if o.op == "value"}
-    for _ in range(len(assignments)):   # values used by used values
-        used |= {o.attrs["index"] for i in list(used) for o in assignments[i].expr.walk() if o.op == "value"}
+    used = Deps()     # values the update reads, directly or through other values
+    for e in [update, *(e for learn in results.values() for g in learn_exprs(learn).values() for e in g)]:
+        op_deps(e, tuple(assignments), used)
     for i, a in enumerate(assignments):
-        if i not in used:
+        if i not in used.values:
             diags.warn("NL073", f"'{a.target}' is computed but never used", a.span, "use it or delete it")
     return Optimizer(name=unit.name.name, defaults=config, memories=memories, assignments=tuple(assignments),
                      update=update, span=unit.span)

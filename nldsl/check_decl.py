@@ -8,7 +8,7 @@ from itertools import pairwise
 from typing import Literal
 
 from nldsl import ast, catalog
-from nldsl.check_expr import bind, const_eval, const_int
+from nldsl.check_expr import MAX_EXACT_INT, Header, bind, const_eval, const_int
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.source import Span
 from nldsl.spec import Memory, Param, Structure
@@ -63,7 +63,7 @@ def _modifiers(mods: list[ast.Modifier], allowed: dict[str, dict[str, str]], dia
 PARAM_MODIFIERS = {"init": catalog.PARAM_INITS, "frozen": {}, "level": {}}
 
 
-def check_param(decl: ast.ParamDecl, config: dict[str, float], diags: Diagnostics) -> Param | None:
+def check_param(decl: ast.ParamDecl, config: Header, diags: Diagnostics) -> Param | None:
     t = decl.type
     sig = catalog.PARAM_TYPES.get(t.func.name)
     mods = _modifiers(decl.modifiers, PARAM_MODIFIERS, diags, "a parameter")
@@ -88,7 +88,7 @@ def memory_modifiers(mode: Mode) -> dict[str, dict[str, str]]:
     return {"per": per, "scope": catalog.SCOPES, "init": catalog.MEMORY_INITS, "level": {}, "frozen": {}}
 
 
-def check_structure(call: ast.Call, heads: int, config: dict[str, float], diags: Diagnostics,
+def check_structure(call: ast.Call, heads: int, config: Header, diags: Diagnostics,
                     mode: Mode, heads_span: Span | None = None) -> Structure | None:
     sig = catalog.STRUCTURES.get(call.func.name)
     if sig is None:
@@ -119,7 +119,7 @@ def check_structure(call: ast.Call, heads: int, config: dict[str, float], diags:
                 return None
             values[key] = v
         else:
-            v = const_int(expr, config, diags, f"'{key}'")
+            v = const_int(expr, config, diags, f"'{key}'", maximum=opt.maximum or MAX_EXACT_INT)
             if v is None:
                 return None
             values[key] = v
@@ -144,20 +144,26 @@ def check_structure(call: ast.Call, heads: int, config: dict[str, float], diags:
                     bound.spans.get("residual", call.span), "drop `residual` or set `out` to the input width")
         return None
     expand = float(values.get("expand", 4))  # type: ignore[arg-type]
-    hidden = int(values.get("hidden") or max(1, round(expand * max(in_dim, 1))))
+    hidden = int(values.get("hidden") or max(1, round(min(expand * max(in_dim, 1), MAX_EXACT_INT + 1))))
+    if hidden > MAX_EXACT_INT:
+        diags.error("NL042", f"the hidden width, {expand:g} × {in_dim}, is more than {MAX_EXACT_INT:,}",
+                    named["expand"].span if "expand" in named else call.span, "no machine runs a size that large")
+        return None
     depth = int(values.get("depth", 2))
     return Structure(kind="mlp", in_dim=in_dim, out_dim=out_dim, depth=depth, hidden=hidden,
                      act=str(values.get("act", "silu")), residual=residual,
                      norm=str(values.get("norm", "none")))
 
 
-def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnostics,
+def check_memory(decl: ast.MemoryDecl, config: Header, diags: Diagnostics,
                  mode: Mode) -> tuple[list[Memory], CmsGroup | None]:
     """One declaration can name several memories (`memory A, B : ...`) or one CMS of several."""
     mods = _modifiers(decl.modifiers, memory_modifiers(mode), diags, "a memory")
     spans = {m.key: m.span for m in decl.modifiers}
     heads = 1
     if mods.get("per") == "head":
+        if "heads" in config.failed:   # its value was refused, and reported, in the header
+            return [], None
         if "heads" not in config:
             diags.error("NL041", "`per head` needs a `heads` parameter in the model header", spans["per"],
                         "add it to the header: `model M(..., heads = 4)`")
@@ -192,11 +198,8 @@ def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnost
             periods.append(level.period)
         if len(members) != len(cms.levels):
             return [], None
-        counts = [(math.inf if p.unit == "never" else (p.count if isinstance(p.count, int) else 0)) for p in periods]
-        if mode_name == "chain" and all(c for c in counts) and counts != sorted(counts):
-            diags.warn("NL067", f"the levels of cms '{base}' are not listed fastest first "
-                                f"({', '.join('never' if c == math.inf else str(c) for c in counts)})", cms.span,
-                       "a chained CMS reads its fastest level first (paper eq. 30): reorder the levels")
+        if mode_name == "chain":
+            _check_fastest_first(base, cms, periods, config, diags)
         if mode_name == "chain":
             for i, (a, b) in enumerate(pairwise(members), start=1):
                 if a.structure.out_dim != b.structure.in_dim:
@@ -218,3 +221,38 @@ def check_memory(decl: ast.MemoryDecl, config: dict[str, float], diags: Diagnost
                 diags.error("NL030", f"attention has no state: `{key}` does not apply", spans[key],
                             "attention is re-solved from the context for every query")
     return [Memory(name=n.name, structure=s, span=n.span, **common) for n in decl.names], None  # type: ignore[arg-type]
+
+
+def _tokens_between_updates(p: ast.Period, config: Header) -> float | None:
+    """How many tokens of a sequence pass between two updates (a step is `context` tokens of every
+    sequence); None when a count or the context is not known."""
+    if p.unit == "never":
+        return math.inf
+    count = config.get(p.count) if isinstance(p.count, str) else (p.count or 1)
+    per_unit = config.get("context") if p.unit == "step" else 1
+    return None if count is None or per_unit is None else count * per_unit
+
+
+def _check_fastest_first(name: str, cms: ast.Cms, periods: list[ast.Period], config: Header,
+                         diags: Diagnostics) -> None:
+    """NL067, comparing periods in one unit: tokens, even when some levels count steps."""
+    tokens = [t for p in periods if (t := _tokens_between_updates(p, config)) is not None and t > 0]
+    if len(tokens) < len(periods) or tokens == sorted(tokens):   # an unknown or bad period: reported elsewhere
+        return
+    mixed = len({p.unit for p in periods if p.unit != "never"}) > 1
+    shown = ", ".join(_describe_period(p, t, mixed) for p, t in zip(periods, tokens, strict=True))
+    hint = "a chained CMS reads its fastest level first (paper eq. 30): reorder the levels"
+    if mixed:
+        hint += f"; a step is the {int(config['context'])} tokens of a sequence (`context`)"
+    diags.warn("NL067", f"the levels of cms '{name}' are not listed fastest first ({shown})", cms.span, hint)
+
+
+def _describe_period(p: ast.Period, tokens: float, mixed: bool) -> str:
+    """`16` as before when every level counts the same unit; `4 steps = 1,024 tokens` when they mix."""
+    if p.unit == "never":
+        return "never"
+    count = p.count if p.count is not None else 1
+    if not mixed:
+        return str(count)
+    unit = p.unit + ("" if count == 1 else "s")
+    return f"{count} {unit}" + (f" = {int(tokens):,} tokens" if p.unit == "step" else "")

@@ -7,6 +7,8 @@ becomes `None`, which its parents pass on quietly, so one bad name yields one er
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +16,19 @@ from nldsl import ast, catalog
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.source import Span
 from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
+
+# The largest integer a header value (a float) holds exactly; sizes, periods and counts above it are
+# refused, which also keeps every product of them in the cost preview a finite float.
+MAX_EXACT_INT = 2**53
+
+
+class Header(dict[str, float]):
+    """A unit's header parameters by name, with their values. `failed` names those whose value was
+    refused (and reported): later uses of them stay quiet instead of reporting unknown names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: set[str] = set()
 
 
 @dataclass
@@ -29,7 +44,7 @@ class Binding:
 @dataclass
 class Context:
     diags: Diagnostics
-    config: dict[str, float]
+    config: Header
     mode: Literal["model", "optimizer"] = "model"
     scope: dict[str, Binding] = field(default_factory=dict)
     later: dict[str, Span] = field(default_factory=dict)   # values assigned further down the block
@@ -37,20 +52,49 @@ class Context:
     implicit: dict[str, Param] = field(default_factory=dict)
     base: str = "value"                                     # names implicit parameters
     elsewhere: dict[str, str] = field(default_factory=dict)  # memories of other blocks → their block
+    next_suffix: dict[str, int] = field(default_factory=dict)  # implicit names: the first number not yet tried
 
     def fresh_param(self, suffix: str, shape: tuple[int, ...], span: Span, init: str = "normal") -> str:
-        name = f"{self.base}_{suffix}"
-        n = 2
-        while name in self.implicit or name in self.scope:
-            name, n = f"{self.base}_{suffix}_{n}", n + 1
+        """`x_rmsnorm`, then `x_rmsnorm_2`, ...: the first of these names not taken. Names once taken
+        stay taken, so the search resumes where it stopped last time (linear over a whole block)."""
+        stem = f"{self.base}_{suffix}"
+        name, n = stem, self.next_suffix.get(stem, 2)
+        if n > 2 or name in self.implicit or name in self.scope:
+            name = f"{stem}_{n}"
+            while name in self.implicit or name in self.scope:
+                n += 1
+                name = f"{stem}_{n}"
+            self.next_suffix[stem] = n + 1
         self.implicit[name] = Param(name=name, shape=shape, init=init, implicit=True, span=span)
         return name
 
 
 # ---- constants ----------------------------------------------------------------------------------
 
-def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: str,
-               later: frozenset[str] = frozenset()) -> float | None:
+ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "^": operator.pow}
+
+
+def fold(op: str, a: float, b: float) -> float | None:
+    """`a op b` for numbers known before training; None when it has no finite real value (it divides
+    by zero, overflows, or is complex, like `(-8) ^ (1 / 3)`)."""
+    try:
+        v = ARITHMETIC[op](a, b)
+    except (OverflowError, ZeroDivisionError):
+        return None
+    if isinstance(v, complex) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def no_value(op: str, a: float, b: float) -> str:
+    """Why `fold(op, a, b)` has no value, as the end of a sentence."""
+    if (op == "/" and b == 0) or (op == "^" and a == 0 and b < 0):
+        return "divides by zero"
+    return "is not a finite real number"
+
+
+def const_eval(e: ast.Expr, config: Header, diags: Diagnostics, what: str,
+               later: Container[str] = frozenset()) -> float | None:
     """Fold a size or coefficient known before training: numbers, header names, arithmetic.
     `later` names header parameters declared further right, which cannot be used yet."""
     if isinstance(e, ast.Num):
@@ -61,6 +105,8 @@ def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: 
     if isinstance(e, ast.Name):
         if e.id in config:
             return config[e.id]
+        if e.id in config.failed:      # its own value was refused and reported
+            return None
         if e.id in later:
             diags.error("NL035", f"'{e.id}' is declared later in the header", e.span,
                         "a header parameter can only use the ones before it; move it left")
@@ -76,30 +122,28 @@ def const_eval(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: 
         b = const_eval(e.right, config, diags, what, later)
         if a is None or b is None:
             return None
-        if e.op == "/" and b == 0:
-            diags.error("NL042", f"{what} divides by zero", e.span)
-            return None
-        try:
-            v = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[e.op]
-        except (OverflowError, ZeroDivisionError):
-            v = math.inf
-        if isinstance(v, complex) or not math.isfinite(v):
-            diags.error("NL042", f"{what} is not a finite real number", e.span)
-            return None
+        v = fold(e.op, a, b)
+        if v is None:
+            diags.error("NL042", f"{what} {no_value(e.op, a, b)}", e.span)
         return v
     diags.error("NL035", f"{what} must be a constant known before training", e.span,
                 "use a number or header parameter, not a computed value")
     return None
 
 
-def const_int(e: ast.Expr, config: dict[str, float], diags: Diagnostics, what: str,
-              minimum: int = 1) -> int | None:
+def const_int(e: ast.Expr, config: Header, diags: Diagnostics, what: str,
+              minimum: int = 1, maximum: int = MAX_EXACT_INT) -> int | None:
     v = const_eval(e, config, diags, what)
     if v is None:
         return None
     if v != int(v) or v < minimum:
         diags.error("NL032" if v != int(v) else "NL066",
                     f"{what} must be an integer ≥ {minimum}, got {v:.6g}", e.span)
+        return None
+    if v > maximum:
+        diags.error("NL042", f"{what} must be at most {maximum:,}, got {v:.6g}", e.span,
+                    "no machine runs a size that large" if maximum == MAX_EXACT_INT else
+                    "a limit of nldsl: the language reference lists it")
         return None
     return int(v)
 
@@ -263,8 +307,23 @@ class ExprChecker:
                                       f"in '{e.op}'", e.span,
                              "both sides need the same width, width 1, or one value per head")
             return None
+        if a.op == "const" and b.op == "const":
+            return self._fold(e, a.attrs["value"], b.attrs["value"])
+        if e.op == "/" and b.op == "const" and b.attrs["value"] == 0:
+            self.diags.error("NL042", "this divides by zero", e.span, "every value the model computes must stay finite")
+            return None
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}[e.op]
         return Op(op=op, args=(a, b), width=w, span=e.span)
+
+    def _fold(self, e: ast.BinOp, a: float, b: float) -> Op | None:
+        """Arithmetic on two constants is done now: a division by zero or an overflow is reported
+        here, with its position, instead of failing (or giving nan) when the model runs."""
+        v = fold(e.op, a, b)
+        if v is None:
+            self.diags.error("NL042", f"this constant {no_value(e.op, a, b)}", e.span,
+                             "every number in a spec must be a finite real number (at most about 1.8e308)")
+            return None
+        return Op(op="const", attrs={"value": v}, width=1, span=e.span)
 
     def _matmul(self, e: ast.BinOp) -> Op | None:
         x = self.check(e.left)
@@ -292,6 +351,8 @@ class ExprChecker:
 
     def _neg(self, e: ast.Neg) -> Op | None:
         x = self.check(e.operand)
+        if x is not None and x.op == "const":
+            return Op(op="const", attrs={"value": -x.attrs["value"]}, width=1, span=e.span)
         return None if x is None else Op(op="neg", args=(x,), width=x.width, span=e.span)
 
     # -- calls

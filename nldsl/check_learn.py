@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from nldsl import ast, catalog
 from nldsl.check_decl import CmsGroup, Mode
-from nldsl.check_expr import Context, ExprChecker, bind, const_eval, const_int
+from nldsl.check_expr import Context, ExprChecker, Header, bind, const_eval, const_int
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.spec import Learn, Memory, Op, Rule, Time
 
 
-def period_of(p: ast.Period, config: dict[str, float], diags: Diagnostics) -> Time | None:
+def period_of(p: ast.Period, config: Header, diags: Diagnostics) -> Time | None:
     if p.unit == "never":
         return Time(base="never")
     count = 1
@@ -25,6 +25,17 @@ def period_of(p: ast.Period, config: dict[str, float], diags: Diagnostics) -> Ti
             return None
         count = c
     return Time(base=p.unit, period=count)
+
+
+def _nearest_divisors(n: int, near: int, search: int = 10_000) -> list[int]:
+    """The divisors of `n` just below and just above `near`. Only `search` numbers each way are tried
+    (a context can be huge); past them, 1 and `n` itself always divide."""
+    start = min(near - 1, n)
+    below = next((d for d in range(start, max(start - search, 1), -1) if n % d == 0), 1)
+    if near >= n:
+        return [below]
+    above = next((d for d in range(near + 1, min(near + search, n)) if n % d == 0), n)
+    return [below, above]
 
 
 def _key_of(objective: Op) -> list[Op]:
@@ -261,13 +272,20 @@ class LearnChecker:
                                 "a period ≥ context acts as a slow parameter: declare it without `learn`, "
                                 "or `scope persistent`")
             elif context % time.period:
-                divisors = [d for d in range(time.period - 1, 0, -1) if context % d == 0][:1] + \
-                    [d for d in range(time.period + 1, context + 1) if context % d == 0][:1]
+                divisors = _nearest_divisors(context, time.period)
                 self.diags.warn("NL060", f"period {time.period} does not divide the context {context}: the last "
                                          f"{context % time.period} tokens form a partial chunk, flushed at the end",
                                 p.span, "periods that divide the context, near this one: "
                                         + " or ".join(map(str, divisors)))
         return time
+
+    def _chunk_fits(self, memory: Memory, chunk: int, clause: ast.Clause) -> None:
+        context = int(self.ctx.config.get("context", 0))
+        if self.mode == "model" and context and chunk > context:
+            self.diags.warn("NL068", f"'{memory.name}' takes its gradients every {chunk} tokens, but a sequence has "
+                                     f"{context}: every gradient of a sequence is taken at the state it started with",
+                            clause.value_span or clause.span,
+                            f"that is `chunk {context}`; use a chunk that divides the context, or a longer context")
 
     def _clauses(self, learn: ast.Learn, memory: Memory, clauses: dict[str, ast.Clause], objective: Op | None,
                  rule: Rule, time: Time) -> Learn | None:
@@ -291,6 +309,7 @@ class LearnChecker:
                 ok = False
             else:
                 fields["chunk"] = value
+                self._chunk_fits(memory, value, chunk)
         anchor = clauses.get("anchor")
         if anchor is not None:
             point = str(anchor.value)

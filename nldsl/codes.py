@@ -19,11 +19,13 @@ CODES: dict[str, Code] = {
     "NL001": Code("syntax error", "Fix the token the caret points at; the message lists what was expected."),
     "NL002": Code("unexpected character", "Remove the character or quote it inside a string."),
     "NL003": Code("unexpected end of file", "Close the open brace, bracket or parenthesis."),
+    "NL004": Code("expression nested too deeply", "Split the expression into named values, one per line."),
     # files and imports
     "NL010": Code("import not found", "Import a path relative to the spec or to the spec library."),
     "NL011": Code("import cycle", "Break the cycle: imported files must not import their importer."),
     "NL012": Code("cannot read spec file", "Check the path and that the file is UTF-8 text."),
     "NL013": Code("nothing to check", "A spec file needs at least one `model` or `optimizer`."),
+    "NL014": Code("import is not a spec file", "Import a `.nl` spec file; nothing else is read."),
     # names
     "NL020": Code("unknown name", "Define the value before using it, or fix the spelling."),
     "NL021": Code("duplicate definition", "Rename one of the two definitions."),
@@ -48,6 +50,11 @@ CODES: dict[str, Code] = {
     "NL040": Code("missing model parameter", "Declare it in the model header, e.g. `model M(vocab = 256, ...)`."),
     "NL041": Code("heads not declared", "`per head` needs a `heads` parameter in the model header."),
     "NL042": Code("bad parameter value", "Model parameters must be positive numbers; sizes must be integers."),
+    "NL043": Code(
+        "model too large for any machine",
+        "Its parameters alone, in float32, exceed 1 TiB: check the sizes (`nldsl explain` shows each part).",
+        "warning",
+    ),
     # shapes
     "NL050": Code("width mismatch", "Both sides of an elementwise operation need the same width (or width 1)."),
     "NL051": Code("memory input width mismatch", "Feed the memory vectors of its declared input width."),
@@ -82,6 +89,11 @@ CODES: dict[str, Code] = {
     "NL066": Code("bad period", "Periods and chunk sizes are positive integers."),
     "NL067": Code(
         "CMS levels out of order", "List the levels of a chained CMS fastest first, as the paper does.", "warning"
+    ),
+    "NL068": Code(
+        "chunk longer than the context",
+        "A chunk of C tokens takes every gradient of C tokens at one state; keep C within `context`.",
+        "warning",
     ),
     # levels and the graph
     "NL070": Code("dependency cycle", "Break the cycle with `read before` on one of the memories."),

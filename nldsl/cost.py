@@ -12,10 +12,12 @@ from math import ceil, prod
 from pydantic import BaseModel, ConfigDict
 
 from nldsl.dataflow import learn_exprs
+from nldsl.diagnostics import Diagnostics
 from nldsl.graph import Component, NestingGraph
 from nldsl.spec import Block, Memory, Model, Op
 
 BYTES = 4  # float32 states and activations
+MACHINE_BYTES = 2**40   # 1 TiB: parameters beyond this fit in no single machine's memory
 
 
 class Cost(BaseModel):
@@ -123,3 +125,28 @@ def totals(ng: NestingGraph, costs: dict[str, Cost]) -> Cost:
                 fast_state=sum(c.fast_state for c in costs.values()),
                 optimizer_state=sum(c.optimizer_state for c in costs.values()), flops_per_token=flops,
                 activation_bytes=sum(c.activation_bytes for c in costs.values()))
+
+
+def size_diagnostics(ng: NestingGraph, diags: Diagnostics) -> None:
+    """NL043 when a model's parameters alone, in float32, are beyond any one machine. Whether it fits
+    the machine at hand is decided when training starts; this catches a mistyped size at `check`."""
+    if ng.model is None:
+        return
+    costs = component_costs(ng)
+    params = sum(c.slow_params for c in costs.values())
+    if params * BYTES <= MACHINE_BYTES:
+        return
+    largest = max((n for n in costs if ng.component(n).span is not None), key=lambda n: costs[n].slow_params)
+    part = ng.component(largest)
+    assert part.span is not None
+    diags.warn("NL043", f"model '{ng.model.name}' has {params:.3g} parameters, {binary_bytes(params * BYTES)} in "
+                        f"float32: more than any one machine holds; the largest part is '{part.name}' "
+                        f"({costs[largest].slow_params:.3g})", part.span,
+               "check the sizes in the header and here; `nldsl explain` lists the parameters of every part")
+
+
+def binary_bytes(n: int) -> str:
+    """`4.0 TiB`: a byte count in the largest binary unit it reaches."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+    i = min(len(units) - 1, max(0, (n.bit_length() - 1) // 10))
+    return f"{n / 2 ** (10 * i):.3g} {units[i]}"

@@ -21,20 +21,24 @@ class Deps:
 
 
 def op_deps(op: Op, assignments: tuple[Assignment, ...], out: Deps | None = None) -> Deps:
-    """Transitive dependencies of an expression, through the block's earlier assignments."""
+    """Transitive dependencies of an expression, through the block's earlier assignments. Values
+    already in `out` are not walked again, so sharing one `Deps` keeps a whole pass linear; a work list
+    rather than recursion lets a chain of any number of values through."""
     out = out or Deps()
-    for o in op.walk():
-        if o.op in READ_OPS and not o.attrs.get("self"):
-            out.reads.add(o.attrs["memory"])
-        if o.op == "param":
-            out.params.add(o.attrs["name"])
-        if "param" in o.attrs and o.op not in ("param",):
-            out.params.add(o.attrs["param"])
-        if o.op == "input":
-            out.uses_input = True
-        if o.op == "value" and o.attrs["index"] not in out.values:
-            out.values.add(o.attrs["index"])
-            op_deps(assignments[o.attrs["index"]].expr, assignments, out)
+    pending = [op]
+    while pending:
+        for o in pending.pop().walk():
+            if o.op in READ_OPS and not o.attrs.get("self"):
+                out.reads.add(o.attrs["memory"])
+            if o.op == "param":
+                out.params.add(o.attrs["name"])
+            if "param" in o.attrs and o.op not in ("param",):
+                out.params.add(o.attrs["param"])
+            if o.op == "input":
+                out.uses_input = True
+            if o.op == "value" and o.attrs["index"] not in out.values:
+                out.values.add(o.attrs["index"])
+                pending.append(assignments[o.attrs["index"]].expr)
     return out
 
 
@@ -59,74 +63,66 @@ class Usage:
     graded: set[str] = field(default_factory=set)    # parameters and learned inits the loss reaches
 
 
-def usage(block: Block, outer_objective_reads_all: bool = True) -> Usage:
+def usage(block: Block) -> Usage:
     """Which components of a block influence its output, and which get an outer gradient."""
     u = Usage()
     out = block_output(block)
     if out is None:
         return u
+    reached = Deps()     # shared by every expression below: each value is walked once
     frontier = [block.assignments[out].expr]
-    learned_ctx: set[str] = set()
     while frontier:
-        op = frontier.pop()
-        d = op_deps(op, block.assignments)
-        if out is not None:
-            u.values |= d.values
-        u.params |= d.params
-        for m in d.reads - u.memories:
+        op_deps(frontier.pop(), block.assignments, reached)
+        for m in reached.reads - u.memories:
             u.memories.add(m)
             mem = block.memories.get(m)
             if mem is not None and mem.learn is not None:
                 for exprs in learn_exprs(mem.learn).values():
                     frontier += exprs
-                learned_ctx.add(m)
-    u.values.add(out)
+    u.values = reached.values | {out}
+    u.params = reached.params
     u.graded = _gradient_reach(block, out)
     return u
 
 
 def _gradient_reach(block: Block, out: int) -> set[str]:
-    """Parameters and learned initial states that the outer loss differentiates."""
+    """Parameters and learned initial states that the outer loss differentiates: everything the
+    output reaches except through stopgrad, and through a memory's writes only when its gradient
+    policy lets the outer gradient through them."""
     reached: set[str] = set()
-    seen: set[int] = set()
-    seen_mem: set[str] = set()
-
-    def visit(op: Op, stopped: bool) -> None:
-        if stopped:
-            return
+    seen_values: set[int] = set()
+    seen_memories: set[str] = set()
+    pending = [block.assignments[out].expr]
+    while pending:
+        op = pending.pop()
         if op.op == "stopgrad":
-            return
+            continue
         if op.op == "param":
             reached.add(op.attrs["name"])
         if "param" in op.attrs and op.op != "param":
             reached.add(op.attrs["param"])
         if op.op == "value":
             i = op.attrs["index"]
-            if i not in seen:
-                seen.add(i)
-                visit(block.assignments[i].expr, False)
-            return
-        if op.op in READ_OPS and not op.attrs.get("self"):
-            visit_memory(op.attrs["memory"])
-        for a in op.args:
-            visit(a, False)
-
-    def visit_memory(name: str) -> None:
-        if name in seen_mem:
-            return
-        seen_mem.add(name)
-        mem: Memory | None = block.memories.get(name)
-        if mem is None or not mem.parametric:
-            return
-        if mem.learn is None:
-            reached.add(name)                       # a static memory is an outer parameter
-            return
-        if mem.init == "learned" and mem.learn.backprop != "stop":
-            reached.add(name)
-        if mem.learn.backprop in ("through", "truncate"):
-            for exprs in learn_exprs(mem.learn).values():
-                for e in exprs:
-                    visit(e, False)
-
-    visit(block.assignments[out].expr, False)
+            if i not in seen_values:
+                seen_values.add(i)
+                pending.append(block.assignments[i].expr)
+            continue
+        if op.op in READ_OPS and not op.attrs.get("self") and op.attrs["memory"] not in seen_memories:
+            seen_memories.add(op.attrs["memory"])
+            pending += _memory_gradient(block.memories.get(op.attrs["memory"]), reached)
+        pending.extend(op.args)
     return reached
+
+
+def _memory_gradient(mem: Memory | None, reached: set[str]) -> list[Op]:
+    """Record what of a memory the outer gradient reaches; returns the expressions it flows on into."""
+    if mem is None or not mem.parametric:
+        return []
+    if mem.learn is None:
+        reached.add(mem.name)                       # a static memory is an outer parameter
+        return []
+    if mem.init == "learned" and mem.learn.backprop != "stop":
+        reached.add(mem.name)
+    if mem.learn.backprop in ("through", "truncate"):
+        return [e for exprs in learn_exprs(mem.learn).values() for e in exprs]
+    return []

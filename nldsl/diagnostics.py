@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -29,7 +30,8 @@ class Diagnostic(BaseModel):
         out = [f"{self.severity}[{self.code}]: {self.message}", f"  --> {s.file}:{s.line}:{s.col}"]
         src = (sources or {}).get(s.file)
         if src is not None:
-            text = src.line(s.line).rstrip("\n")
+            lines = source_lines(src)
+            text = lines[s.line - 1] if 0 < s.line <= len(lines) else ""
             gutter = " " * len(str(s.line))
             end = s.end_col if s.end_line == s.line else len(text) + 1
             width = max(1, end - s.col)
@@ -39,11 +41,22 @@ class Diagnostic(BaseModel):
         return "\n".join(out)
 
 
+def source_lines(source: SourceFile) -> list[str]:
+    """The lines of a source, split once however many diagnostics or table rows quote it."""
+    return _split(source.text)
+
+
+@lru_cache(maxsize=8)
+def _split(text: str) -> list[str]:   # keyed by the text itself: a string caches its hash
+    return text.splitlines()
+
+
 class Diagnostics:
     """The collector every stage writes into. Stages keep going after an error where they can."""
 
     def __init__(self) -> None:
         self.items: list[Diagnostic] = []
+        self._seen: set[Diagnostic] = set()    # the same items, to drop repeats in constant time
 
     def error(self, code: str, message: str, span: Span, hint: str = "") -> None:
         self._add(code, message, span, hint, "error")
@@ -53,14 +66,17 @@ class Diagnostics:
 
     def _add(self, code: str, message: str, span: Span, hint: str, severity: Severity) -> None:
         assert code in CODES and CODES[code].severity == severity, f"code {code} is not a registered {severity}"
-        d = Diagnostic(code=code, message=message, span=span, hint=hint, severity=severity)
-        if d not in self.items:
+        self.add(Diagnostic(code=code, message=message, span=span, hint=hint, severity=severity))
+
+    def add(self, d: Diagnostic) -> None:
+        """Keep `d` unless the same diagnostic was already reported."""
+        if d not in self._seen:
+            self._seen.add(d)
             self.items.append(d)
 
     def extend(self, items: Iterable[Diagnostic]) -> None:
         for d in items:
-            if d not in self.items:
-                self.items.append(d)
+            self.add(d)
 
     @property
     def errors(self) -> list[Diagnostic]:

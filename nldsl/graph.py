@@ -18,7 +18,7 @@ from typing import Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict
 
-from nldsl.dataflow import block_output, learn_exprs, op_deps, usage
+from nldsl.dataflow import Deps, block_output, learn_exprs, op_deps, usage
 from nldsl.diagnostics import Diagnostics
 from nldsl.source import Span
 from nldsl.spec import Block, Memory, Model, Optimizer, Spec, Time
@@ -213,17 +213,12 @@ def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_ti
                     if src != mname and _read_now(block.memories.get(src)):
                         ng.needs.add_edge(_node(block, src), nid)
             ng.edge("loss", nid, "write", "teach signal")
-    for a in block.assignments:
-        for o in a.expr.walk():
-            if o.op != "read":
-                continue
-            target = _node(block, o.attrs["memory"])
-            for arg in o.args:
-                d = op_deps(arg, block.assignments)
-                for src in d.reads:
-                    ng.edge(_node(block, src), target, "data")
-                for p in d.params:
-                    ng.edge(_node(block, p) if p in block.params else p, target, "data")
+    for memory, d in _read_inputs(block).items():
+        target = _node(block, memory)
+        for src in d.reads:
+            ng.edge(_node(block, src), target, "data")
+        for p in d.params:
+            ng.edge(_node(block, p) if p in block.params else p, target, "data")
     out = block_output(block)
     if out is not None:
         d = op_deps(block.assignments[out].expr, block.assignments)
@@ -231,6 +226,19 @@ def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_ti
             ng.edge(_node(block, src), "loss", "data")
         for p in d.params:
             ng.edge(_node(block, p) if p in block.params else p, "loss", "data")
+
+
+def _read_inputs(block: Block) -> dict[str, Deps]:
+    """What the inputs of every read of each memory depend on, one `Deps` per memory: a value shared
+    by many reads is walked once (a long chain of values read step by step stays linear)."""
+    inputs: dict[str, Deps] = {}
+    for a in block.assignments:
+        for o in a.expr.walk():
+            if o.op == "read":
+                deps = inputs.setdefault(o.attrs["memory"], Deps())
+                for arg in o.args:
+                    op_deps(arg, block.assignments, deps)
+    return inputs
 
 
 def _read_now(m: Memory | None) -> bool:
@@ -353,8 +361,10 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
         for n in nx.topological_sort(sub):
             for succ in sub.successors(n):
                 depth[succ] = max(depth[succ], depth[n] + 1)
-        for d in range(max(depth.values()) + 1):
-            layer = sorted(n for n in group if depth[n] == d)
+        layers: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
+        for n in group:
+            layers[depth[n]].append(n)
+        for layer in map(sorted, layers):
             level += 1
             levels.append(layer)
             for n in layer:
@@ -379,5 +389,5 @@ def _cycles(g: nx.DiGraph) -> list[list[str]]:
         cycle = [e[0] for e in nx.find_cycle(g.subgraph(comp), source=min(comp))]
         i = cycle.index(min(cycle))
         out.append(cycle[i:] + cycle[:i])
-        g.remove_edges_from([(a, b) for a, b in list(g.edges) if a in comp and b in comp])
+        g.remove_edges_from(list(g.subgraph(comp).edges))
     return out

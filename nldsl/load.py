@@ -16,6 +16,7 @@ from nldsl.paths import package_dir
 from nldsl.source import SourceFile, Span
 
 LIBRARY_PREFIX = "<specs>/"
+SPEC_SUFFIX = ".nl"
 
 
 def library_dir() -> Path:
@@ -84,6 +85,11 @@ def _visit(path: Path, text: str | None, out: Loaded, stack: list[Path], done: s
         return
     stack.append(key)
     for imp in module.imports:
+        if not imp.path.endswith(SPEC_SUFFIX):
+            out.diagnostics.append(Diagnostic(code="NL014", span=imp.span,
+                                              message=f"\"{imp.path}\" is not a spec file: imports name `.nl` files",
+                                              hint='import a spec, e.g. `import "optim/adamw.nl"`'))
+            continue
         target = _resolve(path, imp.path)
         if target is None:
             hint = did_you_mean(imp.path, library_specs()) or "paths are relative to the importing file"
@@ -104,8 +110,10 @@ def _visit(path: Path, text: str | None, out: Loaded, stack: list[Path], done: s
 
 
 def _resolve(importer: Path, rel: str) -> Path | None:
+    """The spec file an import names. A link that leads to anything but a `.nl` file is not one:
+    nothing else is ever read (and echoed in a syntax error)."""
     for base in (importer.parent, library_dir()):
         candidate = base / rel
-        if candidate.is_file():
+        if candidate.is_file() and candidate.resolve().suffix == SPEC_SUFFIX:
             return candidate
     return None

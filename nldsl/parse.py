@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from nldsl import ast
@@ -17,6 +17,16 @@ from nldsl.paths import package_dir
 from nldsl.source import SourceFile, Span
 
 MAX_SYNTAX_ERRORS = 10
+
+# Every stage after the parser walks expressions recursively (the checker, the code generator, the
+# interpreter, pydantic's serializer, and Python compiling the generated code, which refuses more than
+# 200 nested parentheses), so expressions nested deeper than this are refused here, with a diagnostic.
+# Parentheses that only group leave no trace in the tree and do not count.
+MAX_EXPRESSION_DEPTH = 100
+# The rules that add a level of nesting to an expression tree (see `_ToAst`).
+NESTING_RULES = {"add", "sub", "mul", "div", "matmul", "pow", "neg", "call", "kwarg"}
+# The rules that are part of an expression without adding a level: leaves and grouping parentheses.
+EXPRESSION_RULES = NESTING_RULES | {"atom", "number", "name", "self_state", "callee"}
 
 # English for every terminal of the grammar; tests assert this covers the grammar exactly.
 PUNCTUATION = {"LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
@@ -75,7 +85,9 @@ def parse(source: SourceFile) -> tuple[ast.Module | None, list[Diagnostic]]:
             continue
         if errors:
             return None, errors
-        return _ToAst(source.path).transform(tree), []
+        builder = _ToAst(source.path)
+        module = builder.transform(tree)
+        return (None, builder.too_deep) if builder.too_deep else (module, [])
     return None, errors
 
 
@@ -188,13 +200,78 @@ def _describe(t: Token) -> str:
 
 # ---- parse tree → AST ---------------------------------------------------------------------------
 
-@v_args(meta=True)
-class _ToAst(Transformer):
-    """One method per grammar rule or alias. Tokens arrive as `Token`s; rules as AST nodes."""
+class _Reduce:
+    """A marker on the transform stack: the children of `tree` are done, build its node."""
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+
+
+def _pop(items: list, n: int) -> list:
+    """Remove and return the last `n` entries of `items`."""
+    tail = items[len(items) - n:]
+    del items[len(items) - n:]
+    return tail
+
+
+class _ToAst:
+    """One method per grammar rule or alias. Tokens arrive as `Token`s; rules as AST nodes.
+
+    The tree is walked with an explicit stack rather than Lark's recursive Transformer, so the depth
+    of the input never meets Python's recursion limit here; expressions nested deeper than
+    `MAX_EXPRESSION_DEPTH` are measured on the way and reported in `too_deep`."""
 
     def __init__(self, file: str) -> None:
-        super().__init__()
         self.file = file
+        self.too_deep: list[Diagnostic] = []
+
+    def transform(self, tree: Tree) -> ast.Module:
+        results: list[object] = []      # built children, in source order
+        depths: list[int] = []          # the expression depth of each entry of `results`
+        stack: list[object] = [tree]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, _Reduce):
+                n = len(item.tree.children)
+                children, child_depths = _pop(results, n), _pop(depths, n)
+                results.append(self._build(item.tree, children))
+                depths.append(self._depth(item.tree, results[-1], child_depths))
+            elif isinstance(item, Tree):
+                stack.append(_Reduce(item))
+                stack.extend(reversed(item.children))
+            else:                       # a token, or None for an absent optional part
+                results.append(item)
+                depths.append(0)
+        module = results[0]
+        assert isinstance(module, ast.Module)
+        return module
+
+    def _build(self, tree: Tree, children: list) -> object:
+        handler = getattr(self, str(tree.data), None)
+        if handler is None:
+            raise AssertionError(f"grammar rule {tree.data!r} has no AST handler")  # caught by tests
+        return handler(tree.meta, children)
+
+    def _depth(self, tree: Tree, node: object, child_depths: list[int]) -> int:
+        """How deep the expression ending at `tree` nests; 0 outside expressions. The outermost
+        expression that is too deep is reported once, where a statement or declaration holds it."""
+        rule = str(tree.data)
+        deepest = max(child_depths, default=0)
+        if rule in EXPRESSION_RULES:
+            return deepest + (rule in NESTING_RULES)
+        for child, depth in zip(tree.children, child_depths, strict=True):
+            if depth > MAX_EXPRESSION_DEPTH and isinstance(child, Tree):
+                self._report_depth(child, depth)
+        return 0
+
+    def _report_depth(self, expr: Tree, depth: int) -> None:
+        self.too_deep.append(Diagnostic(
+            code="NL004", span=self._span(expr.meta),
+            message=f"this expression nests {depth:,} levels deep (operators and calls); "
+                    f"at most {MAX_EXPRESSION_DEPTH} are supported",
+            hint="split it into named values: compute a part as `a = ...` on its own line, then use `a`"))
 
     def _span(self, meta) -> Span:
         return Span(file=self.file, line=meta.line, col=meta.column,
@@ -394,6 +471,4 @@ class _ToAst(Transformer):
     def kwarg(self, meta, children):
         return ast.Kwarg(name=str(children[0]), value=children[2], span=self._span(meta))
 
-    def __default__(self, data, children, meta):
-        raise AssertionError(f"grammar rule {data!r} has no AST handler")  # caught by tests
 

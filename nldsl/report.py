@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from nldsl.cost import Cost, component_costs, totals
+from nldsl.diagnostics import source_lines
 from nldsl.graph import Component, NestingGraph
-from nldsl.lower import bind
+from nldsl.lower import Kernel, bind
 from nldsl.schedule import Schedule, analyze
 from nldsl.source import SourceFile, Span
 from nldsl.spec import Block, Learn
@@ -33,17 +34,20 @@ class Row(BaseModel):
     note: str = ""
 
 
-ALGORITHMS = {"attention": "attention (SDPA)", "static": "static module", "teach": "teach signal, interleaved",
-              "linear_attention": "chunkwise linear attention", "delta_rule": "chunkwise delta rule",
-              "period": "chunk closed form", "generic": "generic path"}
+KERNELS = {Kernel.ATTENTION: "attention (SDPA)", Kernel.STATIC: "static module",
+           Kernel.TEACH: "teach signal, interleaved", Kernel.CHUNK_LINEAR_ATTENTION: "chunk_linear_attention",
+           Kernel.CHUNK_DELTA_RULE: "chunk_delta_rule", Kernel.PERIOD_GD: "period_gd",
+           Kernel.PERIOD_MOMENTUM: "period_momentum", Kernel.PERIOD_DGD: "period_dgd",
+           Kernel.GENERIC: "generic_update (per token)"}
 
 
 def _text(span: Span | None, sources: dict[str, SourceFile]) -> str:
     """The source text under a span, on one line."""
     if span is None or span.file not in sources:
         return ""
-    src = sources[span.file]
-    lines = [src.line(n) for n in range(span.line, span.end_line + 1)]
+    lines = source_lines(sources[span.file])[span.line - 1:span.end_line]
+    if not lines:
+        return ""
     if len(lines) == 1:
         return lines[0][span.col - 1:span.end_col - 1]
     lines[0] = lines[0][span.col - 1:]
@@ -97,11 +101,12 @@ def _memory_row(c: Component, sources: dict[str, SourceFile], cost: Cost, block:
     return Row(level=c.level, component=name, structure=m.structure.describe() + heads, time=_time(c),
                objective=objective, context=context, rule=rule, slow_params=cost.slow_params,
                fast_state=cost.fast_state, flops_per_token=cost.flops_per_token, note=note,
-               algorithm=ALGORITHMS[bind(m, block).algorithm])
+               algorithm=KERNELS[bind(m, block).kernel])
 
 
 def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
     costs = component_costs(ng)
+    blocks = {b.name: b for b in ng.model.blocks} if ng.model else {}
     out: list[Row] = []
     comps = sorted((c for c in ng.components() if c.kind != "loss"),
                    key=lambda c: (c.level, c.kind, c.block or "", c.id))
@@ -122,7 +127,6 @@ def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
         for c in members:
             cost = costs.get(c.id, Cost())
             if c.memory is not None and c.kind in ("memory", "attention"):
-                blocks = {b.name: b for b in ng.model.blocks} if ng.model else {}
                 out.append(_memory_row(c, sources, cost, blocks.get(c.block or "")))
             elif c.kind == "state":
                 learn = c.memory.learn if c.memory is not None else None
@@ -139,6 +143,8 @@ def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
 
 
 def _n(x: float) -> str:
+    if abs(x) >= 1e12:          # past giga, a power of ten reads better than a stack of prefixes
+        return f"{x:.3g}"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{unit}"

@@ -13,6 +13,7 @@ from math import lcm
 
 from pydantic import BaseModel, ConfigDict
 
+from nldsl.cost import size_diagnostics
 from nldsl.diagnostics import Diagnostics
 from nldsl.graph import NestingGraph
 
@@ -63,6 +64,8 @@ def _clock(unit: str, periods: dict[str, int]) -> Clock:
 
 
 def analyze(ng: NestingGraph, diags: Diagnostics | None = None) -> Schedule:
+    """The schedule of a nesting graph. With `diags`, also the warnings about what the graph as a whole
+    implies: periods that are not nested (NL061) and parameters no machine can hold (NL043)."""
     tokens: dict[str, int] = {}
     steps: dict[str, int] = {}
     for c in ng.components():
@@ -79,6 +82,7 @@ def analyze(ng: NestingGraph, diags: Diagnostics | None = None) -> Schedule:
         for clock in (schedule.tokens, schedule.steps):
             if not clock.nested:
                 _report(ng, clock, diags)
+        size_diagnostics(ng, diags)
     return schedule
 
 

@@ -201,3 +201,40 @@ def test_render_is_hash_seed_independent():
     assert set(unstable) <= set(UNSTABLE), f"output depends on PYTHONHASHSEED: {unstable}"
     assert set(unstable) == set(UNSTABLE), \
         f"{sorted(set(UNSTABLE) - set(unstable))} no longer depend on the hash seed: drop them from UNSTABLE"
+
+
+# ---- header overrides (`--set NAME=VALUE`) ------------------------------------------------------
+
+OVERRIDDEN = """import "optim/sgd.nl"
+
+model M(vocab = 256, dim = 64, context = 64, scale = 2) {
+  block {
+    h = h * scale
+  }
+  train {
+    optimize all by sgd(lr = 0.1)
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("dim", float("nan"), "not a finite number"),
+    ("scale", float("inf"), "not a finite number"),
+    ("scale", float("1e400"), "not a finite number"),    # what `--set scale=1e400` parses to
+    ("dim", 64.5, "must be a positive integer"),
+    ("context", 1e300, "must be at most 9,007,199,254,740,992"),
+])
+def test_a_bad_override_is_one_error_at_the_parameter_it_sets(name: str, value: float, words: str):
+    """Overrides arrive as floats; nan, inf and absurd sizes are refused where the parameter is declared,
+    and its uses stay quiet (no unknown name, no nan-sized model)."""
+    result = check_text_with(OVERRIDDEN, {name: value})
+    (error,) = result.diagnostics
+    assert error.code == "NL042" and words in error.message, result.render()
+    assert error.span.line == 3 and OVERRIDDEN.splitlines()[2][error.span.col - 1:].startswith(
+        {"dim": "64", "scale": "2", "context": "64"}[name])
+
+
+def check_text_with(text: str, overrides: dict[str, float]) -> CheckResult:
+    from nldsl.api import check_text
+    return check_text(text, "<test>.nl", overrides)

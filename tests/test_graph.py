@@ -119,3 +119,32 @@ def test_every_shipped_model_has_a_cost_preview():
         assert t.slow_params > 0 and t.flops_per_token > 0, path.name
         params = sum(prod(p.shape) for p in g.model.params.values())
         assert t.slow_params >= params
+
+
+def test_a_model_beyond_any_machine_is_warned_about_with_its_largest_part():
+    """NL043 once the parameters pass 1 TiB in float32 (2^38 numbers), and not below."""
+    def check(dim: int) -> nldsl.CheckResult:
+        return nldsl.check_text(model("""
+    param W : matrix(dim, dim)
+    h = h + rmsnorm(h) @ W
+""", header=f"vocab = 64, dim = {dim}, context = 64"), "<test>.nl")
+    below, above = check(2**18), check(2**20)     # W: 2^36 and 2^40 numbers
+    assert below.ok and not below.warnings, below.render()
+    (warning,) = above.warnings
+    assert warning.code == "NL043" and "the largest part is 'W'" in warning.message, above.render()
+    assert warning.span.line == 5                  # the declaration of W
+
+
+def test_huge_sizes_neither_overflow_nor_take_long_in_check_and_explain():
+    """Sizes up to 2^53 multiply into numbers no float holds if nothing bounds them; the NL060 hint
+    once searched every number up to the context for a divisor."""
+    big = 2**53 - 1                                # odd, so a period of 16 does not divide it
+    text = model("""
+    x = rmsnorm(h)
+    memory M : mlp(expand = 4, depth = 1000) per head
+    learn M : l2(self(x), x) by gd(lr = 0.1) every 16 tokens
+    h = h + M(x)
+""", header=f"vocab = {big}, dim = {2**40}, heads = 4, context = {big}")
+    r = nldsl.check_text(text, "<test>.nl")
+    assert r.ok and {d.code for d in r.warnings} == {"NL043", "NL060"}, r.render()
+    assert "parameters (outer level)" in nldsl.api.report.render(r.graph(), r.sources)

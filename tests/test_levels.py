@@ -119,3 +119,19 @@ def test_level_assertion_checked():
     r = nldsl.check_text(bad, "<t>.nl")
     assert [d.code for d in r.errors] == ["NL071"]
     assert "derived level is 1" in r.errors[0].message
+
+
+def test_cms_periods_in_steps_and_tokens_compare_in_tokens():
+    """A step is `context` tokens of each sequence: `every 16 tokens` before `every 1 step` is fastest
+    first (NL067 once compared the raw numbers, 16 > 1), and the reverse order is the one it reports."""
+    def cms(levels: str) -> nldsl.CheckResult:
+        return nldsl.check_text(model(f"""
+    memory C : cms [ {levels} ] scope persistent init zeros
+    learn C : l2(self(h), h) by gd(lr = 0.01)
+    h = h + C(h)
+"""), "<test>.nl")
+    right = cms("mlp(expand = 2) every 16 tokens, mlp(expand = 2) every 1 step")
+    assert right.ok and "NL067" not in {d.code for d in right.diagnostics}, right.render()
+    wrong = cms("mlp(expand = 2) every 1 step, mlp(expand = 2) every 16 tokens")
+    assert [d.message for d in wrong.diagnostics if d.code == "NL067"] == \
+        ["the levels of cms 'C' are not listed fastest first (1 step = 64 tokens, 16 tokens)"]
