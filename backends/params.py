@@ -9,7 +9,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nldsl.lower import ParamInfo, init_tensor, layer_view
+from nldsl.lower import ParamInfo, layer_view
+
+
+def init_tensor(info: ParamInfo, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """A freshly initialized tensor for one parameter."""
+    shape = info.shape
+    if info.init == "normal":
+        return torch.randn(shape, generator=generator, dtype=dtype) * info.std
+    if info.init == "zeros":
+        return torch.zeros(shape, dtype=dtype)
+    if info.init == "ones":
+        return torch.ones(shape, dtype=dtype)
+    if info.init == "eye":
+        return torch.eye(shape[-1], dtype=dtype).expand(shape).clone()
+    if info.init == "layernorm":
+        return torch.stack([torch.ones(shape[1], dtype=dtype), torch.zeros(shape[1], dtype=dtype)])
+    t = torch.zeros(shape, dtype=dtype)   # conv: the identity on the current token
+    t[:, -1] = 1.0
+    return t
 
 
 def make_parameters(table: dict[str, ParamInfo], seed: int, dtype: torch.dtype) -> nn.ParameterDict:

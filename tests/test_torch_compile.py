@@ -30,7 +30,7 @@ def fresh_dynamo():
 def patterns(model, length: int) -> int:
     """Distinct commit patterns of the memories whose commits happen inside the segment step."""
     step = model.SEGMENT or length
-    periods = [m.period for mems in model.MEMORIES.values() for m in mems.values() if m.algorithm != "teach"]
+    periods = [m.period for mems in model.MEMORIES.values() for m in mems.values() if m.teach is None]
     return len({tuple((end % p == 0) for p in periods) for end in range(step, length + 1, step)})
 
 

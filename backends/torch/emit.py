@@ -15,16 +15,23 @@ from pathlib import Path
 from nldsl.backends.torch.names import Scope, literal, text
 
 from nldsl.lower import (
-    Binding,
+    Assign,
+    Commit,
+    FusedRead,
+    Kernel,
     LoweredBlock,
     ParamInfo,
+    TeachCoefficients,
+    Update,
     lower_block,
+    lower_objective,
     memory_parts,
     memory_shapes,
     parameter_table,
     segment_length,
+    teach_kernel,
 )
-from nldsl.spec import Block, Memory, Model, Op, Optimizer, Spec
+from nldsl.spec import Memory, Model, Op, Optimizer, Spec
 
 # Names the generated modules define or import, and the parameters of their functions: every
 # name allocated for the spec's things avoids them.
@@ -37,31 +44,6 @@ UNARY = {"sigmoid": "torch.sigmoid", "silu": "F.silu", "gelu": "F.gelu", "relu":
          "softplus": "F.softplus", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
          "square": "torch.square", "sign": "torch.sign"}
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-
-
-def _uses_self(op: Op) -> bool:
-    return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in op.walk())
-
-
-def hoist(objective: Op, scope: Scope) -> tuple[list[Op], dict[str, str]]:
-    """The largest parts of an objective that do not involve the memory being learned: computed
-    once by the caller and passed in as a0, a1, ... (named in the objective's own `scope`); what
-    remains is a function of the weights."""
-    hoisted: list[Op] = []
-    seen: set[str] = set()
-
-    def visit(op: Op) -> None:
-        if not _uses_self(op):
-            key = op.model_dump_json()
-            if key not in seen:
-                seen.add(key)
-                hoisted.append(op)
-            return
-        for a in op.args:
-            visit(a)
-
-    visit(objective)
-    return hoisted, {h.model_dump_json(): scope.name(("arg", i), f"a{i}") for i, h in enumerate(hoisted)}
 
 
 def value_names(assignments, scope: Scope, inputs: tuple[str, ...]) -> dict[int, str]:
@@ -82,11 +64,15 @@ def attention_site(read: Op) -> str:
     return f"{read.attrs['memory']}@{read.span.line}:{read.span.col}"
 
 
-class Emitter(ABC):
-    """Python for expressions. Subclasses say how values, states and memory reads are named."""
+def where(line: int) -> str:
+    """Provenance: a line of the spec file (named once, in the module's docstring)."""
+    return f"line {line}"
 
-    def __init__(self, file: str, module: Scope) -> None:
-        self.file = file
+
+class Emitter(ABC):
+    """Python for expressions. Subclasses say how inputs, states and memory reads are named."""
+
+    def __init__(self, module: Scope) -> None:
         self.module = module        # the module's names
         self.scope = module         # the function the statements go in (see `enter`)
         self.names: dict[int, str] = {}
@@ -96,15 +82,6 @@ class Emitter(ABC):
         self.scope = scope
         self.names = value_names(assignments, scope, inputs)
 
-    def where(self, op_or_span) -> str:
-        """Provenance: the line of the spec file (named once, in the module's docstring)."""
-        span = getattr(op_or_span, "span", op_or_span)
-        return f"line {span.line}"
-
-    def objective_scope(self, fixed: tuple[str, ...]) -> Scope:
-        """An objective's own scope: its body names only its arguments and module-level names."""
-        return self.module.child(fixed)
-
     def input(self, op: Op) -> str:
         return "h"
 
@@ -112,23 +89,24 @@ class Emitter(ABC):
     def read(self, op: Op, e) -> str: ...
 
     @abstractmethod
-    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str: ...
+    def state(self, op: Op, args: list[str] | None, weights: str) -> str: ...
 
     @abstractmethod
-    def self_call(self, op: Op, e, weights: str, probe: bool) -> str: ...
+    def self_call(self, op: Op, e, weights: str) -> str: ...
 
-    def fixed(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+    def fixed(self, op: Op, args: list[str] | None, weights: str) -> str:
         """`fixed(x)`: x with no inner gradient. Here nothing differentiates the objective from
         outside (optimizer states), so that is a detach."""
         return f"{self.expr(op.args[0], args, weights)}.detach()"
 
-    def expr(self, op: Op, args: dict[str, str] | None = None, weights: str = "", probe: Op | None = None) -> str:
-        """Python for an expression. Inside an objective, `args` names hoisted sub-expressions,
-        `weights` is the memory's weights and `probe` the self(...) call that gets dgd's probe."""
-        e = lambda o: self.expr(o, args, weights, probe)  # noqa: E731
-        if args is not None and op.model_dump_json() in args:
-            return args[op.model_dump_json()]
+    def expr(self, op: Op, args: list[str] | None = None, weights: str = "") -> str:
+        """Python for an expression. Inside an objective, `args` names its hoisted parts (`arg` i)
+        and `weights` is the memory's weights."""
+        e = lambda o: self.expr(o, args, weights)  # noqa: E731
         o = op.op
+        if o == "arg":
+            assert args is not None
+            return args[op.attrs["index"]]
         if o == "const":
             return literal(float(op.attrs["value"]))
         if o == "input":
@@ -136,7 +114,7 @@ class Emitter(ABC):
         if o == "value":
             return self.names[op.attrs["index"]]
         if o == "param":
-            return f'P[{literal(op.attrs["name"])}]'
+            return f"P[{literal(op.attrs['name'])}]"
         if o == "matmul":
             return f"({e(op.args[0])} @ {e(op.args[1])})"
         if o in BINARY:
@@ -159,9 +137,9 @@ class Emitter(ABC):
         if o == "fixed":
             return self.fixed(op, args, weights)
         if o == "rmsnorm":
-            return f'fn.rmsnorm({e(op.args[0])}, P[{literal(op.attrs["param"])}], {literal(op.attrs["groups"])})'
+            return f"fn.rmsnorm({e(op.args[0])}, P[{literal(op.attrs['param'])}], {literal(op.attrs['groups'])})"
         if o == "layernorm":
-            return f'fn.layernorm({e(op.args[0])}, P[{literal(op.attrs["param"])}], {literal(op.attrs["groups"])})'
+            return f"fn.layernorm({e(op.args[0])}, P[{literal(op.attrs['param'])}], {literal(op.attrs['groups'])})"
         if o == "l2norm":
             return f"fn.l2norm({e(op.args[0])}, {literal(op.attrs['groups'])})"
         if o in ("sum", "mean"):
@@ -171,189 +149,125 @@ class Emitter(ABC):
             return f"rt.conv(cache, {name}, {e(op.args[0])}, P[{name}])"
         if o in ("l2", "dot", "l1", "huber"):
             delta = f", delta={literal(float(op.attrs['delta']))}" if o == "huber" else ""
-            return f'fn.objective("{o}", {e(op.args[0])}, {e(op.args[1])}{delta}, groups={self._groups(op)})'
+            return (f"fn.objective({literal(o)}, {e(op.args[0])}, {e(op.args[1])}{delta}, "
+                    f"groups={literal(op.attrs.get('groups', 1))})")
         if o == "self":
-            return self.self_call(op, e, weights, probe is not None and op.model_dump_json() == probe.model_dump_json())
+            return self.self_call(op, e, weights)
         if o == "state":
             return self.state(op, args, weights)
-        if o == "read":
+        if o in ("read", "fused"):
             return self.read(op, e)
         if o == "hyper":
-            return f'hp[{literal(op.attrs["name"])}]'
+            return f"hp[{literal(op.attrs['name'])}]"
         if o == "newton_schulz":
             return f"fn.newton_schulz({e(op.args[0])}, {literal(op.attrs['steps'])})"
         raise AssertionError(f"cannot emit op {o!r}")
 
-    def _groups(self, op: Op) -> int:
-        return 1
+    def coefficients(self, statement, names: tuple[str, ...] = ("lr", "retain", "momentum", "precond")) -> str:
+        """A statement's coefficients that are set, as keyword arguments."""
+        return ", ".join(f"{k}={self.expr(getattr(statement, k))}" for k in names if getattr(statement, k) is not None)
 
 
 class BlockEmitter(Emitter):
-    """Emission context of one block: its module-level names (constants, its function), then its
-    value names, memory bindings and hoisted objective arguments."""
+    """Prints one lowered block: its module-level names (memory constants, its function), then
+    the function, statement by statement."""
 
-    def __init__(self, block: Block, lowered: LoweredBlock, file: str, module: Scope) -> None:
-        super().__init__(file, module)
-        self.block = block
+    def __init__(self, lowered: LoweredBlock, module: Scope) -> None:
+        super().__init__(module)
         self.lowered = lowered
-        self.groups = self._groups_of_memories()
+        self.block = block = lowered.block
         self.consts = {n: module.name(("memory", block.name, n), f"{block.name}_{n}".upper())
                        for n, m in block.memories.items() if m.parametric}
-        self.group_consts = {ms[0].name: module.name(("group", block.name, ms[0].name),
-                                                     "_".join([block.name, *(m.name for m in ms)]).upper())
-                             for ms in self.groups.values() if len(ms) > 1}
+        self.stack_consts = {ms: module.name(("stack", block.name, ms), "_".join([block.name, *ms]).upper())
+                             for ms in lowered.stacks}
         self.function = module.name(("block", block.name), block.name)
+        self.spec: str = ""              # the memory spec the objective being printed applies
 
-    def binding(self, name: str) -> Binding:
-        return self.lowered.bindings[name]
+    def kernel(self, name: str) -> Kernel:
+        return self.lowered.bindings[name].kernel
 
-    def const(self, name: str) -> str:
-        return self.consts[name]
+    def self_call(self, op: Op, e, weights: str) -> str:
+        probe = ", probe" if op.attrs.get("probe") else ""
+        return f"rt.apply({self.spec}, {weights}, {e(op.args[0])}{probe})"
 
-    merged: tuple[str, str, int] | None = None    # (memory, merged spec expression, copies) while emitting a group
-
-    def _groups(self, op: Op) -> int:
-        """Objectives of per-head memories return one loss per head, so each head's learning rate
-        can weigh its own gradient."""
-        memories = {o.attrs["memory"] for o in op.walk() if o.op == "self"}
-        heads = [self.block.memories[m].heads for m in memories]
-        copies = self.merged[2] if self.merged else 1
-        return heads[0] * copies if heads and all(x == heads[0] for x in heads) else 1
-
-    def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
-        mem = self.block.memories[op.attrs["memory"]]
-        spec = self.merged[1] if self.merged and self.merged[0] == mem.name else self.const(mem.name)
-        return f"rt.apply({spec}, {weights}, {e(op.args[0])}{', probe' if probe else ''})"
-
-    def fixed(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+    def fixed(self, op: Op, args: list[str] | None, weights: str) -> str:
         """`fixed(x)`: x at the state the gradient is taken at (`at`, passed by the runtime), outside
         the inner differentiation but inside the outer one."""
         return self.expr(op.args[0], args, "at")
 
-    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+    def state(self, op: Op, args: list[str] | None, weights: str) -> str:
         if op.attrs.get("self"):
-            return f"rt.state_of({weights}, {next(iter(args.values())) if args else 'h'})"
+            return f"rt.state_of({weights}, {args[0] if args else 'h'})"
         mem = self.block.memories[op.attrs["memory"]]
         if mem.learn:
             return f"rt.state_of(S[{literal(mem.name)}].seen, h)"
         return f"P[{literal(mem.name + '/s')}].flatten(-2)"
 
     def read(self, op: Op, e) -> str:
-        mem = self.block.memories[op.attrs["memory"]]
+        name = op.attrs["memory"]
+        mem = self.block.memories[name]
+        if op.op == "fused":
+            return self.scope.name(("fused", name), f"{name}_out")
+        kernel = op.attrs["kernel"]
         args = [e(a) for a in op.args]
-        b = self.binding(mem.name)
-        state = f"S[{literal(mem.name)}]"
-        if b.algorithm == "attention":
+        if kernel == Kernel.ATTENTION:
             site = literal(attention_site(op))
             return f"rt.attention(cache, {site}, {', '.join(args)}, {mem.heads}, {mem.structure.window})"
-        if b.algorithm == "static":
-            names = ", ".join(f"P[{literal(f'{mem.name}/{part}')}]" for part in memory_parts(mem))
-            return f"rt.apply({self.const(mem.name)}, [{names}], {args[0]})"
-        if b.algorithm == "teach":
-            return f"rt.remember({state}, {args[0]})"
-        if b.algorithm in ("linear_attention", "delta_rule"):
-            learn = mem.learn
-            assert learn is not None and learn.objective is not None and learn.key is not None
-            target = learn.objective.args[1]
-            retain = e(learn.rule.retain) if learn.rule.retain is not None else "None"
-            return f"rt.fused({state}, {args[0]}, {e(learn.key)}, {e(target)}, {e(learn.rule.lr)}, {retain})"
-        return f"rt.read({state}, {args[0]})"
+        if kernel == Kernel.STATIC:
+            names = ", ".join(f"P[{literal(f'{name}/{part}')}]" for part in memory_parts(mem))
+            return f"rt.read_static({self.const(name)}, [{names}], {args[0]})"
+        return f"rt.{kernel}(S[{literal(name)}], {args[0]})"
+
+    def const(self, name: str) -> str:
+        return self.consts[name]
 
     # ---- statements -------------------------------------------------------------------------------
-    def update(self, mem: Memory, group: list[Memory] | None = None) -> list[str]:
-        """A learn statement: the objective as a function of the memory's weights (its
-        self-free parts computed here and passed in), the coefficients, the update, the commit.
-        A `group` of identical memories learned by one statement updates as one memory with their
-        heads side by side (heads are independent, so this is the same computation, batched)."""
-        learn = mem.learn
-        assert learn is not None and learn.objective is not None
-        members = group or [mem]
-        if len(members) > 1:
-            self.merged = (mem.name, self.group_consts[mem.name], len(members))
-        inner = self.objective_scope(OBJECTIVE_ARGS)
-        hoisted, args = hoist(learn.objective, inner)
-        params = ", ".join(["w", "probe", *args.values(), "*", "at"])
-        key = learn.key if learn.rule.kind == "dgd" else None
-        probe_call = next((o for o in learn.objective.walk() if o.op == "self" and key is not None
-                           and o.args[0].model_dump_json() == key.model_dump_json()), None)
-        body = self.expr(learn.objective, args, "w", probe_call)
-        self.merged = None
-        objective = self.scope.name(("objective", mem.name), "objective_" + "_".join(m.name for m in members))
-        lines = [f"def {objective}({params}):   # {self.where(learn.objective)}",
-                 f"    return {body}"]
-        values = ", ".join(self.expr(hv) for hv in hoisted)
-        lines.append(f"{'rt.update' if len(members) == 1 else 'rt.update_group'}("
-                     f"{self._states(members)}, {objective}, ({values},), {self.coefficients(learn)})"
-                     f"   # {self.where(learn.span)}")
-        lines += [f"rt.commit(S[{literal(m.name)}], fires[{literal(m.name)}])" for m in members]
-        return lines
+    def statement(self, st) -> list[str]:
+        if isinstance(st, Assign):
+            return [f"{self.names[st.index]} = {self.expr(st.expr)}   # {where(st.line)}"]
+        if isinstance(st, FusedRead):
+            out = self.scope.name(("fused", st.memory), f"{st.memory}_out")
+            args = [self.expr(x) for x in (st.query, st.key, st.value)]
+            coeffs = [f"lr={self.expr(st.lr)}"] + ([f"erase={self.expr(st.erase)}"] if st.erase is not None else [])
+            coeffs.append(f"retain={self.expr(st.retain) if st.retain is not None else None}")
+            return [f"{out} = rt.{st.kernel}(S[{literal(st.memory)}], {', '.join(args + coeffs)})"
+                    f"   # {where(st.line)}"]
+        if isinstance(st, Update):
+            return self.update(st)
+        if isinstance(st, Commit):
+            return [f"rt.commit(S[{literal(m)}], fires[{literal(m)}])" for m in st.memories]
+        if isinstance(st, TeachCoefficients):
+            return [f"rt.teach_coefficients(S[{literal(st.memory)}], {self.coefficients(st)})   # {where(st.line)}"]
+        raise AssertionError(f"cannot emit statement {type(st).__name__}")
 
-    def _states(self, members: list[Memory]) -> str:
-        states = [f"S[{literal(m.name)}]" for m in members]
-        return states[0] if len(states) == 1 else "[" + ", ".join(states) + "]"
-
-    def coefficients(self, learn, key: bool = True) -> str:
-        """The rule's coefficients as keyword arguments (dgd's key too)."""
-        rule = learn.rule
-        coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
-                                                for k in ("retain", "momentum", "precond")
-                                                if getattr(rule, k) is not None]
-        if key and rule.kind == "dgd" and learn.key is not None:
-            coeffs.append(f"key={self.expr(learn.key)}")
-        return ", ".join(coeffs)
-
-    def _groups_of_memories(self) -> dict[str, list[Memory]]:
-        """Memories updated together: learned by one statement, identical, bound to the chunk closed
-        form, and adjacent in the token order (so no read falls between their updates)."""
-        out: dict[str, list[Memory]] = {}
-        run: list[Memory] = []
-
-        def close() -> None:
-            buckets: dict[str, list[Memory]] = {}
-            for m in run:
-                assert m.learn is not None
-                key = f"{m.learn.span}|{m.structure}|{m.heads}|{m.scope}"
-                buckets.setdefault(key, []).append(m)
-            for members in buckets.values():
-                out[members[0].name] = members
-                for m in members[1:]:
-                    out[m.name] = []
-            run.clear()
-
-        for step in self.lowered.order:
-            mem = self.block.memories.get(step.memory) if step.kind == "update" else None
-            if mem is not None and self.binding(mem.name).algorithm == "period":
-                run.append(mem)
-            else:
-                close()
-        close()
-        return out
+    def update(self, st: Update) -> list[str]:
+        """The objective as a function of the weights (its hoisted parts passed in), then the
+        kernel; stacked memories run as one."""
+        stacked = len(st.memories) > 1
+        self.spec = self.stack_consts[st.memories] if stacked else self.const(st.memories[0])
+        inner = self.module.child(OBJECTIVE_ARGS)
+        args = [inner.name(("arg", i), f"a{i}") for i in range(len(st.hoisted))]
+        body = self.expr(st.objective, args, "w")
+        objective = self.scope.name(("objective", st.memories), "objective_" + "_".join(st.memories))
+        values = ", ".join(self.expr(v) for v in st.hoisted)
+        coeffs = self.coefficients(st) + (f", key={self.expr(st.key)}" if st.key is not None else "")
+        states = ", ".join(f"S[{literal(m)}]" for m in st.memories)
+        call = (f"rt.stacked(rt.{st.kernel}, [{states}], {self.spec}, {objective}, ({values},), {coeffs})"
+                if stacked else f"rt.{st.kernel}({states}, {objective}, ({values},), {coeffs})")
+        return [f"def {objective}({', '.join(['w', 'probe', *args, '*', 'at'])}):   # {where(st.objective.span.line)}",
+                f"    return {body}",
+                f"{call}   # {where(st.line)}"]
 
     def function_lines(self) -> list[str]:
         """The block's function. Its local names are allocated here, after every module-level one."""
         block = self.block
         self.enter(self.module.child(BLOCK_ARGS), block.assignments, ("h",))
         out = [f"def {self.function}({', '.join(BLOCK_ARGS)}):",
-               f'    """Block `{text(block.name)}` ({self.where(block.span)}): one segment of tokens through one '
+               f'    """Block `{text(block.name)}` ({where(block.span.line)}): one segment of tokens through one '
                'layer."""']
-        groups = self.groups
-        for step in self.lowered.order:
-            if step.kind == "assign":
-                a = block.assignments[step.index]
-                out.append(f"    {self.names[step.index]} = {self.expr(a.expr)}   # {self.where(a)}")
-            else:
-                mem = block.memories[step.memory]
-                if self.binding(mem.name).algorithm in ("linear_attention", "delta_rule"):
-                    continue     # fused with its read
-                if mem.name in groups and not groups[mem.name]:
-                    continue     # updated with the first member of its group
-                out += ["    " + line for line in self.update(mem, groups.get(mem.name))]
-        for name, mem in block.memories.items():
-            if self.binding(name).algorithm == "teach":
-                out.append(f"    rt.teach_coefficients(S[{literal(name)}], {self.coefficients(mem.learn, False)})"
-                           f"   # {self.where(mem.learn.span)}")
-        outputs = [i for i, a in enumerate(block.assignments) if a.target == "h"]
-        out.append(f"    return {self.names[outputs[-1]] if outputs else 'h'}")
+        for st in self.lowered.statements:
+            out += ["    " + line for line in self.statement(st)]
+        out.append(f"    return {self.names[self.lowered.output] if self.lowered.output is not None else 'h'}")
         return out
 
     def constants(self) -> list[str]:
@@ -363,12 +277,11 @@ class BlockEmitter(Emitter):
                 continue
             s = mem.structure
             learn = mem.learn
-            b = self.binding(name)
+            b = self.lowered.bindings[name]
             fields = [literal(name), literal(s.kind), f"heads={mem.heads}",
                       f"shapes={literal(tuple(memory_shapes(mem)))}",
                       f"init={literal('zeros' if mem.init == 'zeros' and learn is not None else 'param')}",
-                      f"act={literal(s.act)}", f"residual={s.residual}", f"norm={literal(s.norm)}",
-                      f"algorithm={literal(b.algorithm)}"]
+                      f"act={literal(s.act)}", f"residual={s.residual}", f"norm={literal(s.norm)}"]
             if learn is not None:
                 r = learn.rule
                 rule = (f"rt.Rule({literal(r.kind)}, momentum={r.momentum is not None}, "
@@ -380,12 +293,13 @@ class BlockEmitter(Emitter):
                 fields += [f"rule={rule}", f"period={period}", f"steps={steps}", f"chunk={learn.chunk}",
                            f"read_after={learn.read == 'after'}", f"backprop={literal(learn.backprop)}",
                            f"truncate={learn.truncate}", f"persistent={mem.scope == 'persistent'}"]
-            out.append(f"{self.const(name)} = rt.MemSpec({', '.join(fields)})   # {self.where(mem.span)}")
-            out.append(f"#   {b.algorithm}: {text(b.reason)}")
-        for members in self.groups.values():
-            if len(members) > 1:
-                out.append(f"{self.group_consts[members[0].name]} = rt.merged({self.const(members[0].name)}, "
-                           f"{len(members)})   # {', '.join(text(m.name) for m in members)} learn side by side")
+                if b.kernel is Kernel.TEACH:
+                    fields.append(f"teach=rt.{teach_kernel(mem)}")
+            out.append(f"{self.const(name)} = rt.MemSpec({', '.join(fields)})   # {where(mem.span.line)}")
+            out.append(f"#   {b.kernel}: {text(b.reason)}")
+        for members, const in self.stack_consts.items():
+            out.append(f"{const} = rt.merged({self.const(members[0])}, {len(members)})"
+                       f"   # {', '.join(text(m) for m in members)} learn stacked, heads side by side")
         return out
 
 
@@ -400,17 +314,16 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
     """The Python source of the compiled model `name` (default: the entry file's first model)."""
     name = name or next(u for u in spec.local_units if u in spec.models)
     model: Model = spec.models[name]
-    file = spec.file
     module = Scope(MODEL_MODULE + BLOCK_ARGS + OBJECTIVE_ARGS)
-    blocks = [BlockEmitter(b, lower_block(b), file, module) for b in model.blocks]
+    blocks = [BlockEmitter(lower_block(b), module) for b in model.blocks]
     cls = module.name(("model",), name)
-    lines = [f'"""Model `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit the '
-             "spec, not this; `# line N` comments point at its lines.",
+    lines = [f'"""Model `{text(name)}` compiled by nldsl from {text(Path(spec.file).name)}. Generated code: edit '
+             "the spec, not this; `# line N` comments point at its lines.",
              "",
-             "Memories and the algorithm each one is bound to:"]
+             "The kernel each memory runs on:"]
     for blk in blocks:
         for mname, b in blk.lowered.bindings.items():
-            lines.append(f"  {text(blk.block.name)}.{text(mname)}: {b.algorithm} ({text(b.reason)})")
+            lines.append(f"  {text(blk.block.name)}.{text(mname)}: {b.kernel} ({text(b.reason)})")
     lines += ['"""', "", "import torch", "import torch.nn.functional as F", "",
               "from nldsl.backends import functional as fn", "from nldsl.backends.torch import runtime as rt",
               "from nldsl.backends.torch.model import CompiledModel", "from nldsl.lower import ParamInfo", ""]
@@ -426,13 +339,12 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
         return "{" + ", ".join(f"{literal(blk.block.name)}: {{{', '.join(entries(blk))}}}" for blk in blocks) + "}"
 
     memories = per_block(lambda blk: [f"{literal(m)}: {blk.const(m)}" for m, mem in blk.block.memories.items()
-                                      if mem.parametric and mem.learn is not None
-                                      and blk.binding(m).algorithm != "static"])
+                                      if mem.parametric and blk.kernel(m) is not Kernel.STATIC])
     convs = per_block(lambda blk: [f"{literal(o.attrs['param'])}: ({o.width}, {o.attrs['kernel']})"
                                    for a in blk.block.assignments for o in a.expr.walk() if o.op == "conv"])
     sites = per_block(lambda blk: [f"{literal(attention_site(o))}: ({o.args[1].width}, {o.args[2].width})"
                                    for a in blk.block.assignments for o in a.expr.walk()
-                                   if o.op == "read" and not blk.block.memories[o.attrs["memory"]].parametric])
+                                   if o.op == "read" and blk.kernel(o.attrs["memory"]) is Kernel.ATTENTION])
     layers = ", ".join(f"({literal(b.name)}, {i})" for b in model.blocks for i in range(b.repeat))
     lines += ["", f"class {cls}(CompiledModel):",
               "    PARAMS = PARAMS",
@@ -450,8 +362,8 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
 # ---- optimizers ---------------------------------------------------------------------------------
 
 class OptimizerEmitter(Emitter):
-    def __init__(self, opt: Optimizer, file: str, module: Scope) -> None:
-        super().__init__(file, module)
+    def __init__(self, opt: Optimizer, module: Scope) -> None:
+        super().__init__(module)
         self.opt = opt
 
     def input(self, op: Op) -> str:
@@ -461,10 +373,10 @@ class OptimizerEmitter(Emitter):
         s = m.structure
         return f"opt.apply({literal(s.kind)}, {weights}, {x}, {literal(s.act)}, {s.residual}, {literal(s.norm)})"
 
-    def self_call(self, op: Op, e, weights: str, probe: bool) -> str:
+    def self_call(self, op: Op, e, weights: str) -> str:
         return self._map(self.opt.memories[op.attrs["memory"]], weights, e(op.args[0]))
 
-    def state(self, op: Op, args: dict[str, str] | None, weights: str) -> str:
+    def state(self, op: Op, args: list[str] | None, weights: str) -> str:
         return f"{weights}[0]" if op.attrs.get("self") else f"opt.value(S[{literal(op.attrs['memory'])}])"
 
     def read(self, op: Op, e) -> str:
@@ -474,19 +386,18 @@ class OptimizerEmitter(Emitter):
     def learn(self, m: Memory) -> list[str]:
         learn = m.learn
         assert learn is not None and learn.objective is not None
-        hoisted, args = hoist(learn.objective, self.objective_scope(("w",)))
+        body, hoisted = lower_objective(learn.objective, None, lambda op: 1, lambda op: op)
+        inner = self.module.child(("w",))
+        args = [inner.name(("arg", i), f"a{i}") for i in range(len(hoisted))]
         rule = learn.rule
-        coeffs = [f"lr={self.expr(rule.lr)}"] + [f"{k}={self.expr(getattr(rule, k))}"
-                                                for k in ("retain", "momentum", "precond")
-                                                if getattr(rule, k) is not None]
         r = (f"rt.Rule({literal(rule.kind)}, output_steps={rule.output_steps or 0}, beta1={literal(rule.beta1)}, "
              f"beta2={literal(rule.beta2)}, eps={literal(rule.eps)})")
-        values = "".join(f"{self.expr(hv)}, " for hv in hoisted)
+        values = "".join(f"{self.expr(v)}, " for v in hoisted)
         objective = self.scope.name(("objective", m.name), f"objective_{m.name}")
-        return [f"def {objective}({', '.join(['w', *args.values()])}):   # {self.where(learn.objective)}",
-                f"    return {self.expr(learn.objective, args, 'w')}.sum()",
-                f"opt.learn(S[{literal(m.name)}], {objective}, ({values}), step, {r}, {', '.join(coeffs)})"
-                f"   # {self.where(learn.span)}"]
+        return [f"def {objective}({', '.join(['w', *args])}):   # {where(learn.objective.span.line)}",
+                f"    return {self.expr(body, args, 'w')}.sum()",
+                f"opt.learn(S[{literal(m.name)}], {objective}, ({values}), step, {r}, {self.coefficients(rule)})"
+                f"   # {where(learn.span.line)}"]
 
 
 # ops that need a whole matrix (or a whole row): an update using one cannot run on a parameter's shard
@@ -513,11 +424,12 @@ def emit_optimizer(spec: Spec, name: str) -> str:
     o: Optimizer = spec.optimizers[name]
     module = Scope(OPTIMIZER_MODULE + UPDATE_ARGS + ("w",))
     cls = module.name(("optimizer",), name)
-    em = OptimizerEmitter(o, spec.file if name in spec.local_units else o.span.file, module)
+    file = spec.file if name in spec.local_units else o.span.file
+    em = OptimizerEmitter(o, module)
     em.enter(module.child(UPDATE_ARGS), o.assignments, ())
     steps: list[tuple[tuple[int, int], list[str]]] = []
     for i, a in enumerate(o.assignments):
-        steps.append(((a.span.line, a.span.col), [f"{em.names[i]} = {em.expr(a.expr)}   # {em.where(a)}"]))
+        steps.append(((a.span.line, a.span.col), [f"{em.names[i]} = {em.expr(a.expr)}   # {where(a.span.line)}"]))
     for m in o.memories.values():
         if m.learn is not None and m.learn.time.base != "never":
             steps.append(((m.learn.span.line, m.learn.span.col), em.learn(m)))
@@ -531,8 +443,8 @@ def emit_optimizer(spec: Spec, name: str) -> str:
                 "read_after": learn is None or learn.read == "after",
                 "momentum": bool(learn and learn.rule.momentum is not None),
                 "adam": bool(learn and learn.rule.kind == "adam")}
-        states.append(f"    {literal(m.name)}: {literal(info)},   # {em.where(m.span)}")
-    lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(em.file).name)}. Generated code: edit '
+        states.append(f"    {literal(m.name)}: {literal(info)},   # {where(m.span.line)}")
+    lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit '
              "the spec; `# line N` comments point at its lines.",
              '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
              "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", "",
@@ -540,7 +452,7 @@ def emit_optimizer(spec: Spec, name: str) -> str:
              f'    """One step of `{text(name)}` for one parameter: updates its states S, returns its new value."""']
     for _, body in sorted(steps, key=lambda x: x[0]):
         lines += ["    " + line for line in body]
-    lines += [f"    return {em.expr(o.update)}   # {em.where(o.update)}", "", "",
+    lines += [f"    return {em.expr(o.update)}   # {where(o.update.span.line)}", "", "",
               f"class {cls}(opt.SpecOptimizer):",
               f"    DEFAULTS = {literal(dict(o.defaults))}",
               f"    ELEMENTWISE = {_elementwise(o)}   # whether a shard of a parameter can be updated alone",

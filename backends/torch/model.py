@@ -98,7 +98,7 @@ class CompiledModel(nn.Module):
         st = state or self.initial_state(batch)
         if targets is None:
             targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
-        teach = [m for ls in st.layers for m in ls.memories.values() if m.spec.algorithm == "teach"]
+        teach = [m for ls in st.layers for m in ls.memories.values() if m.spec.teach is not None]
         with torch.enable_grad() if teach else nullcontext():   # teach signals are gradients, even in eval
             logits, st = self._forward(tokens, st, targets, final, teach, keep_state)
         return logits, st if keep_state else None

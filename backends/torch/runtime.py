@@ -4,13 +4,16 @@ A generated model runs a sequence segment by segment (a segment is as long as th
 of the model's memories, or the whole sequence when nothing forces a cut). Inside a segment every
 operation is vectorized over its tokens; the objects here carry what crosses segment boundaries:
 memory states (`Mem`), convolution histories and attention caches (`Cache`), and the teach-signal
-windows. Each memory is updated by the cheapest exact algorithm `nldsl.lower.bind` chose for it:
+windows. The kernels are named after `nldsl.lower.Kernel`, and generated code calls the one
+lowering chose for each memory; nothing here dispatches on what a memory is:
 
-- `linear_attention` / `delta_rule`: a chunkwise kernel (`kernels`) fused with the memory's read;
-- `period`: gradients of all the segment's tokens at the committed state in one vector-Jacobian
-  product, weighted so that the rule's recurrence (retention, momentum) is applied in closed form;
-  dgd's first layer runs the delta-rule kernel. Reads see the committed state;
-- `generic`: per-token gradients (`torch.func`) and the rule applied token by token;
+- `chunk_linear_attention` / `chunk_delta_rule`: a chunkwise kernel (`kernels`) fused with the
+  memory's read;
+- `period_gd` / `period_momentum` / `period_dgd`: gradients of all the segment's tokens at the
+  committed state in one vector-Jacobian product, weighted so that the rule's recurrence
+  (retention, momentum) is applied in closed form; dgd's first layer runs the delta-rule kernel.
+  Reads (`read_committed`) see the committed state;
+- `generic_update`: per-token gradients (`torch.func`) and the rule applied token by token;
 - `teach`: δ = ∂(the window's losses)/∂(outputs) by autograd once the window's last loss is known.
 """
 
@@ -55,7 +58,6 @@ class MemSpec:
     act: str = "identity"
     residual: bool = False
     norm: str = "none"
-    algorithm: str = "generic"
     rule: Rule = Rule()
     period: int = 1              # tokens between commits (1: every token; NEVER: only between sequences)
     steps: int = 0               # outer steps between commits of a per-step memory (0: counted in tokens)
@@ -64,6 +66,7 @@ class MemSpec:
     backprop: str = "through"
     truncate: int = 0
     persistent: bool = False
+    teach: Callable | None = None   # a teach-signal memory: the kernel that applies its rule to δ
 
 
 @dataclass
@@ -165,12 +168,20 @@ def attention(cache: Cache, site: str, q: torch.Tensor, k: torch.Tensor, v: torc
 
 # ---- reads of learned memories ------------------------------------------------------------------
 
-def read(mem: Mem, x: torch.Tensor) -> torch.Tensor:
-    """Read a memory that learns in context. Period memories show the state committed before the
-    segment; with `read after`, the segment's last token sees the state committed at its end."""
+def read_static(spec: MemSpec, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """A memory that does not learn in context: a plain module with the outer level's weights."""
+    return apply(spec, weights, x)
+
+
+def read_current(mem: Mem, x: torch.Tensor) -> torch.Tensor:
+    """A memory updated every token, read at its evolving state (segments are one token long)."""
+    return apply(mem.spec, mem.cur, x)
+
+
+def read_committed(mem: Mem, x: torch.Tensor) -> torch.Tensor:
+    """A memory whose state is held for a period: the segment's tokens see the state committed
+    before it; with `read after`, the last token sees the state committed at the segment's end."""
     spec = mem.spec
-    if spec.period == 1 and spec.algorithm == "generic":
-        return apply(spec, mem.cur, x)            # per-token segments: the evolving state
     y = apply(spec, mem.seen, x)
     if spec.read_after and mem.fired:
         last = apply(spec, mem.ref, x[:, -1:])
@@ -178,20 +189,27 @@ def read(mem: Mem, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def fused(mem: Mem, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lr, retain) -> torch.Tensor:
-    """A matrix memory's reads and writes over a segment at once (chunkwise kernels)."""
-    spec = mem.spec
-    heads = spec.heads
-    qh, kh, vh = (t.unflatten(-1, (heads, -1)) for t in (q, k, v))
-    lr = _coef(lr, q)
-    retain = _coef(retain, q)
-    if spec.algorithm == "linear_attention":
-        y, state = kernels.linear_attention(mem.cur[0], qh, kh, vh, lr, retain, spec.read_after)
-    else:
-        erase = 2 * lr if spec.rule.kind == "dgd" else lr
-        y, state = kernels.delta_rule(mem.cur[0], qh, kh, vh, erase, lr, retain, spec.read_after)
+def chunk_linear_attention(mem: Mem, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lr, retain) -> torch.Tensor:
+    """A matrix memory learned by gd on a dot objective: its reads and writes over a segment at
+    once, as chunkwise (gated) linear attention. q, k, v (B, S, H*d); returns (B, S, H*d)."""
+    qh, kh, vh, lr, retain = _split_heads(mem, q, k, v, lr, retain)
+    y, state = kernels.linear_attention(mem.cur[0], qh, kh, vh, lr, retain, mem.spec.read_after)
     mem.cur = mem.ref = mem.seen = [state]
     return y.flatten(-2)
+
+
+def chunk_delta_rule(mem: Mem, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lr, erase, retain) -> torch.Tensor:
+    """A matrix memory learned by gd or dgd on an l2 objective: its reads and writes over a segment
+    at once, as the chunkwise delta rule (WY form); `erase` scales the k kᵀ term (2 lr for dgd)."""
+    qh, kh, vh, lr, retain = _split_heads(mem, q, k, v, lr, retain)
+    y, state = kernels.delta_rule(mem.cur[0], qh, kh, vh, _coef(erase, q), lr, retain, mem.spec.read_after)
+    mem.cur = mem.ref = mem.seen = [state]
+    return y.flatten(-2)
+
+
+def _split_heads(mem: Mem, q, k, v, lr, retain):
+    heads = mem.spec.heads
+    return (*(t.unflatten(-1, (heads, -1)) for t in (q, k, v)), _coef(lr, q), _coef(retain, q))
 
 
 def _coef(c, like: torch.Tensor):
@@ -234,27 +252,11 @@ def _heads(c: torch.Tensor | None, batch: int, length: int, heads: int, like: to
     return c.expand(batch, length, heads) if c.shape[-1] in (1, heads) else c
 
 
-def update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momentum=None, precond=None,
-           key=None) -> None:
-    """Learn from a segment's tokens: the memory's `learn` statement at this point of the block."""
-    spec = mem.spec
-    like = values[0] if values else key
-    if spec.algorithm == "period":
-        _period(mem, objective, values, lr, retain, momentum, key, like)
-    else:
-        _generic(mem, objective, values, {"lr": lr, "retain": retain, "momentum": momentum,
-                                          "precond": precond, "key": key}, like)
-
-
-def merged(spec: MemSpec, copies: int) -> MemSpec:
-    """The spec of `copies` identical memories side by side: the same memory with more heads."""
-    return replace(spec, heads=spec.heads * copies)
-
-
-def update_group(mems: list[Mem], objective: Objective, values: tuple, lr, retain=None, momentum=None,
-                 precond=None, key=None) -> None:
-    """Memories learned by one statement with the same structure, updated as one memory whose
-    heads are theirs side by side. Heads never interact, so this equals updating each alone."""
+def stacked(kernel: Callable, mems: list[Mem], spec: MemSpec, objective: Objective, values: tuple,
+            **coefficients) -> None:
+    """Run `kernel` on identical memories learned by one statement as one memory whose heads are
+    theirs side by side (`spec`: their spec with that many heads). Heads never interact, so this
+    equals updating each alone."""
     copies = len(mems)
     heads = mems[0].spec.heads
 
@@ -268,15 +270,19 @@ def update_group(mems: list[Mem], objective: Objective, values: tuple, lr, retai
             return None
         return [torch.cat(ws, dim=1) for ws in zip(*states, strict=True)]
 
-    group = Mem(spec=merged(mems[0].spec, copies), cur=joined([m.cur for m in mems]),
-                ref=joined([m.ref for m in mems]), momentum=joined([m.momentum for m in mems]))
-    update(group, objective, tuple(tile(v) for v in values), tile(lr), tile(retain), tile(momentum), tile(precond),
-           tile(key))
+    group = Mem(spec=spec, cur=joined([m.cur for m in mems]), ref=joined([m.ref for m in mems]),
+                momentum=joined([m.momentum for m in mems]))
+    kernel(group, objective, tuple(tile(v) for v in values), **{k: tile(v) for k, v in coefficients.items()})
     for i, mem in enumerate(mems):   # contiguous parts: the same tensor layout as before the update
         part = slice(i * heads, (i + 1) * heads)
         mem.cur = [w[:, part].contiguous() for w in group.cur]
         if group.momentum is not None:
             mem.momentum = [w[:, part].contiguous() for w in group.momentum]
+
+
+def merged(spec: MemSpec, copies: int) -> MemSpec:
+    """The spec of `copies` identical memories side by side: the same memory with more heads."""
+    return replace(spec, heads=spec.heads * copies)
 
 
 def commit(mem: Mem, fires: bool) -> None:
@@ -309,69 +315,100 @@ def _weighted_grads(objective: Objective, theta: list[torch.Tensor], values: tup
     return [list(pull(c)) for c in cotangents]
 
 
-def _period(mem: Mem, objective: Objective, values: tuple, lr, retain, momentum, key, like) -> None:
-    """Closed form of the rule over a segment whose gradients all sit at the committed state:
-    gd with retention α and momentum β,  S_t = β_t S_{t−1} − lr_t g_t,  W_t = α_t W_{t−1} + S_t."""
+@dataclass
+class _Segment:
+    """What the closed forms share: the detached inputs, and the retention's cumulative products."""
+
+    theta: list[torch.Tensor]      # the committed state: where gradients are taken
+    cur: list[torch.Tensor]        # the shadow state the writes land on
+    values: tuple
+    lr: torch.Tensor               # (B, S, H)
+    cum_a: torch.Tensor            # log Γ_t, Γ_t = α_1 ⋯ α_t (B, S, H)
+    last_a: torch.Tensor           # log Γ_S (B, H)
+    decay_w: torch.Tensor          # Γ_S / Γ_t (B, S, H)
+    extra: list                    # the other coefficients, detached like the rest
+
+    def retained(self, w: torch.Tensor) -> torch.Tensor:
+        return self.last_a.exp()[..., None, None] * w
+
+
+def _segment(mem: Mem, values: tuple, lr, retain, *extra) -> _Segment:
     spec = mem.spec
-    theta, values, lr, retain, momentum, key, cur, mom = _detach_for(
-        spec, mem.ref, values, lr, retain, momentum, key, mem.cur, mem.momentum)
+    theta, values, lr, retain, cur, *extra = _detach_for(spec, mem.ref, values, lr, retain, mem.cur, *extra)
+    like = values[0]
     batch, length = like.shape[:2]
-    if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged below
+    if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged at the end
         theta = [w.expand(batch, *w.shape[1:]) for w in theta]
         cur = [w.expand(batch, *w.shape[1:]) for w in cur]
-    heads = spec.heads
-    lr = _heads(lr, batch, length, heads, like)
-    log_a = torch.log(_heads(retain, batch, length, heads, like).clamp_min(1e-30)) if retain is not None else \
+    lr = _heads(lr, batch, length, spec.heads, like)
+    log_a = torch.log(_heads(retain, batch, length, spec.heads, like).clamp_min(1e-30)) if retain is not None else \
         torch.zeros_like(lr)
     cum_a = log_a.cumsum(1)
-    last_a = cum_a[:, -1]                                                   # log Γ_S (B, H)
-    decay_w = torch.exp(last_a.unsqueeze(1) - cum_a)                        # Γ_S / Γ_t
-    dgd = spec.rule.kind == "dgd"
-    if momentum is None and dgd:
-        alpha = _heads(retain, batch, length, heads, like) if retain is not None else None
-        first, grads = _dgd(spec, objective, theta, values, cur[0], key, lr, alpha, -lr * decay_w, like)
-        new = [first] + [last_a.exp()[..., None, None] * w + g for w, g in zip(cur[1:], grads, strict=True)]
-    elif momentum is None:
-        (grads,) = _weighted_grads(objective, theta, values, [-lr * decay_w])
-        new = [last_a.exp()[..., None, None] * w + g for w, g in zip(cur, grads, strict=True)]
-    else:
-        log_b = torch.log(_heads(momentum, batch, length, heads, like).clamp_min(1e-30))
-        cum_b = log_b.cumsum(1)
-        # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u);  f_u = −lr_u B_S/B_u;  φ = Σ_t (Γ_S/Γ_t) B_t
-        pair = (last_a.unsqueeze(1).unsqueeze(1) - cum_a.unsqueeze(1) + cum_b.unsqueeze(1)
-                - cum_b.unsqueeze(2))                                       # [u, t] (B, u, t, H)
-        upper = torch.ones(length, length, dtype=torch.bool, device=like.device).triu()
-        e = -lr * pair.masked_fill(~upper[None, :, :, None], float("-inf")).exp().sum(2)
-        f = -lr * torch.exp(cum_b[:, -1:] - cum_b)
-        phi = torch.exp(last_a.unsqueeze(1) - cum_a + cum_b).sum(1)
-        grads_w, grads_s = _weighted_grads(objective, theta, values, [e, f])
-        new = [last_a.exp()[..., None, None] * w + phi[..., None, None] * s + g
-               for w, s, g in zip(cur, mom, grads_w, strict=True)]
-        mem.momentum = [cum_b[:, -1].exp()[..., None, None] * s + g for s, g in zip(mom, grads_s, strict=True)]
-    if spec.persistent:
+    last_a = cum_a[:, -1]
+    return _Segment(theta, cur, values, lr, cum_a, last_a, torch.exp(last_a.unsqueeze(1) - cum_a), extra)
+
+
+def _end_segment(mem: Mem, new: list[torch.Tensor]) -> None:
+    if mem.spec.persistent:
         new = [w.mean(0, keepdim=True) for w in new]
-    mem.cur = _settle(spec, mem.cur, new)
+    mem.cur = _settle(mem.spec, mem.cur, new)
 
 
-def _dgd(spec: MemSpec, objective: Objective, theta, values, w0, key, lr, retain, weights, like):
-    """dgd: the layer that reads the key follows W ← W(αI − lr k kᵀ) − lr δ kᵀ, a delta rule whose
-    values are the per-token error signals δ at that layer's output (taken at the committed state);
-    the other layers follow gd (closed form with `weights`). One forward, two pullbacks: the
+def period_gd(mem: Mem, objective: Objective, values: tuple, lr, retain=None) -> None:
+    """gd over a segment whose gradients all sit at the committed state, in closed form:
+    W_S = Γ_S W_0 − Σ_t (Γ_S/Γ_t) lr_t g_t, with Γ the product of the retention gates."""
+    seg = _segment(mem, values, lr, retain)
+    (grads,) = _weighted_grads(objective, seg.theta, seg.values, [-seg.lr * seg.decay_w])
+    _end_segment(mem, [seg.retained(w) + g for w, g in zip(seg.cur, grads, strict=True)])
+
+
+def period_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum, retain=None) -> None:
+    """gd with momentum β and retention α over a segment, in closed form:
+    S_t = β_t S_{t−1} − lr_t g_t,  W_t = α_t W_{t−1} + S_t."""
+    seg = _segment(mem, values, lr, retain, momentum, mem.momentum)
+    momentum, mom = seg.extra
+    batch, length, heads = seg.lr.shape
+    cum_b = torch.log(_heads(momentum, batch, length, heads, seg.values[0]).clamp_min(1e-30)).cumsum(1)
+    # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u);  f_u = −lr_u B_S/B_u;  φ = Σ_t (Γ_S/Γ_t) B_t
+    pair = (seg.last_a.unsqueeze(1).unsqueeze(1) - seg.cum_a.unsqueeze(1) + cum_b.unsqueeze(1)
+            - cum_b.unsqueeze(2))                                           # [u, t] (B, u, t, H)
+    upper = torch.ones(length, length, dtype=torch.bool, device=seg.lr.device).triu()
+    e = -seg.lr * pair.masked_fill(~upper[None, :, :, None], float("-inf")).exp().sum(2)
+    f = -seg.lr * torch.exp(cum_b[:, -1:] - cum_b)
+    phi = torch.exp(seg.last_a.unsqueeze(1) - seg.cum_a + cum_b).sum(1)
+    grads_w, grads_s = _weighted_grads(objective, seg.theta, seg.values, [e, f])
+    mem.momentum = [cum_b[:, -1].exp()[..., None, None] * s + g for s, g in zip(mom, grads_s, strict=True)]
+    _end_segment(mem, [seg.retained(w) + phi[..., None, None] * s + g
+                       for w, s, g in zip(seg.cur, mom, grads_w, strict=True)])
+
+
+def period_dgd(mem: Mem, objective: Objective, values: tuple, lr, key, retain=None) -> None:
+    """dgd over a segment: the layer that reads the key follows W ← W(αI − lr k kᵀ) − lr δ kᵀ, a
+    delta rule whose values are the per-token error signals δ at that layer's output (taken at the
+    committed state); the other layers follow gd in closed form. One forward, two pullbacks: the
     weighted gradients of the other layers, and δ."""
-    batch, length = like.shape[:2]
-    probe = like.new_zeros(batch, length, spec.heads, w0.shape[-2])
-    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values, at=theta), *theta[1:],
-                       probe)
-    grads = list(pull(weights)[:-1])
+    seg = _segment(mem, values, lr, retain, key, retain)
+    key, alpha = seg.extra
+    spec = mem.spec
+    batch, length, heads = seg.lr.shape
+    theta = seg.theta
+    probe = seg.values[0].new_zeros(batch, length, heads, theta[0].shape[-2])
+    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *seg.values, at=theta),
+                       *theta[1:], probe)
+    grads = list(pull(-seg.lr * seg.decay_w)[:-1])
     delta = pull(torch.ones_like(losses))[-1]
     keys = key.unflatten(-1, (spec.heads, -1))
-    _, state = kernels.delta_rule(w0, None, keys, -delta, lr, lr, retain, read_after=True)
-    return state, grads
+    alpha = _heads(alpha, batch, length, heads, seg.values[0]) if alpha is not None else None
+    _, first = kernels.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
+    _end_segment(mem, [first] + [seg.retained(w) + g for w, g in zip(seg.cur[1:], grads, strict=True)])
 
 
-def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) -> None:
-    """Per-token gradients at the reference state, then the rule token by token."""
+def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momentum=None, precond=None,
+                   key=None) -> None:
+    """Per-token gradients at the reference state (`torch.func`), then the rule token by token."""
     spec = mem.spec
+    coeffs = {"lr": lr, "retain": retain, "momentum": momentum, "precond": precond, "key": key}
+    like = values[0] if values else key
     theta, values, cur, coeffs = _detach_for(spec, mem.ref, values, mem.cur, coeffs)
     if spec.backprop in ("first_order", "stop"):
         mem.momentum = _detached(mem.momentum)
@@ -400,7 +437,7 @@ def _generic(mem: Mem, objective: Objective, values: tuple, coeffs: dict, like) 
 
 def remember(mem: Mem, x: torch.Tensor) -> torch.Tensor:
     """A teach-signal memory's read: kept until its window's losses give δ at its output."""
-    y = read(mem, x)
+    y = read_committed(mem, x)
     if not y.requires_grad:
         y = y.detach().requires_grad_(True)
     mem.scratch.append({"x": x, "y": y, "lr": None, "retain": None, "momentum": None, "precond": None})
@@ -414,9 +451,9 @@ def teach_coefficients(mem: Mem, lr, retain=None, momentum=None, precond=None) -
 
 
 def teach(mems: list[Mem], losses: torch.Tensor) -> None:
-    """δ = ∂(sum of the window's per-token losses)/∂y for every read in the window, then gd on
-    Σ_t ⟨M(x_t), δ_t⟩ at the committed state (the closed form of `_period`). Memories whose windows
-    end together share one backward pass."""
+    """δ = ∂(sum of the window's per-token losses)/∂y for every read in the window, then the
+    memory's rule on Σ_t ⟨M(x_t), δ_t⟩ at the committed state, by the kernel lowering chose
+    (`MemSpec.teach`). Memories whose windows end together share one backward pass."""
     ys = [r["y"] for mem in mems for r in mem.window]
     deltas = iter(torch.autograd.grad(losses.sum(), ys, retain_graph=True, allow_unused=True))
     for mem in mems:
@@ -427,8 +464,5 @@ def teach(mems: list[Mem], losses: torch.Tensor) -> None:
         cat = {k: (torch.cat([_coef(r[k], r["x"]) for r in mem.window], 1) if mem.window[0][k] is not None
                    else None) for k in ("lr", "retain", "momentum", "precond")}
         mem.window = []
-        objective = teach_objective(mem.spec)
-        if mem.spec.rule.kind == "gd" and cat["precond"] is None and not mem.spec.rule.output_steps:
-            _period(mem, objective, (xs, d), cat["lr"], cat["retain"], cat["momentum"], None, xs)
-        else:
-            _generic(mem, objective, (xs, d), {**cat, "key": None}, xs)
+        assert mem.spec.teach is not None
+        mem.spec.teach(mem, teach_objective(mem.spec), (xs, d), **{k: v for k, v in cat.items() if v is not None})

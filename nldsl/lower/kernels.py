@@ -1,0 +1,139 @@
+"""Which kernel runs each memory: chosen from its pattern (structure, objective, rule, time), never
+from the spec's name. The kernels are the runtime's functions of the same names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from math import gcd
+
+from pydantic import BaseModel, ConfigDict
+
+from nldsl.dataflow import learn_exprs
+from nldsl.spec import Block, Memory, Model, Op
+
+
+class Kernel(StrEnum):
+    """How a memory runs; each value names the runtime function that runs it."""
+
+    ATTENTION = "attention"                            # softmax attention over a key/value cache
+    STATIC = "read_static"                             # no in-context learning: a plain module
+    TEACH = "teach"                                    # the outer loss' gradient, chunk-interleaved
+    CHUNK_LINEAR_ATTENTION = "chunk_linear_attention"  # reads and writes fused, chunkwise
+    CHUNK_DELTA_RULE = "chunk_delta_rule"              # reads and writes fused, chunkwise (WY form)
+    PERIOD_GD = "period_gd"                            # a segment's gradients at its start, closed form
+    PERIOD_MOMENTUM = "period_momentum"                # the same with a momentum buffer
+    PERIOD_DGD = "period_dgd"                          # the same with dgd on the layer that reads the key
+    GENERIC = "generic_update"                         # per-token gradients, the rule token by token
+
+
+FUSED = (Kernel.CHUNK_LINEAR_ATTENTION, Kernel.CHUNK_DELTA_RULE)
+PERIOD = (Kernel.PERIOD_GD, Kernel.PERIOD_MOMENTUM, Kernel.PERIOD_DGD)
+
+class Binding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    memory: str
+    kernel: Kernel
+    reason: str
+
+
+def _plain_prediction(m: Memory) -> bool:
+    """objective(self(k), target) with the target free of the memory itself."""
+    learn = m.learn
+    if learn is None or learn.objective is None or learn.objective.op not in ("l2", "dot"):
+        return False
+    pred, target = learn.objective.args
+    reads_self = any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in target.walk())
+    return pred.op == "self" and not reads_self and not any(o.op == "self" for o in pred.args[0].walk())
+
+
+def read_sites(block: Block, name: str) -> list[tuple[int, Op]]:
+    """Where a memory is read: (assignment index, read op) pairs; reads inside objectives count as -1."""
+    sites = [(i, o) for i, a in enumerate(block.assignments) for o in a.expr.walk()
+             if o.op in ("read", "state") and o.attrs.get("memory") == name]
+    for m in block.memories.values():
+        if m.learn is not None:
+            sites += [(-1, o) for e in learn_exprs(m.learn).values() for x in e for o in x.walk()
+                      if o.op in ("read", "state") and o.attrs.get("memory") == name and not o.attrs.get("self")]
+    return sites
+
+
+def _fusable(block: Block, m: Memory) -> bool:
+    """A matrix memory read once, in an assignment that comes after everything its update needs:
+    its reads and writes can then run together in one chunkwise kernel."""
+    sites = read_sites(block, m.name)
+    if len(sites) != 1 or sites[0][0] < 0 or m.learn is None:
+        return False
+    needed = {o.attrs["index"] for g in learn_exprs(m.learn).values() for e in g for o in e.walk() if o.op == "value"}
+    return all(i < sites[0][0] for i in needed)
+
+
+def bind(m: Memory, block: Block | None = None) -> Binding:
+    """The cheapest exact kernel for a memory, from its pattern."""
+    learn = m.learn
+    if not m.parametric:
+        return Binding(memory=m.name, kernel=Kernel.ATTENTION, reason="softmax attention: scaled_dot_product_attention")
+    if learn is None or learn.time.base == "never":
+        return Binding(memory=m.name, kernel=Kernel.STATIC, reason="no in-context learning: a plain module")
+    if learn.objective is None:
+        return Binding(memory=m.name, kernel=Kernel.TEACH, reason="teach signal: chunk-interleaved forward/backward")
+    rule = learn.rule
+    simple_rule = rule.kind in ("gd", "dgd") and rule.momentum is None and rule.output_steps is None \
+        and rule.precond is None
+    per_token = learn.time.base == "token" and learn.time.period == 1
+    if m.structure.kind == "matrix" and simple_rule and per_token and _plain_prediction(m) \
+            and m.scope == "sequence" and (block is None or _fusable(block, m)):
+        if learn.objective.op == "dot" and rule.kind == "gd":
+            return Binding(memory=m.name, kernel=Kernel.CHUNK_LINEAR_ATTENTION,
+                           reason="matrix + dot objective + gd: chunkwise (gated) linear attention")
+        if learn.objective.op == "l2" and learn.chunk == 1:
+            return Binding(memory=m.name, kernel=Kernel.CHUNK_DELTA_RULE,
+                           reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
+    closed_form = rule.kind == "gd" or (rule.kind == "dgd" and rule.momentum is None)
+    if m.scope == "persistent":
+        # the shared state takes the batch's mean write at every token: the closed form (each
+        # sequence's segment, averaged at its end) is the same only while the rule is linear in the
+        # state with one coefficient for all sequences
+        closed_form = rule.kind == "gd" and (rule.retain is None or all(o.op == "const" for o in rule.retain.walk()))
+    if learn.time.base == "token" and learn.time.period > 1 and closed_form and rule.precond is None \
+            and rule.output_steps is None and learn.objective.op in ("l2", "dot", "l1", "huber"):
+        kernel, form = period_kernel(rule.kind == "dgd", rule.momentum is not None)
+        return Binding(memory=m.name, kernel=kernel,
+                       reason=f"state fixed for {learn.time.period} tokens: all gradients of a chunk at its start "
+                              f"state in one vector-Jacobian product, {form} in closed form")
+    return Binding(memory=m.name, kernel=Kernel.GENERIC,
+                   reason="generic path: torch.func gradients of the declared objective, the rule token by token")
+
+
+def period_kernel(dgd: bool, momentum: bool) -> tuple[Kernel, str]:
+    """The closed form of a rule over a segment whose gradients sit at its start state."""
+    if dgd:
+        return Kernel.PERIOD_DGD, "dgd's first layer as a delta rule, the others by gd"
+    if momentum:
+        return Kernel.PERIOD_MOMENTUM, "gd with momentum (and retention)"
+    return Kernel.PERIOD_GD, "gd (with retention)"
+
+
+def teach_kernel(m: Memory) -> Kernel:
+    """How a teach-signal memory applies its rule to Σ_t ⟨M(x_t), δ_t⟩ once its window closes."""
+    assert m.learn is not None
+    rule = m.learn.rule
+    if rule.kind == "gd" and rule.precond is None and not rule.output_steps:
+        return period_kernel(False, rule.momentum is not None)[0]
+    return Kernel.GENERIC
+
+
+def segment_length(model: Model) -> int | None:
+    """How many tokens a compiled model processes at once: the greatest common divisor of the
+    periods that cut the sequence (1 if some memory must be read token by token), or None when
+    nothing does and the whole sequence goes at once."""
+    periods: list[int] = []
+    for block in model.blocks:
+        for m in block.memories.values():
+            kernel = bind(m, block).kernel
+            if m.learn is None or kernel in (Kernel.STATIC, Kernel.ATTENTION, *FUSED):
+                continue
+            if m.learn.time.base != "token":
+                continue
+            periods.append(m.learn.time.period if m.learn.time.period > 1 else 1)
+    return gcd(*periods) if periods else None
