@@ -16,7 +16,7 @@ from nldsl.check_learn import LearnChecker, period_of
 from nldsl.dataflow import Deps, learn_exprs, op_deps
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.load import Loaded, library_specs
-from nldsl.parse import MAX_EXPRESSION_DEPTH
+from nldsl.parse import MAX_EXPRESSION_DEPTH, gc_paused
 from nldsl.source import Span
 from nldsl.spec import (
     Assignment,
@@ -37,6 +37,7 @@ RESERVED = set(catalog.FUNCTIONS) | set(catalog.OBJECTIVES) | {"self", "outer"}
 MODEL_PARAMS = ("embed", "unembed", "final_norm")
 
 
+@gc_paused()
 def check(loaded: Loaded, diags: Diagnostics, overrides: dict[str, float] | None = None) -> Spec | None:
     """Check every unit of every loaded module; returns None when nothing could be checked.
     `overrides` replace header defaults of the entry file's models (`--set dim=64`)."""
@@ -170,11 +171,12 @@ def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_o
     ast_blocks = [b for b in unit.items if isinstance(b, ast.Block)]
     owners = {n.name: (b.name.name if b.name else f"block{i}") for i, b in enumerate(ast_blocks)
               for st in b.body if isinstance(st, ast.MemoryDecl) for n in st.names}
+    first_of: dict[str, Block] = {}
     for i, item in enumerate(ast_blocks):
         block = check_block(item, i, config, params, diags, owners)
         if block is not None:
-            first = next((b for b in blocks if b.name == block.name), None)
-            if first is not None:
+            first = first_of.setdefault(block.name, block)
+            if first is not block:
                 assert item.name is not None
                 diags.error("NL021", f"block '{block.name}' is defined twice (first at line {first.span.line})",
                             item.name.span, "give each block its own name")
@@ -299,8 +301,11 @@ def check_block(block: ast.Block, index: int, config: Header, model_params: dict
     for mem_name, learn in results.items():
         memories[mem_name] = memories[mem_name].model_copy(update={"learn": learn})
     params.update(ctx.implicit)
-    assignments = _expand_cms_reads(assignments, groups)
-    if repeat is None or not _shallow_enough(assignments, diags):
+    if groups:
+        assignments = _expand_cms_reads(assignments, groups)
+        if not _shallow_enough(assignments, diags):
+            return None
+    if repeat is None:
         return None
     return Block(name=name, repeat=repeat, assignments=tuple(assignments), memories=memories, params=params,
                  span=block.span)
@@ -330,7 +335,7 @@ def _bad_name(n: ast.Ident, ctx: Context, declared: dict[str, Span], diags: Diag
 
 def _shallow_enough(assignments: list[Assignment], diags: Diagnostics) -> bool:
     """The parser bounds how deep an expression nests; reading a CMS adds one level per CMS level, so
-    the bound is checked again once CMS reads are expanded."""
+    the bound is checked again where CMS reads were expanded."""
     ok = True
     for a in assignments:
         depth = op_depth(a.expr)
@@ -355,8 +360,6 @@ def op_depth(op: Op) -> int:
 
 def _expand_cms_reads(assignments: list[Assignment], groups: dict[str, CmsGroup]) -> list[Assignment]:
     """`C(x)` of a CMS becomes its levels: chained (C_3(C_2(C_1(x)))) or summed (parallel)."""
-    if not groups:
-        return assignments
 
     def rewrite(op: Op) -> Op:
         args = tuple(rewrite(a) for a in op.args)

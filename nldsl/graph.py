@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nldsl.dataflow import Deps, block_output, learn_exprs, op_deps, usage
 from nldsl.diagnostics import Diagnostics
+from nldsl.parse import gc_paused
 from nldsl.source import Span
 from nldsl.spec import Block, Memory, Model, Optimizer, Spec, Time
 
@@ -89,6 +90,7 @@ def frequency(time: Time, context: int, batch: int, chunk: int = 1) -> Fraction:
 
 # ---- models -------------------------------------------------------------------------------------
 
+@gc_paused()
 def build(spec: Spec, name: str | None, diags: Diagnostics, lint: bool = True) -> NestingGraph | None:
     """The nesting graph of `name`, or of the entry file's first unit. `lint` adds the warnings
     about unused components, which are only trustworthy once the spec has no errors."""

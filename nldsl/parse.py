@@ -6,9 +6,15 @@ into typed, positioned AST nodes and words syntax errors for people.
 
 from __future__ import annotations
 
-from functools import cache
+import gc
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from functools import cache, partial
 
-from lark import Lark, Token, Tree
+from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from nldsl import ast
@@ -42,9 +48,10 @@ CLAUSE_KEYWORDS = {"GRAD", "READ", "CHUNK", "EVERY", "BACKPROP", "LEVEL", "SCOPE
 
 @cache
 def parser() -> Lark:
+    """The LALR parser. It builds the AST itself, rule by rule as it reduces them (`_Reducer`):
+    no parse tree is made, and nothing recurses however deep the input nests."""
     grammar = (package_dir("grammar") / "nl.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", strict=True, propagate_positions=True,
-                maybe_placeholders=True)
+    return Lark(grammar, parser="lalr", strict=True, maybe_placeholders=True, transformer=_Reducer(_ToAst()))
 
 
 def terminal_names() -> dict[str, str]:
@@ -65,11 +72,35 @@ def parse(source: SourceFile) -> tuple[ast.Module | None, list[Diagnostic]]:
 
     After an error the offending statement is blanked out and the file parsed again, so each
     further error is a real one rather than an echo of the first."""
+    run = _ParseRun(source.path)
+    reset = _RUN.set(run)
+    try:
+        with gc_paused():
+            return _parse_all(source, run)
+    finally:
+        _RUN.reset(reset)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold Python's cycle collector while a stage allocates a great many objects that all stay
+    alive (tree nodes hold no cycles; reference counting frees them): on a large spec the collector
+    would otherwise rescan them again and again, doubling the time taken. Also a decorator."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_all(source: SourceFile, run: _ParseRun) -> tuple[ast.Module | None, list[Diagnostic]]:
     text = source.text
     errors: list[Diagnostic] = []
     while True:
         try:
-            tree = parser().parse(text)
+            built = parser().parse(text)
         except UnexpectedInput as e:
             d = _syntax_diagnostic(e, source)
             if any(x.span.line == d.span.line for x in errors):   # no progress: stop rather than echo
@@ -85,9 +116,7 @@ def parse(source: SourceFile) -> tuple[ast.Module | None, list[Diagnostic]]:
             continue
         if errors:
             return None, errors
-        builder = _ToAst(source.path)
-        module = builder.transform(tree)
-        return (None, builder.too_deep) if builder.too_deep else (module, [])
+        return (None, run.too_deep) if run.too_deep else (built.node, [])
     return None, errors
 
 
@@ -200,82 +229,92 @@ def _describe(t: Token) -> str:
 
 # ---- parse tree → AST ---------------------------------------------------------------------------
 
-class _Reduce:
-    """A marker on the transform stack: the children of `tree` are done, build its node."""
+@dataclass
+class _ParseRun:
+    """What one parse of one file needs while Lark reduces its rules: the file its spans name, and
+    the expressions found nested too deeply."""
 
-    __slots__ = ("tree",)
-
-    def __init__(self, tree: Tree) -> None:
-        self.tree = tree
+    file: str
+    too_deep: list[Diagnostic] = field(default_factory=list)
 
 
-def _pop(items: list, n: int) -> list:
-    """Remove and return the last `n` entries of `items`."""
-    tail = items[len(items) - n:]
-    del items[len(items) - n:]
-    return tail
+_RUN: ContextVar[_ParseRun] = ContextVar("nldsl_parse_run")
+
+
+class _Built:
+    """A reduced rule on Lark's parse stack: its AST node, the extent of the text it covers (with the
+    parentheses around it, which the node forgets) and how deep it nests as an expression."""
+
+    __slots__ = ("depth", "first", "last", "node")
+
+    def __init__(self, node: object, first: tuple[int, int], last: tuple[int, int], depth: int) -> None:
+        self.node, self.first, self.last, self.depth = node, first, last, depth
+
+
+class _Reducer:
+    """What Lark calls when it reduces a rule (its "internal transformer"): one attribute per rule
+    that `_ToAst` handles. Each turns the children into the rule's AST node and measures how deep
+    expressions nest; the outermost expression nested deeper than `MAX_EXPRESSION_DEPTH` is reported
+    once, where a statement or declaration holds it. This runs for every rule of every spec, so it is
+    written as one pass over the children."""
+
+    def __init__(self, builder: _ToAst) -> None:
+        for rule in _ToAst.rules():
+            setattr(self, rule, partial(self._reduce, rule in EXPRESSION_RULES, rule in NESTING_RULES,
+                                        getattr(builder, rule)))
+
+    @staticmethod
+    def _reduce(in_expression: bool, nests: bool, handler: Callable[[Span | None, list], object],
+                children: list) -> _Built:
+        items: list = []
+        first = last = None           # the first and last children that cover text
+        deepest = 0
+        for c in children:
+            if c is None:
+                items.append(None)
+                continue
+            if first is None:
+                first = c
+            last = c
+            if type(c) is _Built:
+                items.append(c.node)
+                deepest = max(deepest, c.depth)
+            else:
+                items.append(c)
+        run = _RUN.get()
+        if first is None:             # an empty file
+            return _Built(handler(None, items), (1, 1), (1, 1), 0)
+        start = first.first if type(first) is _Built else (first.line, first.column)
+        end = last.last if type(last) is _Built else (last.end_line, last.end_column)
+        node = handler(Span(file=run.file, line=start[0], col=start[1], end_line=end[0], end_col=end[1]), items)
+        if in_expression:
+            return _Built(node, start, end, deepest + nests)
+        if deepest > MAX_EXPRESSION_DEPTH:
+            run.too_deep += [_too_deep(c, run.file) for c in children
+                             if type(c) is _Built and c.depth > MAX_EXPRESSION_DEPTH]
+        return _Built(node, start, end, 0)
+
+
+def _too_deep(expr: _Built, file: str) -> Diagnostic:
+    span = Span(file=file, line=expr.first[0], col=expr.first[1], end_line=expr.last[0], end_col=expr.last[1])
+    return Diagnostic(code="NL004", span=span,
+                      message=f"this expression nests {expr.depth:,} levels deep (operators and calls); "
+                              f"at most {MAX_EXPRESSION_DEPTH} are supported",
+                      hint="split it into named values: compute a part as `a = ...` on its own line, then use `a`")
 
 
 class _ToAst:
-    """One method per grammar rule or alias. Tokens arrive as `Token`s; rules as AST nodes.
+    """One method per grammar rule or alias, called with the rule's span (None for an empty file)
+    and its children: `Token`s for terminals, AST nodes for rules, None for an absent optional part."""
 
-    The tree is walked with an explicit stack rather than Lark's recursive Transformer, so the depth
-    of the input never meets Python's recursion limit here; expressions nested deeper than
-    `MAX_EXPRESSION_DEPTH` are measured on the way and reported in `too_deep`."""
+    @classmethod
+    def rules(cls) -> list[str]:
+        """The rules handled: every public method."""
+        return [name for name, value in vars(cls).items() if not name.startswith("_") and inspect.isfunction(value)]
 
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.too_deep: list[Diagnostic] = []
-
-    def transform(self, tree: Tree) -> ast.Module:
-        results: list[object] = []      # built children, in source order
-        depths: list[int] = []          # the expression depth of each entry of `results`
-        stack: list[object] = [tree]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, _Reduce):
-                n = len(item.tree.children)
-                children, child_depths = _pop(results, n), _pop(depths, n)
-                results.append(self._build(item.tree, children))
-                depths.append(self._depth(item.tree, results[-1], child_depths))
-            elif isinstance(item, Tree):
-                stack.append(_Reduce(item))
-                stack.extend(reversed(item.children))
-            else:                       # a token, or None for an absent optional part
-                results.append(item)
-                depths.append(0)
-        module = results[0]
-        assert isinstance(module, ast.Module)
-        return module
-
-    def _build(self, tree: Tree, children: list) -> object:
-        handler = getattr(self, str(tree.data), None)
-        if handler is None:
-            raise AssertionError(f"grammar rule {tree.data!r} has no AST handler")  # caught by tests
-        return handler(tree.meta, children)
-
-    def _depth(self, tree: Tree, node: object, child_depths: list[int]) -> int:
-        """How deep the expression ending at `tree` nests; 0 outside expressions. The outermost
-        expression that is too deep is reported once, where a statement or declaration holds it."""
-        rule = str(tree.data)
-        deepest = max(child_depths, default=0)
-        if rule in EXPRESSION_RULES:
-            return deepest + (rule in NESTING_RULES)
-        for child, depth in zip(tree.children, child_depths, strict=True):
-            if depth > MAX_EXPRESSION_DEPTH and isinstance(child, Tree):
-                self._report_depth(child, depth)
-        return 0
-
-    def _report_depth(self, expr: Tree, depth: int) -> None:
-        self.too_deep.append(Diagnostic(
-            code="NL004", span=self._span(expr.meta),
-            message=f"this expression nests {depth:,} levels deep (operators and calls); "
-                    f"at most {MAX_EXPRESSION_DEPTH} are supported",
-            hint="split it into named values: compute a part as `a = ...` on its own line, then use `a`"))
-
-    def _span(self, meta) -> Span:
-        return Span(file=self.file, line=meta.line, col=meta.column,
-                    end_line=meta.end_line, end_col=meta.end_column)
+    @property
+    def file(self) -> str:
+        return _RUN.get().file
 
     def _tspan(self, t: Token) -> Span:
         return Span(file=self.file, line=t.line, col=t.column, end_line=t.end_line, end_col=t.end_column)
@@ -288,187 +327,187 @@ class _ToAst:
         return [c for c in children if isinstance(c, cls)]
 
     # -- files
-    def start(self, meta, children):
+    def start(self, span, children):
         imports = self._nodes(children, ast.Import)
         units = self._nodes(children, (ast.Model, ast.Optimizer))
-        span = self._span(meta) if not meta.empty else Span(file=self.file, line=1, col=1, end_line=1, end_col=1)
+        span = span or Span(file=self.file, line=1, col=1, end_line=1, end_col=1)   # an empty file
         return ast.Module(file=self.file, imports=imports, units=units, span=span)
 
-    def import_stmt(self, meta, children):
-        return ast.Import(path=str(children[1])[1:-1], span=self._span(meta))
+    def import_stmt(self, span, children):
+        return ast.Import(path=str(children[1])[1:-1], span=span)
 
-    def model(self, meta, children):
+    def model(self, span, children):
         items = self._nodes(children[3:], (ast.Block, ast.ParamDecl, ast.Train))
-        return ast.Model(name=self._ident(children[1]), params=children[2], items=items, span=self._span(meta))
+        return ast.Model(name=self._ident(children[1]), params=children[2], items=items, span=span)
 
-    def optimizer(self, meta, children):
+    def optimizer(self, span, children):
         body = self._nodes(children[3:], (ast.Assign, ast.Update, ast.MemoryDecl, ast.Learn))
-        return ast.Optimizer(name=self._ident(children[1]), params=children[2], body=body, span=self._span(meta))
+        return ast.Optimizer(name=self._ident(children[1]), params=children[2], body=body, span=span)
 
-    def header(self, meta, children):
+    def header(self, span, children):
         return self._nodes(children, ast.HeaderParam)
 
-    def header_param(self, meta, children):
-        return ast.HeaderParam(name=self._ident(children[0]), value=children[2], span=self._span(meta))
+    def header_param(self, span, children):
+        return ast.HeaderParam(name=self._ident(children[0]), value=children[2], span=span)
 
-    def block(self, meta, children):
+    def block(self, span, children):
         _, name, _, repeat, _, *rest = children
         body = [c for c in rest if isinstance(c, ast.Node)]
         return ast.Block(name=self._ident(name) if name is not None else None, repeat=repeat,
-                         body=body, span=self._span(meta))
+                         body=body, span=span)
 
     # -- declarations
-    def assign(self, meta, children):
-        return ast.Assign(target=self._ident(children[0]), value=children[2], span=self._span(meta))
+    def assign(self, span, children):
+        return ast.Assign(target=self._ident(children[0]), value=children[2], span=span)
 
-    def update(self, meta, children):
-        return ast.Update(value=children[2], span=self._span(meta))
+    def update(self, span, children):
+        return ast.Update(value=children[2], span=span)
 
-    def param_decl(self, meta, children):
+    def param_decl(self, span, children):
         return ast.ParamDecl(name=self._ident(children[1]), type=children[3],
-                             modifiers=self._nodes(children[4:], ast.Modifier), span=self._span(meta))
+                             modifiers=self._nodes(children[4:], ast.Modifier), span=span)
 
-    def memory_decl(self, meta, children):
+    def memory_decl(self, span, children):
         return ast.MemoryDecl(names=children[1], structure=children[3],
-                              modifiers=self._nodes(children[4:], ast.Modifier), span=self._span(meta))
+                              modifiers=self._nodes(children[4:], ast.Modifier), span=span)
 
-    def name_list(self, meta, children):
+    def name_list(self, span, children):
         return [self._ident(t) for t in children if t.type == "NAME"]
 
-    def bare_structure(self, meta, children):
-        return ast.Call(func=self._ident(children[0]), bare=True, span=self._span(meta))
+    def bare_structure(self, span, children):
+        return ast.Call(func=self._ident(children[0]), bare=True, span=span)
 
-    def cms(self, meta, children):
+    def cms(self, span, children):
         mode = self._ident(children[1]) if children[1] is not None else None
-        return ast.Cms(mode=mode, levels=self._nodes(children, ast.CmsLevel), span=self._span(meta))
+        return ast.Cms(mode=mode, levels=self._nodes(children, ast.CmsLevel), span=span)
 
-    def cms_level(self, meta, children):
-        return ast.CmsLevel(structure=children[0], period=children[2], span=self._span(meta))
+    def cms_level(self, span, children):
+        return ast.CmsLevel(structure=children[0], period=children[2], span=span)
 
-    def _modifier(self, meta, key, value_tok):
+    def _modifier(self, span, key, value_tok):
         value = None if value_tok is None else (int(value_tok) if value_tok.type == "INT" else str(value_tok))
         vspan = None if value_tok is None else self._tspan(value_tok)
-        return ast.Modifier(key=key, value=value, value_span=vspan, span=self._span(meta))
+        return ast.Modifier(key=key, value=value, value_span=vspan, span=span)
 
-    def per(self, meta, children):
-        return self._modifier(meta, "per", children[1])
+    def per(self, span, children):
+        return self._modifier(span, "per", children[1])
 
-    def scope(self, meta, children):
-        return self._modifier(meta, "scope", children[1])
+    def scope(self, span, children):
+        return self._modifier(span, "scope", children[1])
 
-    def init(self, meta, children):
-        return self._modifier(meta, "init", children[1])
+    def init(self, span, children):
+        return self._modifier(span, "init", children[1])
 
-    def level(self, meta, children):
-        return self._modifier(meta, "level", children[1])
+    def level(self, span, children):
+        return self._modifier(span, "level", children[1])
 
-    def frozen(self, meta, children):
-        return self._modifier(meta, "frozen", None)
+    def frozen(self, span, children):
+        return self._modifier(span, "frozen", None)
 
     # -- learning
-    def learn(self, meta, children):
+    def learn(self, span, children):
         return ast.Learn(memories=children[1], objective=children[3], rule=children[5],
-                         clauses=self._nodes(children[6:], ast.Clause), span=self._span(meta))
+                         clauses=self._nodes(children[6:], ast.Clause), span=span)
 
-    def outer(self, meta, children):
-        return ast.Outer(span=self._span(meta))
+    def outer(self, span, children):
+        return ast.Outer(span=span)
 
-    def every(self, meta, children):
-        return ast.Clause(key="every", period=children[1], span=self._span(meta))
+    def every(self, span, children):
+        return ast.Clause(key="every", period=children[1], span=span)
 
-    def chunk(self, meta, children):
+    def chunk(self, span, children):
         value, vspan = children[1]
-        return ast.Clause(key="chunk", value=value, value_span=vspan, span=self._span(meta))
+        return ast.Clause(key="chunk", value=value, value_span=vspan, span=span)
 
-    def anchor(self, meta, children):
+    def anchor(self, span, children):
         return ast.Clause(key="anchor", value=str(children[2]), value_span=self._tspan(children[2]),
-                          span=self._span(meta))
+                          span=span)
 
-    def read(self, meta, children):
+    def read(self, span, children):
         return ast.Clause(key="read", value=str(children[1]), value_span=self._tspan(children[1]),
-                          span=self._span(meta))
+                          span=span)
 
-    def backprop(self, meta, children):
+    def backprop(self, span, children):
         arg = int(children[2]) if children[2] is not None else None
         return ast.Clause(key="backprop", value=str(children[1]), arg=arg,
-                          value_span=self._tspan(children[1]), span=self._span(meta))
+                          value_span=self._tspan(children[1]), span=span)
 
-    def unit(self, meta, children):
+    def unit(self, span, children):
         return children[0]
 
-    def period_unit(self, meta, children):
-        return ast.Period(unit=str(children[0]).rstrip("s"), span=self._span(meta))
+    def period_unit(self, span, children):
+        return ast.Period(unit=str(children[0]).rstrip("s"), span=span)
 
-    def period_count(self, meta, children):
+    def period_count(self, span, children):
         (value, vspan), unit = children
-        return ast.Period(unit=str(unit).rstrip("s"), count=value, count_span=vspan, span=self._span(meta))
+        return ast.Period(unit=str(unit).rstrip("s"), count=value, count_span=vspan, span=span)
 
-    def period_never(self, meta, children):
-        return ast.Period(unit="never", span=self._span(meta))
+    def period_never(self, span, children):
+        return ast.Period(unit="never", span=span)
 
-    def int_count(self, meta, children):
+    def int_count(self, span, children):
         return int(children[0]), self._tspan(children[0])
 
-    def name_count(self, meta, children):
+    def name_count(self, span, children):
         return str(children[0]), self._tspan(children[0])
 
     # -- the outer level
-    def train(self, meta, children):
-        return ast.Train(items=self._nodes(children, (ast.Optimize, ast.Setting)), span=self._span(meta))
+    def train(self, span, children):
+        return ast.Train(items=self._nodes(children, (ast.Optimize, ast.Setting)), span=span)
 
-    def optimize(self, meta, children):
-        return ast.Optimize(targets=children[1], rule=children[3], period=children[5], span=self._span(meta))
+    def optimize(self, span, children):
+        return ast.Optimize(targets=children[1], rule=children[3], period=children[5], span=span)
 
-    def setting(self, meta, children):
-        return ast.Setting(key=self._ident(children[0]), value=children[1], span=self._span(meta))
+    def setting(self, span, children):
+        return ast.Setting(key=self._ident(children[0]), value=children[1], span=span)
 
     # -- expressions
-    def _binop(self, meta, children, op):
-        return ast.BinOp(op=op, left=children[0], right=children[2], span=self._span(meta))
+    def _binop(self, span, children, op):
+        return ast.BinOp(op=op, left=children[0], right=children[2], span=span)
 
-    def add(self, meta, children):
-        return self._binop(meta, children, "+")
+    def add(self, span, children):
+        return self._binop(span, children, "+")
 
-    def sub(self, meta, children):
-        return self._binop(meta, children, "-")
+    def sub(self, span, children):
+        return self._binop(span, children, "-")
 
-    def mul(self, meta, children):
-        return self._binop(meta, children, "*")
+    def mul(self, span, children):
+        return self._binop(span, children, "*")
 
-    def div(self, meta, children):
-        return self._binop(meta, children, "/")
+    def div(self, span, children):
+        return self._binop(span, children, "/")
 
-    def matmul(self, meta, children):
-        return self._binop(meta, children, "@")
+    def matmul(self, span, children):
+        return self._binop(span, children, "@")
 
-    def pow(self, meta, children):
-        return self._binop(meta, children, "^")
+    def pow(self, span, children):
+        return self._binop(span, children, "^")
 
-    def neg(self, meta, children):
-        return ast.Neg(operand=children[1], span=self._span(meta))
+    def neg(self, span, children):
+        return ast.Neg(operand=children[1], span=span)
 
-    def number(self, meta, children):
-        return ast.Num(value=float(children[0]), text=str(children[0]), span=self._span(meta))
+    def number(self, span, children):
+        return ast.Num(value=float(children[0]), text=str(children[0]), span=span)
 
-    def name(self, meta, children):
-        return ast.Name(id=str(children[0]), span=self._span(meta))
+    def name(self, span, children):
+        return ast.Name(id=str(children[0]), span=span)
 
-    def self_state(self, meta, children):
-        return ast.SelfRef(span=self._span(meta))
+    def self_state(self, span, children):
+        return ast.SelfRef(span=span)
 
-    def atom(self, meta, children):  # `( expr )`: the parentheses leave no trace in the AST
+    def atom(self, span, children):  # `( expr )`: the parentheses leave no trace in the AST
         return children[1]
 
-    def callee(self, meta, children):
+    def callee(self, span, children):
         return self._ident(children[0])
 
-    def call(self, meta, children):
+    def call(self, span, children):
         func, _, *rest = children
         args = [c for c in rest if isinstance(c, ast.Node) and not isinstance(c, ast.Kwarg)]
         kwargs = self._nodes(rest, ast.Kwarg)
-        return ast.Call(func=func, args=args, kwargs=kwargs, span=self._span(meta))
+        return ast.Call(func=func, args=args, kwargs=kwargs, span=span)
 
-    def kwarg(self, meta, children):
-        return ast.Kwarg(name=str(children[0]), value=children[2], span=self._span(meta))
+    def kwarg(self, span, children):
+        return ast.Kwarg(name=str(children[0]), value=children[2], span=span)
 
 

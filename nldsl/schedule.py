@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from nldsl.cost import size_diagnostics
 from nldsl.diagnostics import Diagnostics
 from nldsl.graph import NestingGraph
+from nldsl.parse import gc_paused
 
 MAX_ENUMERATED = 1 << 16   # hyperperiods longer than this are summarized, not enumerated
 
@@ -63,6 +64,7 @@ def _clock(unit: str, periods: dict[str, int]) -> Clock:
     return Clock(unit=unit, periods=periods, hyperperiod=hyper, patterns=sorted(patterns, key=len), nested=nested)
 
 
+@gc_paused()
 def analyze(ng: NestingGraph, diags: Diagnostics | None = None) -> Schedule:
     """The schedule of a nesting graph. With `diags`, also the warnings about what the graph as a whole
     implies: periods that are not nested (NL061) and parameters no machine can hold (NL043)."""
