@@ -9,10 +9,14 @@ and comment and docstring text through `text`.
 
 from __future__ import annotations
 
+import dataclasses
+import textwrap
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from nldsl.backends.torch.memspec import MemSpec, Rule
 from nldsl.backends.torch.names import Scope, literal, text
+from nldsl.backends.torch.pretty import wrap
 
 from nldsl.lower import (
     Assign,
@@ -64,9 +68,32 @@ def attention_site(read: Op) -> str:
     return f"{read.attrs['memory']}@{read.span.line}:{read.span.col}"
 
 
-def where(line: int) -> str:
-    """Provenance: a line of the spec file (named once, in the module's docstring)."""
-    return f"line {line}"
+def where(line: int, width: int | None = None) -> str:
+    """Provenance: a line of the spec file (named once, in the module's docstring), and the shape
+    of the value made there ([B, T, width]: batch, tokens, features)."""
+    return f"line {line}" if width is None else f"[B, T, {width}]  line {line}"
+
+
+def groups(op: Op) -> str:
+    """The `groups=` argument of a built-in, when it is not 1."""
+    n = op.attrs.get("groups", 1)
+    return f", groups={literal(n)}" if n != 1 else ""
+
+
+def fields_literal(callee: str, values: dict[str, object], defaults: object) -> str:
+    """`callee(name=value, ...)` with only the fields that differ from `defaults`' (a dataclass)."""
+    default = {f.name: f.default for f in dataclasses.fields(defaults)}
+    shown = {k: v for k, v in values.items() if v != default[k]}
+    return f"{callee}(" + ", ".join(f"{k}={v if isinstance(v, Code) else literal(v)}" for k, v in shown.items()) + ")"
+
+
+def tuple_of(items: list[str]) -> str:
+    """Python for a tuple of expressions."""
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+class Code(str):
+    """Source text that is printed as it is (a reference to a generated or runtime name)."""
 
 
 class Emitter(ABC):
@@ -136,21 +163,18 @@ class Emitter(ABC):
             return f"{e(op.args[0])}.detach()"
         if o == "fixed":
             return self.fixed(op, args, weights)
-        if o == "rmsnorm":
-            return f"fn.rmsnorm({e(op.args[0])}, P[{literal(op.attrs['param'])}], {literal(op.attrs['groups'])})"
-        if o == "layernorm":
-            return f"fn.layernorm({e(op.args[0])}, P[{literal(op.attrs['param'])}], {literal(op.attrs['groups'])})"
+        if o in ("rmsnorm", "layernorm"):
+            return f"fn.{o}({e(op.args[0])}, P[{literal(op.attrs['param'])}]{groups(op)})"
         if o == "l2norm":
-            return f"fn.l2norm({e(op.args[0])}, {literal(op.attrs['groups'])})"
+            return f"fn.l2norm({e(op.args[0])}{groups(op)})"
         if o in ("sum", "mean"):
-            return f"fn.reduce({e(op.args[0])}, {literal(op.attrs['groups'])}, mean={o == 'mean'})"
+            return f"fn.reduce({e(op.args[0])}, groups={literal(op.attrs['groups'])}, mean={o == 'mean'})"
         if o == "conv":
             name = literal(op.attrs["param"])
             return f"rt.conv(cache, {name}, {e(op.args[0])}, P[{name}])"
         if o in ("l2", "dot", "l1", "huber"):
             delta = f", delta={literal(float(op.attrs['delta']))}" if o == "huber" else ""
-            return (f"fn.objective({literal(o)}, {e(op.args[0])}, {e(op.args[1])}{delta}, "
-                    f"groups={literal(op.attrs.get('groups', 1))})")
+            return f"fn.objective({literal(o)}, {e(op.args[0])}, {e(op.args[1])}{delta}{groups(op)})"
         if o == "self":
             return self.self_call(op, e, weights)
         if o == "state":
@@ -160,7 +184,7 @@ class Emitter(ABC):
         if o == "hyper":
             return f"hp[{literal(op.attrs['name'])}]"
         if o == "newton_schulz":
-            return f"fn.newton_schulz({e(op.args[0])}, {literal(op.attrs['steps'])})"
+            return f"fn.newton_schulz({e(op.args[0])}, steps={literal(op.attrs['steps'])})"
         raise AssertionError(f"cannot emit op {o!r}")
 
     def coefficients(self, statement, names: tuple[str, ...] = ("lr", "retain", "momentum", "precond")) -> str:
@@ -169,8 +193,8 @@ class Emitter(ABC):
 
 
 class BlockEmitter(Emitter):
-    """Prints one lowered block: its module-level names (memory constants, its function), then
-    the function, statement by statement."""
+    """Prints one lowered block: its module-level names (memory constants, its objectives and its
+    function), then the objectives and the function, statement by statement."""
 
     def __init__(self, lowered: LoweredBlock, module: Scope) -> None:
         super().__init__(module)
@@ -180,6 +204,9 @@ class BlockEmitter(Emitter):
                        for n, m in block.memories.items() if m.parametric}
         self.stack_consts = {ms: module.name(("stack", block.name, ms), "_".join([block.name, *ms]).upper())
                              for ms in lowered.stacks}
+        self.objectives = {st.memories: module.name(("objective", block.name, st.memories),
+                                                    "objective_" + "_".join(st.memories))
+                           for st in lowered.statements if isinstance(st, Update)}
         self.function = module.name(("block", block.name), block.name)
         self.spec: str = ""              # the memory spec the objective being printed applies
 
@@ -212,7 +239,7 @@ class BlockEmitter(Emitter):
         args = [e(a) for a in op.args]
         if kernel == Kernel.ATTENTION:
             site = literal(attention_site(op))
-            return f"rt.attention(cache, {site}, {', '.join(args)}, {mem.heads}, {mem.structure.window})"
+            return f"rt.attention(cache, {site}, {', '.join(args)}, heads={mem.heads}, window={mem.structure.window})"
         if kernel == Kernel.STATIC:
             names = ", ".join(f"P[{literal(f'{name}/{part}')}]" for part in memory_parts(mem))
             return f"rt.read_static({self.const(name)}, [{names}], {args[0]})"
@@ -224,47 +251,52 @@ class BlockEmitter(Emitter):
     # ---- statements -------------------------------------------------------------------------------
     def statement(self, st) -> list[str]:
         if isinstance(st, Assign):
-            return [f"{self.names[st.index]} = {self.expr(st.expr)}   # {where(st.line)}"]
+            return [f"{self.names[st.index]} = {self.expr(st.expr)}   # {where(st.line, st.expr.width)}"]
         if isinstance(st, FusedRead):
             out = self.scope.name(("fused", st.memory), f"{st.memory}_out")
             args = [self.expr(x) for x in (st.query, st.key, st.value)]
             coeffs = [f"lr={self.expr(st.lr)}"] + ([f"erase={self.expr(st.erase)}"] if st.erase is not None else [])
             coeffs.append(f"retain={self.expr(st.retain) if st.retain is not None else None}")
             return [f"{out} = rt.{st.kernel}(S[{literal(st.memory)}], {', '.join(args + coeffs)})"
-                    f"   # {where(st.line)}"]
+                    f"   # {where(st.line, st.query.width)}"]
         if isinstance(st, Update):
-            return self.update(st)
+            spec = self.stack_consts[st.memories] if len(st.memories) > 1 else self.const(st.memories[0])
+            values = tuple_of([self.expr(v) for v in st.hoisted])
+            coeffs = self.coefficients(st) + (f", key={self.expr(st.key)}" if st.key is not None else "")
+            states = ", ".join(f"S[{literal(m)}]" for m in st.memories)
+            objective = self.objectives[st.memories]
+            if len(st.memories) > 1:
+                return [f"rt.stacked(rt.{st.kernel}, [{states}], {spec}, {objective}, {values}, {coeffs})"
+                        f"   # {where(st.line)}"]
+            return [f"rt.{st.kernel}({states}, {objective}, {values}, {coeffs})   # {where(st.line)}"]
         if isinstance(st, Commit):
             return [f"rt.commit(S[{literal(m)}], fires[{literal(m)}])" for m in st.memories]
         if isinstance(st, TeachCoefficients):
             return [f"rt.teach_coefficients(S[{literal(st.memory)}], {self.coefficients(st)})   # {where(st.line)}"]
         raise AssertionError(f"cannot emit statement {type(st).__name__}")
 
-    def update(self, st: Update) -> list[str]:
-        """The objective as a function of the weights (its hoisted parts passed in), then the
-        kernel; stacked memories run as one."""
-        stacked = len(st.memories) > 1
-        self.spec = self.stack_consts[st.memories] if stacked else self.const(st.memories[0])
+    def objective(self, st: Update) -> list[str]:
+        """An update's objective as a module-level function of the weights `w` (its hoisted parts
+        passed in as a0, a1, ...; `at`: the state the gradient is taken at; `probe`: dgd's)."""
+        self.spec = self.stack_consts[st.memories] if len(st.memories) > 1 else self.const(st.memories[0])
         inner = self.module.child(OBJECTIVE_ARGS)
         args = [inner.name(("arg", i), f"a{i}") for i in range(len(st.hoisted))]
-        body = self.expr(st.objective, args, "w")
-        objective = self.scope.name(("objective", st.memories), "objective_" + "_".join(st.memories))
-        values = ", ".join(self.expr(v) for v in st.hoisted)
-        coeffs = self.coefficients(st) + (f", key={self.expr(st.key)}" if st.key is not None else "")
-        states = ", ".join(f"S[{literal(m)}]" for m in st.memories)
-        call = (f"rt.stacked(rt.{st.kernel}, [{states}], {self.spec}, {objective}, ({values},), {coeffs})"
-                if stacked else f"rt.{st.kernel}({states}, {objective}, ({values},), {coeffs})")
-        return [f"def {objective}({', '.join(['w', 'probe', *args, '*', 'at'])}):   # {where(st.objective.span.line)}",
-                f"    return {body}",
-                f"{call}   # {where(st.line)}"]
+        return [f"def {self.objectives[st.memories]}({', '.join(['w', 'probe', *args, '*', 'at'])}):"
+                f"   # {where(st.objective.span.line)}",
+                f"    return {self.expr(st.objective, args, 'w')}"]
 
     def function_lines(self) -> list[str]:
-        """The block's function. Its local names are allocated here, after every module-level one."""
+        """The block's objectives and function. Local names are allocated here, after every
+        module-level one."""
         block = self.block
+        out = []
+        for st in self.lowered.statements:
+            if isinstance(st, Update):
+                out += [*self.objective(st), "", ""]
         self.enter(self.module.child(BLOCK_ARGS), block.assignments, ("h",))
-        out = [f"def {self.function}({', '.join(BLOCK_ARGS)}):",
-               f'    """Block `{text(block.name)}` ({where(block.span.line)}): one segment of tokens through one '
-               'layer."""']
+        out += [f"def {self.function}({', '.join(BLOCK_ARGS)}):",
+                f'    """Block `{text(block.name)}` ({where(block.span.line)}): one segment of tokens through one '
+                'layer."""']
         for st in self.lowered.statements:
             out += ["    " + line for line in self.statement(st)]
         out.append(f"    return {self.names[self.lowered.output] if self.lowered.output is not None else 'h'}")
@@ -278,25 +310,26 @@ class BlockEmitter(Emitter):
             s = mem.structure
             learn = mem.learn
             b = self.lowered.bindings[name]
-            fields = [literal(name), literal(s.kind), f"heads={mem.heads}",
-                      f"shapes={literal(tuple(memory_shapes(mem)))}",
-                      f"init={literal('zeros' if mem.init == 'zeros' and learn is not None else 'param')}",
-                      f"act={literal(s.act)}", f"residual={s.residual}", f"norm={literal(s.norm)}"]
+            fields: dict[str, object] = {
+                "name": name, "kind": s.kind, "heads": mem.heads, "shapes": tuple(memory_shapes(mem)),
+                "init": "zeros" if mem.init == "zeros" and learn is not None else "param",
+                "act": s.act, "residual": s.residual, "norm": s.norm}
             if learn is not None:
                 r = learn.rule
-                rule = (f"rt.Rule({literal(r.kind)}, momentum={r.momentum is not None}, "
-                        f"output_steps={r.output_steps or 0}, beta1={literal(r.beta1)}, beta2={literal(r.beta2)}, "
-                        f"eps={literal(r.eps)})")
+                fields["rule"] = Code(fields_literal("rt.Rule", {
+                    "kind": r.kind, "momentum": r.momentum is not None, "output_steps": r.output_steps or 0,
+                    "beta1": r.beta1, "beta2": r.beta2, "eps": r.eps}, Rule))
+                if fields["rule"] == "rt.Rule()":
+                    fields["rule"] = Rule()     # the default: not printed
                 # a per-step memory commits between sequences only (its shadow runs over the tokens)
-                period = learn.time.period if learn.time.base == "token" else "rt.NEVER"
-                steps = learn.time.period if learn.time.base == "step" else 0
-                fields += [f"rule={rule}", f"period={period}", f"steps={steps}", f"chunk={learn.chunk}",
-                           f"read_after={learn.read == 'after'}", f"backprop={literal(learn.backprop)}",
-                           f"truncate={learn.truncate}", f"persistent={mem.scope == 'persistent'}"]
+                fields["period"] = learn.time.period if learn.time.base == "token" else Code("rt.NEVER")
+                fields.update(steps=learn.time.period if learn.time.base == "step" else 0, chunk=learn.chunk,
+                              read_after=learn.read == "after", backprop=learn.backprop, truncate=learn.truncate,
+                              persistent=mem.scope == "persistent")
                 if b.kernel is Kernel.TEACH:
-                    fields.append(f"teach=rt.{teach_kernel(mem)}")
-            out.append(f"{self.const(name)} = rt.MemSpec({', '.join(fields)})   # {where(mem.span.line)}")
-            out.append(f"#   {b.kernel}: {text(b.reason)}")
+                    fields["teach"] = Code(f"rt.{teach_kernel(mem)}")
+            out.append(f"{self.const(name)} = {fields_literal('rt.MemSpec', fields, MemSpec)}"
+                       f"   # {where(mem.span.line)}: {b.kernel}")
         for members, const in self.stack_consts.items():
             out.append(f"{const} = rt.merged({self.const(members[0])}, {len(members)})"
                        f"   # {', '.join(text(m) for m in members)} learn stacked, heads side by side")
@@ -310,30 +343,42 @@ def _param_literal(info: ParamInfo) -> str:
     return "ParamInfo(" + ", ".join(f"{k}={literal(v)}" for k, v in fields.items()) + ")"
 
 
+def pascal(name: str) -> str:
+    """A class name from a spec's name: `sgd_momentum` → `SgdMomentum`, `LinearAttention` as it is."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_")) or name
+
+
+def code_lines(lines: list[str]) -> list[str]:
+    """Lines of code, each kept within the width (`pretty.wrap`)."""
+    return [out for line in lines for out in wrap(line)]
+
+
 def emit_model(spec: Spec, name: str | None = None) -> str:
     """The Python source of the compiled model `name` (default: the entry file's first model)."""
     name = name or next(u for u in spec.local_units if u in spec.models)
     model: Model = spec.models[name]
     module = Scope(MODEL_MODULE + BLOCK_ARGS + OBJECTIVE_ARGS)
     blocks = [BlockEmitter(lower_block(b), module) for b in model.blocks]
-    cls = module.name(("model",), name)
-    lines = [f'"""Model `{text(name)}` compiled by nldsl from {text(Path(spec.file).name)}. Generated code: edit '
-             "the spec, not this; `# line N` comments point at its lines.",
+    cls = module.name(("model",), pascal(name))
+    lines = [f'"""Model `{text(name)}` compiled by nldsl from {text(Path(spec.file).name)}. Generated code: edit',
+             "the spec, not this; `# line N` comments point at its lines, `[B, T, D]` is a value's shape",
+             "(batch, tokens, features).",
              "",
              "The kernel each memory runs on:"]
     for blk in blocks:
         for mname, b in blk.lowered.bindings.items():
-            lines.append(f"  {text(blk.block.name)}.{text(mname)}: {b.kernel} ({text(b.reason)})")
+            lines += textwrap.wrap(f"{text(blk.block.name)}.{text(mname)}: {b.kernel} ({text(b.reason)})", 116,
+                                   initial_indent="  ", subsequent_indent="      ")
     lines += ['"""', "", "import torch", "import torch.nn.functional as F", "",
               "from nldsl.backends import functional as fn", "from nldsl.backends.torch import runtime as rt",
               "from nldsl.backends.torch.model import CompiledModel", "from nldsl.lower import ParamInfo", ""]
     for blk in blocks:
-        lines += blk.constants()
+        lines += code_lines(blk.constants())
     lines += ["", "PARAMS = ("]
-    lines += [f"    {_param_literal(info)}," for info in parameter_table(model).values()]
+    lines += code_lines([f"    {_param_literal(info)}," for info in parameter_table(model).values()])
     lines += [")", ""]
     for blk in blocks:
-        lines += ["", *blk.function_lines(), ""]
+        lines += ["", *code_lines(blk.function_lines()), ""]
 
     def per_block(entries) -> str:
         return "{" + ", ".join(f"{literal(blk.block.name)}: {{{', '.join(entries(blk))}}}" for blk in blocks) + "}"
@@ -345,16 +390,16 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
     sites = per_block(lambda blk: [f"{literal(attention_site(o))}: ({o.args[1].width}, {o.args[2].width})"
                                    for a in blk.block.assignments for o in a.expr.walk()
                                    if o.op == "read" and blk.kernel(o.attrs["memory"]) is Kernel.ATTENTION])
-    layers = ", ".join(f"({literal(b.name)}, {i})" for b in model.blocks for i in range(b.repeat))
-    lines += ["", f"class {cls}(CompiledModel):",
+    layers = tuple_of([f"({literal(b.name)}, {i})" for b in model.blocks for i in range(b.repeat)])
+    lines += ["", f"class {cls}(CompiledModel):", *code_lines([
               "    PARAMS = PARAMS",
               f"    BLOCKS = {{{', '.join(f'{literal(blk.block.name)}: {blk.function}' for blk in blocks)}}}",
-              f"    CONVS = {convs}",
-              f"    SITES = {sites}",
-              f"    LAYERS = ({layers},)",
+              f"    CONVS = {convs}   # convolution → (width, kernel)",
+              f"    SITES = {sites}   # attention read → (key width, value width)",
+              f"    LAYERS = {layers}",
               f"    MEMORIES = {memories}",
-              f"    SEGMENT = {literal(segment_length(model))}",
-              f"    VOCAB = {int(model.config['vocab'])}",
+              f"    SEGMENT = {literal(segment_length(model))}   # tokens per step of the segment loop",
+              f"    VOCAB = {int(model.config['vocab'])}"]),
               "", "", f"MODEL = {cls}"]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -383,21 +428,26 @@ class OptimizerEmitter(Emitter):
         m = self.opt.memories[op.attrs["memory"]]
         return self._map(m, f"S[{literal(m.name)}].visible()", e(op.args[0]))
 
-    def learn(self, m: Memory) -> list[str]:
+    def objective(self, m: Memory, name: str) -> tuple[list[str], tuple[Op, ...]]:
+        """A state's objective as a module-level function of its weights `w` (its hoisted parts
+        passed in as a0, a1, ...), and the values of those parts."""
         learn = m.learn
         assert learn is not None and learn.objective is not None
         body, hoisted = lower_objective(learn.objective, None, lambda op: 1, lambda op: op)
         inner = self.module.child(("w",))
         args = [inner.name(("arg", i), f"a{i}") for i in range(len(hoisted))]
+        return [f"def {name}({', '.join(['w', *args])}):   # {where(learn.objective.span.line)}",
+                f"    return {self.expr(body, args, 'w')}.sum()"], hoisted
+
+    def learn(self, m: Memory, objective: str, hoisted: tuple[Op, ...]) -> str:
+        learn = m.learn
+        assert learn is not None
         rule = learn.rule
-        r = (f"rt.Rule({literal(rule.kind)}, output_steps={rule.output_steps or 0}, beta1={literal(rule.beta1)}, "
-             f"beta2={literal(rule.beta2)}, eps={literal(rule.eps)})")
-        values = "".join(f"{self.expr(v)}, " for v in hoisted)
-        objective = self.scope.name(("objective", m.name), f"objective_{m.name}")
-        return [f"def {objective}({', '.join(['w', *args])}):   # {where(learn.objective.span.line)}",
-                f"    return {self.expr(body, args, 'w')}.sum()",
-                f"opt.learn(S[{literal(m.name)}], {objective}, ({values}), step, {r}, {self.coefficients(rule)})"
-                f"   # {where(learn.span.line)}"]
+        r = fields_literal("rt.Rule", {"kind": rule.kind, "output_steps": rule.output_steps or 0,
+                                        "beta1": rule.beta1, "beta2": rule.beta2, "eps": rule.eps}, Rule)
+        values = tuple_of([self.expr(v) for v in hoisted])
+        return (f"opt.learn(S[{literal(m.name)}], {objective}, {values}, step, {r}, {self.coefficients(rule)})"
+                f"   # {where(learn.span.line)}")
 
 
 # ops that need a whole matrix (or a whole row): an update using one cannot run on a parameter's shard
@@ -423,16 +473,19 @@ def emit_optimizer(spec: Spec, name: str) -> str:
     """The Python source of an optimizer spec as a `torch.optim.Optimizer` subclass."""
     o: Optimizer = spec.optimizers[name]
     module = Scope(OPTIMIZER_MODULE + UPDATE_ARGS + ("w",))
-    cls = module.name(("optimizer",), name)
+    cls = module.name(("optimizer",), pascal(name))
     file = spec.file if name in spec.local_units else o.span.file
     em = OptimizerEmitter(o, module)
+    learned = [m for m in o.memories.values() if m.learn is not None and m.learn.time.base != "never"]
+    names = {m.name: module.name(("objective", m.name), f"objective_{m.name}") for m in learned}
+    objectives = {m.name: em.objective(m, names[m.name]) for m in learned}
     em.enter(module.child(UPDATE_ARGS), o.assignments, ())
-    steps: list[tuple[tuple[int, int], list[str]]] = []
+    steps: list[tuple[tuple[int, int], str]] = []
     for i, a in enumerate(o.assignments):
-        steps.append(((a.span.line, a.span.col), [f"{em.names[i]} = {em.expr(a.expr)}   # {where(a.span.line)}"]))
-    for m in o.memories.values():
-        if m.learn is not None and m.learn.time.base != "never":
-            steps.append(((m.learn.span.line, m.learn.span.col), em.learn(m)))
+        steps.append(((a.span.line, a.span.col), f"{em.names[i]} = {em.expr(a.expr)}   # {where(a.span.line)}"))
+    for m in learned:
+        assert m.learn is not None
+        steps.append(((m.learn.span.line, m.learn.span.col), em.learn(m, names[m.name], objectives[m.name][1])))
     states = []
     for m in o.memories.values():
         learn = m.learn
@@ -443,20 +496,21 @@ def emit_optimizer(spec: Spec, name: str) -> str:
                 "read_after": learn is None or learn.read == "after",
                 "momentum": bool(learn and learn.rule.momentum is not None),
                 "adam": bool(learn and learn.rule.kind == "adam")}
-        states.append(f"    {literal(m.name)}: {literal(info)},   # {where(m.span.line)}")
-    lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit '
-             "the spec; `# line N` comments point at its lines.",
+        states.append(f"        {literal(m.name)}: {literal(info)},   # {where(m.span.line)}")
+    lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit',
+             "the spec, not this; `# line N` comments point at its lines.",
              '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
-             "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", "",
-             "", f"def update({', '.join(UPDATE_ARGS)}):",
-             f'    """One step of `{text(name)}` for one parameter: updates its states S, returns its new value."""']
-    for _, body in sorted(steps, key=lambda x: x[0]):
-        lines += ["    " + line for line in body]
-    lines += [f"    return {em.expr(o.update)}   # {where(o.update.span.line)}", "", "",
+             "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", ""]
+    for body, _ in objectives.values():
+        lines += ["", *code_lines(body), ""]
+    lines += ["", f"def update({', '.join(UPDATE_ARGS)}):",
+              f'    """One step of `{text(name)}` for one parameter: updates its states S, returns its new value."""']
+    lines += code_lines(["    " + line for _, line in sorted(steps, key=lambda x: x[0])])
+    lines += [*code_lines([f"    return {em.expr(o.update)}   # {where(o.update.span.line)}"]), "", "",
               f"class {cls}(opt.SpecOptimizer):",
-              f"    DEFAULTS = {literal(dict(o.defaults))}",
+              *code_lines([f"    DEFAULTS = {literal(dict(o.defaults))}"]),
               f"    ELEMENTWISE = {_elementwise(o)}   # whether a shard of a parameter can be updated alone",
-              "    STATES = {", *states,
+              "    STATES = {", *code_lines(states),
               "    }", "    update = staticmethod(update)", "", "", f"OPTIMIZER = {cls}", ""]
     return "\n".join(lines)
 
@@ -471,11 +525,14 @@ def emit_trainer(spec: Spec, name: str) -> str:
     settings = {"steps": t.steps, "batch": t.batch, "context": model.context, "clip": t.clip, "seed": t.seed,
                 "schedule": (t.schedule.kind, t.schedule.warmup, t.schedule.min_ratio)}
     return "\n".join([
-        f'"""Train `{text(name)}`, compiled by nldsl from {text(Path(spec.file).name)}. Run: python train.py --help"""',
+        f'"""Train `{text(name)}`, compiled by nldsl from {text(Path(spec.file).name)}.',
+        "",
+        'Run: python train.py --help"""',
         "", "from pathlib import Path", "",
         "from nldsl.backends.torch import run", "",
-        f"GROUPS = {literal(groups)}   # (optimizer, arguments, parameters (empty: the rest), period in steps)",
-        f"SETTINGS = {literal(settings)}", "",
+        "# (optimizer, arguments, parameters (empty: the rest), period in steps)",
+        *code_lines([f"GROUPS = {literal(groups)}"]),
+        *code_lines([f"SETTINGS = {literal(settings)}"]), "",
         'if __name__ == "__main__":',
         f"    run.main(Path(__file__).parent, {literal(name)}, GROUPS, SETTINGS)", ""])
 

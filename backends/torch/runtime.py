@@ -26,47 +26,11 @@ import torch
 import torch.nn.functional as F
 from nldsl.backends import functional as fn
 from nldsl.backends.torch import kernels
+from nldsl.backends.torch.memspec import NEVER, MemSpec, Rule
 from torch.func import grad, vjp, vmap
 
 Objective = Callable[..., torch.Tensor]   # (weights, probe, *values, at=state of the gradient) → losses (..., H)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The static part of an update rule (coefficients are tensors computed by the block)."""
-
-    kind: str = "gd"             # gd | dgd | adam
-    momentum: bool = False
-    output_steps: int = 0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-
-
-NEVER = 1 << 40    # the period of a per-step memory: no commit falls inside a sequence
-
-
-@dataclass(frozen=True)
-class MemSpec:
-    """The static facts of one memory the runtime needs (generated as a literal)."""
-
-    name: str
-    kind: str                    # matrix | mlp | elementwise
-    heads: int
-    shapes: tuple[tuple[int, ...], ...] = ()
-    init: str = "param"          # param (learned or constant tensors) | zeros
-    act: str = "identity"
-    residual: bool = False
-    norm: str = "none"
-    rule: Rule = Rule()
-    period: int = 1              # tokens between commits (1: every token; NEVER: only between sequences)
-    steps: int = 0               # outer steps between commits of a per-step memory (0: counted in tokens)
-    chunk: int = 1               # tokens between gradient reference refreshes
-    read_after: bool = True
-    backprop: str = "through"
-    truncate: int = 0
-    persistent: bool = False
-    teach: Callable | None = None   # a teach-signal memory: the kernel that applies its rule to δ
+__all__ = ["NEVER", "MemSpec", "Rule"]   # with the kernels below: what generated code calls
 
 
 @dataclass

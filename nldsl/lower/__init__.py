@@ -43,7 +43,7 @@ from nldsl.lower.params import (
 
 __all__ = [
     "FUSED", "PERIOD", "SHARED", "Assign", "Binding", "Commit", "FusedRead", "Kernel", "LoweredBlock", "ParamInfo",
-    "Statement", "Step", "TeachCoefficients", "Update", "bind", "deferred", "layer_view", "lower_block", "lower_objective",
-    "memory_key", "memory_parts", "memory_shapes", "parameter_table", "read_sites", "segment_length",
-    "state_parts", "structure", "teach_kernel", "token_order",
+    "Statement", "Step", "TeachCoefficients", "Update", "bind", "deferred", "layer_view", "lower_block",
+    "lower_objective", "memory_key", "memory_parts", "memory_shapes", "parameter_table", "read_sites",
+    "segment_length", "state_parts", "structure", "teach_kernel", "token_order",
 ]

@@ -28,7 +28,7 @@ class ParamInfo(BaseModel):
     part: str | None = None      # a memory's state tensor: w0, w1, ... (weights) or s (elementwise)
     shape: tuple[int, ...]
     init: Init
-    std: float = 0.02
+    std: float = 0.02            # of a normal initialization
     trainable: bool = True
 
     @property
@@ -94,11 +94,11 @@ def _memory_params(block: Block, layer: int, m: Memory) -> list[ParamInfo]:
 def _param(p: Param, owner: str | None, layer: int | None) -> ParamInfo:
     """A declared (or built-in-created) parameter; its initialization comes from the declaration,
     never from its name."""
-    std = 0.0
     if p.init == "normal":
         std = p.shape[0] ** -0.5 if len(p.shape) == 2 else 0.02
-    return ParamInfo(owner=owner, layer=layer, local=p.name, shape=p.shape, init=p.init, std=std,
-                     trainable=not p.frozen)
+        return ParamInfo(owner=owner, layer=layer, local=p.name, shape=p.shape, init="normal", std=std,
+                         trainable=not p.frozen)
+    return ParamInfo(owner=owner, layer=layer, local=p.name, shape=p.shape, init=p.init, trainable=not p.frozen)
 
 
 def parameter_table(model: Model) -> dict[str, ParamInfo]:
