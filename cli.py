@@ -120,13 +120,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
     _report(result)
     if not result.ok or result.spec is None:
         return 1
-    models = [u for u in result.spec.local_units if u in result.spec.models]
-    if not models:
-        err.print(f"error: {args.spec} defines no model to compile")
-        return 1
-    for path in write_package(result.spec, args.unit, Path(args.output)):
+    unit = _model(result.spec, args.unit, args.spec, "compile")
+    for path in write_package(result.spec, unit, Path(args.output)):
         out.print(f"wrote {path}")
     return 0
+
+
+def _model(spec, unit: str | None, path: str, verb: str) -> str:
+    """The model a command works on: the one --unit names, or the file's first (RunError if none)."""
+    models = [u for u in spec.local_units if u in spec.models]
+    name = unit or next(iter(models), None)
+    if name is None or name not in spec.models:
+        named = f" named {name!r}" if name else ""
+        defined = f" (it defines {', '.join(models)})" if models else ""
+        raise RunError(f"{path} defines no model{named} to {verb}{defined}")
+    return name
 
 
 def _model_settings(args: argparse.Namespace) -> dict[str, float] | None:
@@ -151,9 +159,7 @@ def _new_run(args: argparse.Namespace, corpora: list[str | None]) -> Path | None
     if not result.ok or result.spec is None:
         return None
     spec = result.spec
-    unit = args.unit or next((u for u in spec.local_units if u in spec.models), None)
-    if unit is None or unit not in spec.models:
-        raise RunError(f"{args.spec} defines no model{f' named {unit!r}' if unit else ''} to train")
+    unit = _model(spec, args.unit, args.spec, "train")
     if args.run_dir is None and "WORLD_SIZE" in os.environ:
         raise UsageError("under torchrun, name the run folder with --out DIR")
     model = spec.models[unit]
@@ -165,8 +171,9 @@ def _new_run(args: argparse.Namespace, corpora: list[str | None]) -> Path | None
             setattr(args, key, settings[key])
     groups = [(g.optimizer, dict(g.args), tuple(g.targets), g.period) for g in model.train.groups]
     train_config = run.config_from(args, groups, settings)
-    run.validate(train_config, model_class(spec, unit), {name: optimizer_class(spec, name) for name, *_ in groups},
-                 corpora)
+    run.require_data(train_config, int(model.config["vocab"]), corpora)      # before torch loads: fast
+    run.require_resources(train_config, model_class(spec, unit),
+                          {name: optimizer_class(spec, name) for name, *_ in groups})
     directory = Path(args.run_dir or f"runs/{unit.lower()}-{time.strftime('%Y%m%d-%H%M%S')}")
     run.leader_writes(train_config.device, lambda: run.create(directory, result, unit, overrides, train_config))
     return directory
@@ -187,8 +194,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nldsl.backends.torch import run
     if args.resume:
         _refuse_settings_with_resume(args)
-        directory = run.open_run(args.resume).directory
-        info = run.read_info(directory)
+        existing = run.open_run(args.resume)
+        directory, info = existing.directory, existing.info
         out.print(f"resuming {directory} at its checkpoint, to step {args.steps or info.config.steps}")
     else:
         if args.spec is None:
@@ -245,7 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     c = trained.run.info.config
     for task in args.task:      # every task checked before any is scored: all or nothing in evals.jsonl
         _require_evaluable(trained.model, c, task, args)
-    table = Table(title=f"{trained.run.info.model}: {trained.run.directory} (step {trained.step})",
+    table = Table(title=f"{trained.run.info.model}: {trained.run.directory} (step {trained.run.step})",
                   title_justify="left")
     for col in ("task", "metric", "value", "n", "note"):
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
@@ -256,7 +263,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for i, (metric, value) in enumerate(result.items()):
             table.add_row(task if i == 0 else "", metric, f"{value:.4g}" if value > 1e4 else f"{value:.4f}",
                           str(n) if i == 0 else "", note if i == 0 else "")
-        records.append({"task": task, "step": trained.step, **result, "n": n})
+        records.append({"task": task, "step": trained.run.step, **result, "n": n})
     out.print(table)
     with open(trained.run.directory / "evals.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
@@ -302,9 +309,9 @@ def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from nldsl.backends.torch import run
-    from nldsl.backends.torch.sample import generate
     prompt = _prompt(args.prompt, args.escapes)
     model = run.load_model(args.target, args.device).model
+    from nldsl.backends.torch.sample import generate
     if prompt and max(prompt) >= model.VOCAB:
         raise RunError(f"the prompt holds byte {max(prompt)}, but this model's vocabulary has {model.VOCAB} tokens "
                        f"(0 to {model.VOCAB - 1}): it was not trained on text")
@@ -332,7 +339,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         try:
             source = SourceFile.read(path)
         except (OSError, UnicodeDecodeError) as e:
-            err.print(f"error: cannot read {path}: {e}")
+            err.print(f"error: cannot read {path}: {e.strerror if isinstance(e, OSError) else 'it is not UTF-8 text'}")
             status = 1
             continue
         text, diagnostics = format_source(source)

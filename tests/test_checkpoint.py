@@ -153,7 +153,7 @@ def test_failed_write_keeps_the_previous_checkpoint(text: torch.Tensor, tmp_path
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", crash)
+    monkeypatch.setattr("safetensors.torch.save_file", crash)     # checkpoint.save imports it when it runs
     train_step(m, opt, data)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, m, [opt], {"step": 2, "model_steps": m.steps}, {})

@@ -118,3 +118,16 @@ def test_set_reaches_check_explain_and_render(tmp_path):
     dot = tmp_path / "hope.dot"
     assert run("render", "specs/hope.nl", "-o", str(dot), "--set", "layers=1").returncode == 0
     assert "M_memory" in dot.read_text()
+
+
+def test_source_lines_are_printed_verbatim(tmp_path):
+    """rich would read `:x:` as an emoji code and `[bold]` as markup, even in a spec's comment: the
+    consoles print text as it is."""
+    line = "    h = h + rmsnrm(h)   # :x: [bold]not bold[/bold] :smile: [red]"
+    bad = tmp_path / "bad.nl"
+    bad.write_text(f'import "optim/sgd.nl"\nmodel M(vocab = 8, dim = 8, context = 8) {{\n  block {{\n{line}\n  }}\n'
+                   "  train { optimize all by sgd(lr = 0.1) }\n}\n")
+    done = run("check", str(bad))
+    assert done.returncode == 1
+    assert f"4 | {line}" in done.stderr
+    assert "❌" not in done.stderr and "😄" not in done.stderr

@@ -332,6 +332,19 @@ def test_missing_corpus_is_a_user_error(spec: Path, tmp_path: Path, capsys: pyte
     assert status in (1, 2) and "internal error" not in err
 
 
+def test_context_goes_through_the_checker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--context` is the model's context: the checker sees it, and its warnings come before training
+    (Hope's memories updating every 64 tokens or more are never read in a context of 64)."""
+    run = tmp_path / "run"
+    argv = ["train", str(SPECS / "hope.nl"), "--set", "dim=16", "--set", "layers=1", "--context", "64", "--task",
+            "mqar", "--pairs", "4", "--batch", "2", "--steps", "1", "--sample", "0", "--out", str(run)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "warning[NL064]: 'M_memory' updates every 64 tokens but resets every 64" in captured.err
+    assert captured.out.index("training Hope") < captured.out.index("step")
+    assert RunInfo.model_validate_json((run / "run.json").read_text()).overrides["context"] == 64
+
+
 def test_lr_and_warmup_override_the_train_block(spec: Path, tmp_path: Path) -> None:
     """--lr sets every optimize group's rate, --warmup the schedule's; both are kept in run.json."""
     run = tmp_path / "run"

@@ -8,7 +8,10 @@ A checkpoint says what it is and that it is intact, and `load` verifies both bef
 anything: a SHA-256 over the metadata and every tensor's bytes (corruption, truncation, tensors
 added or removed), the parameter table (key and shape: another width or depth), and the SHA-256 of
 the generated code of the model and of each optimizer (another spec, or other settings of it). A
-state that is not finite is never written: the previous checkpoint stays."""
+state that is not finite is never written: the previous checkpoint stays.
+
+The file checks (whole, unchanged, written by nldsl) need no torch: torch is imported by the
+functions that move tensors, so a damaged checkpoint is reported before torch has loaded."""
 
 from __future__ import annotations
 
@@ -20,12 +23,12 @@ import os
 import struct
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from nldsl.backends.torch.config import RunError
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 META, DIGEST = "nldsl", "nldsl.sha256"      # the safetensors metadata keys this module writes
 
@@ -40,6 +43,7 @@ class NonFiniteState(ValueError):
 
 def _whole(t: torch.Tensor, param: torch.Tensor | None = None) -> torch.Tensor:
     """A tensor whole: a sharded parameter gathered, or a state of a parameter's shard (`param`)."""
+    from torch.distributed.tensor import DTensor
     if isinstance(t, DTensor):
         return t.full_tensor()
     if isinstance(param, DTensor):
@@ -50,6 +54,7 @@ def _whole(t: torch.Tensor, param: torch.Tensor | None = None) -> torch.Tensor:
 
 def _part(t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """This process's part of a whole tensor read back: the shard of a sharded parameter, else all."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
     if isinstance(param, DTensor):
         return distribute_tensor(t.to(param.device), param.device_mesh, param.placements).to_local()
     return t
@@ -79,6 +84,8 @@ def save(path: Path, model, optimizers: list, meta: dict, generators: dict[str, 
     (under FSDP every process calls this; only the one with `write` writes). Raises NonFiniteState,
     writing nothing, if any of them holds inf or NaN (every process sees the same whole tensors, so
     every process raises)."""
+    import torch
+    from safetensors.torch import save_file
     tensors = {f"param.{k}": _whole(v.detach()).contiguous() for k, v in model.params.items()}
     for key, (cur, ref) in model.persistent.items():
         for j, (c, r) in enumerate(zip(cur, ref, strict=True)):
@@ -112,6 +119,7 @@ def save(path: Path, model, optimizers: list, meta: dict, generators: dict[str, 
 
 
 def _require_finite(tensors: dict[str, torch.Tensor]) -> None:
+    import torch
     for key, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise NonFiniteState(f"{key} holds inf or NaN")
@@ -244,6 +252,7 @@ def _table_difference(theirs: dict[str, tuple], here: dict[str, tuple]) -> str:
 def load(path: Path, model, optimizers: list, generators: dict[str, torch.Generator]) -> dict:
     """Restore everything `save` wrote; returns the metadata (step, data position, ...). Raises
     CheckpointError, having changed nothing, for a checkpoint that is damaged or another model's."""
+    from safetensors import SafetensorError
     meta, keys = _verified(path)
     _require_match(path, meta, keys, model, optimizers, generators)
     try:
@@ -253,6 +262,9 @@ def load(path: Path, model, optimizers: list, generators: dict[str, torch.Genera
 
 
 def _restore(path: Path, meta: dict, model, optimizers: list, generators: dict[str, torch.Generator]) -> dict:
+    import torch
+    from safetensors import safe_open
+    from torch.distributed.tensor import DTensor
     device = str(next(iter(model.params.values())).device)
     with safe_open(str(path), framework="pt", device=device) as f:
         f = _Aliased(f, meta.get("aliases", {}))

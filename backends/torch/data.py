@@ -10,11 +10,16 @@ import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from nldsl.backends.torch.config import RunError
 
 from nldsl.paths import package_dir
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where bytes become tensors: a corpus is checked before torch has loaded
 
 BYTES = 256         # tokens are bytes: a model trained on text needs a vocabulary of 256
 
@@ -112,14 +117,20 @@ CORPORA: dict[str, Callable[[], tuple[bytes, bytes]]] = {
 
 def corpus(name_or_path: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, held-out) byte tokens of a named corpus (default Shakespeare) or a user's text."""
-    return _tokens(str(name_or_path or "shakespeare"))
-
-
-@functools.lru_cache(maxsize=4)     # a run validates its corpus before it starts, then trains on it
-def _tokens(key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    train, held = CORPORA[key]() if key in CORPORA else text_corpus(key)
+    import torch
+    train, held = texts(name_or_path)
     return (torch.frombuffer(bytearray(train), dtype=torch.uint8).long(),
             torch.frombuffer(bytearray(held), dtype=torch.uint8).long())
+
+
+def texts(name_or_path: str | Path | None = None) -> tuple[bytes, bytes]:
+    """(train, held-out) bytes of a named corpus (default Shakespeare) or a user's text."""
+    return _texts(str(name_or_path or "shakespeare"))
+
+
+@functools.lru_cache(maxsize=4)     # a run checks its corpus before it starts, then trains on it
+def _texts(key: str) -> tuple[bytes, bytes]:
+    return CORPORA[key]() if key in CORPORA else text_corpus(key)
 
 
 def require_text(name: str | None, context: int, vocab: int) -> None:
@@ -127,7 +138,7 @@ def require_text(name: str | None, context: int, vocab: int) -> None:
     or with a part shorter than one window; or a model whose vocabulary cannot hold every byte."""
     shown = name or "shakespeare"
     require_bytes(vocab, shown)
-    train, held = corpus(name)
+    train, held = texts(name)
     require_window(train, context, f"{shown}'s training part")
     require_window(held, context, f"{shown}'s held-out part")
 
@@ -139,7 +150,7 @@ def require_bytes(vocab: int, what: str) -> None:
                        f"is {vocab}: use a model with vocab = {BYTES} (--set vocab={BYTES})")
 
 
-def require_window(data: torch.Tensor, context: int, what: str) -> None:
+def require_window(data: bytes | torch.Tensor, context: int, what: str) -> None:
     """A window is `context + 1` bytes (inputs and their next bytes); drawing windows at random
     needs more than one."""
     if len(data) <= context + 1:
@@ -152,11 +163,13 @@ class Windows:
     the stream is the generator's state, so a checkpoint can resume it exactly."""
 
     def __init__(self, data: torch.Tensor, batch: int, context: int, seed: int) -> None:
+        import torch
         require_window(data, context, "the corpus")
         self.data, self.batch, self.context = data, batch, context
         self.generator = torch.Generator().manual_seed(seed)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
         starts = torch.randint(0, len(self.data) - self.context - 1, (self.batch,), generator=self.generator)
         tok = torch.stack([self.data[s:s + self.context + 1] for s in starts.tolist()])
         return tok[:, :-1], tok[:, 1:]

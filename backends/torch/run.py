@@ -20,10 +20,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from nldsl.backends.torch import checkpoint
 from nldsl.backends.torch.config import RunError, TrainConfig, add_arguments, config_from
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: a run folder that is missing or damaged is reported at once
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -39,6 +45,8 @@ class RunInfo(BaseModel):
 
 
 def versions() -> dict[str, str]:
+    import torch
+
     from nldsl import __version__
     return {"nldsl": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
 
@@ -73,12 +81,13 @@ class Run:
     directory: Path
     info: RunInfo
     checkpoint: Path
+    step: int               # the training step the checkpoint was written at
 
 
 def open_run(path: str | Path) -> Run:
     """The one check of a run folder (or of a checkpoint file inside one) before it is evaluated,
-    sampled or resumed: the folder, run.json, the generated code and the checkpoint file are there.
-    What the checkpoint holds is verified when it is loaded (checkpoint.load)."""
+    sampled or resumed: the folder, run.json and the generated code are there, and the checkpoint
+    is whole and unchanged. Whether it is this model's is verified as it loads (checkpoint.load)."""
     p = Path(path)
     if not p.exists():
         raise RunError(f"{p}: no such run folder or checkpoint file")
@@ -92,7 +101,7 @@ def open_run(path: str | Path) -> Run:
     if not ckpt.is_file():
         raise RunError(f"{directory} has no checkpoint yet ({CHECKPOINT}): the run stopped before writing one; "
                        "train it again")
-    return Run(directory, info, ckpt)
+    return Run(directory, info, ckpt, int(checkpoint.metadata(ckpt)["step"]))
 
 
 def _import(path: Path, attribute: str):
@@ -132,14 +141,12 @@ class Trained:
 
     model: torch.nn.Module
     run: Run
-    step: int               # the training step the checkpoint was written at
 
 
 def load_model(path: str | Path, device: str | None = None) -> Trained:
     """The trained model of a run (or of a checkpoint file in one), ready for evaluation."""
-    from nldsl.backends.torch import checkpoint
-    from nldsl.backends.torch.trainer import footprint, require_device, require_memory
     run = open_run(path)
+    from nldsl.backends.torch.trainer import footprint, require_device, require_memory
     model_class, _ = classes(run.directory, run.info)
     device = device or run.info.config.device
     require_device(device)
@@ -148,23 +155,33 @@ def load_model(path: str | Path, device: str | None = None) -> Trained:
     meta = checkpoint.load(run.checkpoint, model, [], {})
     model.steps = meta["model_steps"]
     model.eval()
-    return Trained(model, run, int(meta["step"]))
+    return Trained(model, run)
 
 
 def validate(cfg: TrainConfig, model_class: type, optimizers: dict[str, type], corpora: list | None = None) -> None:
     """Refuse (RunError), before a run folder is made or anything is allocated, a run that cannot
-    work: a device this machine lacks, data the model cannot take (text needs every byte as a token,
-    a task its tokens and length), a corpus that is missing, empty, binary or shorter than a window,
-    a batch that does not split over the processes, a hyperparameter an optimizer lacks, or more
-    memory than the device has."""
-    from nldsl.backends.torch import data, tasks
-    from nldsl.backends.torch.trainer import require_device, require_memory, training_footprint
-    require_device(cfg.device)
+    work: data the model cannot take (require_data) or a machine it cannot run on (require_resources)."""
+    require_data(cfg, model_class.VOCAB, corpora)
+    require_resources(cfg, model_class, optimizers)
+
+
+def require_data(cfg: TrainConfig, vocab: int, corpora: list | None = None) -> None:
+    """Text needs every byte as a token, a task its tokens and length; a corpus must be there, be
+    text, and hold more than one window in each part. Needs no torch (a spec's vocab will do)."""
+    from nldsl.backends.torch import data
     if cfg.task:
-        tasks.require(cfg.task, model_class.VOCAB, cfg.context, cfg.pairs)
+        from nldsl.backends.torch import tasks
+        tasks.require(cfg.task, vocab, cfg.context, cfg.pairs)
     else:
         for name in corpora or [cfg.corpus]:
-            data.require_text(name, cfg.context, model_class.VOCAB)
+            data.require_text(name, cfg.context, vocab)
+
+
+def require_resources(cfg: TrainConfig, model_class: type, optimizers: dict[str, type]) -> None:
+    """The device is there, the batch splits over the processes, every optimizer has the
+    hyperparameters it is given (--lr), and the run fits in the device's memory."""
+    from nldsl.backends.torch.trainer import require_device, require_memory, training_footprint
+    require_device(cfg.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch % world:
         raise RunError(f"--batch {cfg.batch} does not split evenly over the {world} processes")
@@ -275,15 +292,16 @@ def train(directory: Path, resume: bool = False, console=None, steps: int | None
     """Train (or go on training, to `steps` when given) the run in `directory`; the curve is redrawn
     however it ends. A resumed run's run.json takes the new step count once its checkpoint loads."""
     from nldsl.backends.torch.trainer import Trainer
-    info = open_run(directory).info if resume else read_info(directory)
+    existing = open_run(directory) if resume else None
+    info = existing.info if existing else read_info(directory)
     info.config.steps = steps or info.config.steps
+    if existing and existing.step > info.config.steps:
+        raise RunError(f"--steps {info.config.steps}: the run's checkpoint is already at step {existing.step}")
     model_class, optimizers = classes(directory, info)
     validate(info.config, model_class, optimizers)
     trainer = Trainer(model_class(seed=info.config.seed), optimizers, info.config, directory, console)
-    if resume:
-        trainer.resume(directory / CHECKPOINT)
-        if trainer.step > info.config.steps:
-            raise RunError(f"--steps {info.config.steps}: the run's checkpoint is already at step {trainer.step}")
+    if existing:
+        trainer.resume(existing.checkpoint)
         if trainer.rank == 0:
             write_info(directory, info)
     elif (directory / "metrics.jsonl").exists() and trainer.rank == 0:
@@ -324,6 +342,7 @@ def continual(directory: Path, corpora: list[str], console=None) -> list[dict[st
 def leader_writes(device: str, write) -> None:
     """Under torchrun only the first process writes the run folder; the others wait for it, and
     fail with it if it refuses (RunError), rather than wait forever."""
+    import torch
     from nldsl.backends.torch.trainer import distributed_start
     rank, world = distributed_start(device)
     refused = None
@@ -350,6 +369,8 @@ def main(code: Path, model: str, groups: list, settings: dict) -> None:
 
 def _main(code: Path, model: str, groups: list, settings: dict) -> None:
     import argparse
+
+    import torch
     p = argparse.ArgumentParser(description=f"Train {model} (compiled by nldsl).")
     add_arguments(p, {**settings, "steps": None})    # a resumed run keeps its own step count unless told
     p.add_argument("--out", default=f"runs/{model.lower()}", help="the run folder (metrics, checkpoint, curve)")
