@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -95,25 +96,30 @@ LONG: dict[str, Callable[[int], str]] = {"chain of values": chain, "unused value
                                          "optimizer chain": optimizer_chain, "header": header}
 
 
-def check(path: Path) -> tuple[int, Counter[str], float, float]:
-    """`nldsl check PATH` in a process of its own: exit status, codes reported, seconds, peak MiB."""
+def check(path: Path, timeout: float) -> tuple[int | None, Counter[str], float, float]:
+    """`nldsl check PATH` in a process of its own: exit status (None if it ran out of time), codes
+    reported, seconds, peak MiB."""
     with tempfile.TemporaryFile() as output:
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "nldsl.cli", "check", str(path)], stdout=output,
                                  stderr=subprocess.STDOUT)
+        timer = threading.Timer(timeout, child.kill)
+        timer.start()
         _, status, usage = os.wait4(child.pid, 0)
+        timer.cancel()
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
+        exit_code = os.waitstatus_to_exitcode(status)
         output.seek(0)
         codes = Counter(re.findall(rb"^(?:error|warning)\[(NL\d{3})\]", output.read(), re.M))
     peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
-    return child.returncode, Counter({c.decode(): n for c, n in codes.items()}), seconds, peak
+    return (None if exit_code < 0 else exit_code), Counter({c.decode(): n for c, n in codes.items()}), seconds, peak
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lines", type=int, default=100_000, help="lines of the long specs (default 100,000)")
     p.add_argument("--depth", type=int, default=10_000, help="nesting of the deep expressions (default 10,000)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds one check may take (default 600)")
     args = p.parse_args()
     print(f"`nldsl check` on generated specs; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}\n")
@@ -126,11 +132,13 @@ def main() -> None:
             text = make(size)
             path = Path(tmp) / f"{name.replace(' ', '_')}.nl"
             path.write_text(text, encoding="utf-8")
-            status, codes, seconds, peak = check(path)
+            status, codes, seconds, peak = check(path, args.timeout)
             shown = ", ".join(f"{code} ×{n:,}" for code, n in sorted(codes.items())) or "—"
             label = f"{name} ({size:,} deep)" if make in DEEP.values() else name
-            print(f"| {label} | {text.count(chr(10)):,} | {len(text) / 1e6:.1f} | {status} | {shown} | "
-                  f"{seconds:.1f} | {peak:,.0f} |", flush=True)
+            took = f"{seconds:.1f}" if status is not None else f"> {args.timeout:.0f} (stopped)"
+            print(f"| {label} | {text.count(chr(10)):,} | {len(text) / 1e6:.1f} | {'—' if status is None else status} | "
+                  f"{shown} | "
+                  f"{took} | {peak:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

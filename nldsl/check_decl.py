@@ -200,7 +200,6 @@ def check_memory(decl: ast.MemoryDecl, config: Header, diags: Diagnostics,
             return [], None
         if mode_name == "chain":
             _check_fastest_first(base, cms, periods, config, diags)
-        if mode_name == "chain":
             for i, (a, b) in enumerate(pairwise(members), start=1):
                 if a.structure.out_dim != b.structure.in_dim:
                     diags.error("NL051", f"level {i} of cms '{base}' outputs width {a.structure.out_dim} but "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nldsl import ast, catalog
-from nldsl.diagnostics import Diagnostics, did_you_mean
+from nldsl.diagnostics import MAX_SUGGESTION_POOL, Diagnostics, did_you_mean
 from nldsl.source import Span
 from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
 
@@ -52,19 +52,23 @@ class Context:
     implicit: dict[str, Param] = field(default_factory=dict)
     base: str = "value"                                     # names implicit parameters
     elsewhere: dict[str, str] = field(default_factory=dict)  # memories of other blocks → their block
-    next_suffix: dict[str, int] = field(default_factory=dict)  # implicit names: the first number not yet tried
+    next_suffix: dict[str, int] = field(default_factory=dict)  # implicit names: the first number to try
+
+    def memory_names(self) -> list[str]:
+        """The memories in scope, to suggest one for a misspelled name (none in a scope too large to
+        search: see `did_you_mean`)."""
+        if len(self.scope) > MAX_SUGGESTION_POOL:
+            return []
+        return [k for k, v in self.scope.items() if v.kind == "memory"]
 
     def fresh_param(self, suffix: str, shape: tuple[int, ...], span: Span, init: str = "normal") -> str:
         """`x_rmsnorm`, then `x_rmsnorm_2`, ...: the first of these names not taken. Names once taken
         stay taken, so the search resumes where it stopped last time (linear over a whole block)."""
         stem = f"{self.base}_{suffix}"
-        name, n = stem, self.next_suffix.get(stem, 2)
-        if n > 2 or name in self.implicit or name in self.scope:
-            name = f"{stem}_{n}"
-            while name in self.implicit or name in self.scope:
-                n += 1
-                name = f"{stem}_{n}"
-            self.next_suffix[stem] = n + 1
+        n = self.next_suffix.get(stem, 1)     # 1 stands for the stem itself
+        while (name := stem if n == 1 else f"{stem}_{n}") in self.implicit or name in self.scope:
+            n += 1
+        self.next_suffix[stem] = n + 1
         self.implicit[name] = Param(name=name, shape=shape, init=init, implicit=True, span=span)
         return name
 
@@ -382,13 +386,12 @@ class ExprChecker:
             self.diags.error("NL022", f"'{name}' is {kind}, not a function", e.func.span,
                              "structures follow `memory M :`, rules follow `by`")
             return None
-        memories = [k for k, v in self.ctx.scope.items() if v.kind == "memory"]
         if name in self.ctx.elsewhere:
             self.diags.error("NL022", f"memory '{name}' belongs to block '{self.ctx.elsewhere[name]}'", e.func.span,
                              "memories are local to their block; declare it here or read it in its own block")
             return None
         self.diags.error("NL022", f"unknown function '{name}'", e.func.span,
-                         did_you_mean(name, [*catalog.FUNCTIONS, *catalog.OBJECTIVES, *memories]))
+                         did_you_mean(name, [*catalog.FUNCTIONS, *catalog.OBJECTIVES, *self.ctx.memory_names()]))
         return None
 
     def _memory_width(self, m: Memory, side: Literal["in", "out"]) -> int:

@@ -81,7 +81,7 @@ class LearnChecker:
             if b is not None and b.kind == "poisoned":
                 continue
             if b is None:
-                names = [k for k, v in self.ctx.scope.items() if v.kind == "memory"] + list(self.groups)
+                names = self.ctx.memory_names() + list(self.groups)
                 self.diags.error("NL020", f"unknown memory '{ident.name}'", ident.span,
                                  did_you_mean(ident.name, names))
             elif b.kind != "memory" or b.memory is None:

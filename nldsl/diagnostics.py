@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from functools import lru_cache
 from typing import Literal
 
@@ -111,8 +111,16 @@ def render_all(diagnostics: list[Diagnostic], sources: dict[str, SourceFile]) ->
     return "\n\n".join(parts)
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+# Finding the closest of n names costs n string comparisons, once per unknown name: in a scope of
+# more names than this, no suggestion is made, so that a huge spec full of typos still checks in time
+# linear in its size.
+MAX_SUGGESTION_POOL = 1_000
+
+
+def did_you_mean(name: str, candidates: Collection[str]) -> str:
     """A hint naming the closest candidate, or listing the valid ones when there are few."""
+    if len(candidates) > MAX_SUGGESTION_POOL:
+        return ""
     pool = sorted(set(candidates))
     exact_case = [c for c in pool if c.lower() == name.lower()]
     if exact_case:

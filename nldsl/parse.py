@@ -1,7 +1,8 @@
 """Stage 1, parse: `.nl` text → AST (`nldsl.ast`), or syntax diagnostics in plain English.
 
-The grammar is data (`grammar/nl.lark`); this module only builds the parser, turns parse trees
-into typed, positioned AST nodes and words syntax errors for people.
+The grammar is data (`grammar/nl.lark`); this module only builds the parser, which builds typed,
+positioned AST nodes as it reduces the rules (no parse tree, no recursion), and words syntax errors
+for people.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def parse(source: SourceFile) -> tuple[ast.Module | None, list[Diagnostic]]:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Hold Python's cycle collector while a stage allocates a great many objects that all stay
-    alive (tree nodes hold no cycles; reference counting frees them): on a large spec the collector
-    would otherwise rescan them again and again, doubling the time taken. Also a decorator."""
+    """Hold Python's cycle collector while a front-end stage (parse, check, graph, schedule; also a
+    decorator) allocates a great many objects that all stay alive: trees hold no cycles, reference
+    counting frees them, and on a large spec the collector would rescan them again and again,
+    doubling the time taken."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -227,7 +229,7 @@ def _describe(t: Token) -> str:
     return terminal_names().get(t.type, t.type)
 
 
-# ---- parse tree → AST ---------------------------------------------------------------------------
+# ---- the AST, built as Lark reduces each rule ----------------------------------------------------
 
 @dataclass
 class _ParseRun:

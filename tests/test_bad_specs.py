@@ -238,3 +238,9 @@ def test_a_bad_override_is_one_error_at_the_parameter_it_sets(name: str, value: 
 def check_text_with(text: str, overrides: dict[str, float]) -> CheckResult:
     from nldsl.api import check_text
     return check_text(text, "<test>.nl", overrides)
+
+
+def test_header_arithmetic_is_done_operator_by_operator():
+    """`10 * 400` once failed as "not a finite real number": every operator was computed, 10 ^ 400 too."""
+    result = check_text_with(OVERRIDDEN.replace("scale = 2", "scale = 10 * 400 / 4000"), {})
+    assert result.ok and not result.diagnostics, result.render()

@@ -132,3 +132,17 @@ def test_reassigning_a_value_thousands_of_times_names_each_implicit_parameter_on
     result = check(model("\n".join(["    h = rmsnorm(h)"] * n)))
     params = result.spec.models["T"].blocks[0].params
     assert result.ok and len(params) == n and f"h_rmsnorm_{n}" in params and "h_rmsnorm" in params
+
+
+def test_thousands_of_misspelled_names_in_a_huge_scope_are_each_reported():
+    """Each unknown name once searched the whole scope for a suggestion (quadratic in a huge block);
+    past `MAX_SUGGESTION_POOL` names there is no suggestion, and every error is still reported."""
+    lines = huge.chain(LINES // 2).splitlines()
+    body = [line.replace(" + x0", " + y0") if i % 10 == 0 and " + x0" in line else line
+            for i, line in enumerate(lines)]
+    result = check("\n".join(body) + "\n")
+    errors = [d for d in result.diagnostics if d.code == "NL020"]
+    assert len(errors) == sum(" + y0" in line for line in body) > 900
+    assert all(d.message == "unknown name 'y0'" and d.hint == "" for d in errors)
+    small = check(model("    value = h\n    h = h + valeu"))
+    assert [d.hint for d in small.diagnostics] == ["did you mean 'value'?"], small.render()
