@@ -136,8 +136,8 @@ def main() -> None:
             shown = ", ".join(f"{code} ×{n:,}" for code, n in sorted(codes.items())) or "—"
             label = f"{name} ({size:,} deep)" if make in DEEP.values() else name
             took = f"{seconds:.1f}" if status is not None else f"> {args.timeout:.0f} (stopped)"
-            print(f"| {label} | {text.count(chr(10)):,} | {len(text) / 1e6:.1f} | {'—' if status is None else status} | "
-                  f"{shown} | "
+            exit_status = "—" if status is None else status
+            print(f"| {label} | {text.count(chr(10)):,} | {len(text) / 1e6:.1f} | {exit_status} | {shown} | "
                   f"{took} | {peak:,.0f} |", flush=True)
 
 
