@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
+from nldsl.backends.torch.emit import emit_model, emit_optimizer, emit_trainer
+from nldsl.backends.torch.pretty import wrap
 from specutil import ALL_SPECS, SPECS
 
 import nldsl
-from nldsl.backends.torch.emit import emit_model, emit_optimizer, emit_trainer
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "emit"
 TINY = {"dim": 64, "heads": 2, "layers": 2, "context": 128}
@@ -68,3 +69,12 @@ def test_generated_modules_read_well(where: str, source: str) -> None:
     assert all(c[:1].isupper() for c in classes), classes
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert not [n.name for f in functions for n in ast.walk(f) if isinstance(n, ast.FunctionDef) and n is not f]
+
+
+def test_wrap_keeps_meaning() -> None:
+    """A wrapped line is the same Python: a one-item tuple stays a tuple, nesting stays nested."""
+    long = "x" * 130
+    for line in [f"f(a, ({long},), b)", f"y = g(({long}, 1), [2, 3], {{'k': {long}}})   # note",
+                 f"    return ({long} + h(1, (2,)))", f"z = (({long}))"]:
+        wrapped = wrap(line)
+        assert ast.dump(ast.parse("\n".join(wrapped).strip())) == ast.dump(ast.parse(line.strip())), wrapped

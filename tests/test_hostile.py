@@ -328,8 +328,12 @@ def test_renaming_a_models_names_changes_nothing(path, new_names):
     overrides = {k: v for k, v in TINY.items() if k in header}
     spec = nldsl.check_text(text, path.name, overrides).spec
     model = next(spec.models[u] for u in spec.local_units if u in spec.models)
-    own = [n for n in own_names(model) if not n.startswith(("block", "value", "learn_"))][:len(new_names)]
-    rename = dict(zip(own, new_names[:len(own)], strict=True))
+    own = [n for n in own_names(model) if not n.startswith(("block", "value", "learn_"))]
+    # capture-avoiding: a new name never lands on a name the spec uses and keeps (h, dim, a built-in)
+    kept = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)) - set(own)
+    fresh = [n for n in new_names if n not in kept]
+    own = own[:len(fresh)]
+    rename = dict(zip(own, fresh[:len(own)], strict=True))
     renamed = re.sub(r"\b(" + "|".join(map(re.escape, own)) + r")\b", lambda m: rename[m.group(1)], text)
     result = nldsl.check_text(renamed, path.name, overrides)
     event("diagnosed" if not result.ok else "compiled")

@@ -21,11 +21,12 @@ def wrap(line: str, width: int = WIDTH) -> list[str]:
         return [line]
     start, end = max(spans, key=lambda span: span[1] - span[0])
     items = _split_items(code[start + 1:end])
+    trailing = code[start + 1:end].rstrip().endswith(",")    # a one-item tuple keeps its comma
     inner = indent + "    "
     lines = [indent + code[:start + 1]]
     current = ""
     for i, item in enumerate(items):
-        piece = item + ("," if i < len(items) - 1 else "")
+        piece = item + ("," if i < len(items) - 1 or trailing else "")
         if current and len(inner) + len(current) + 1 + len(piece) <= width:
             current += " " + piece
         else:
@@ -43,8 +44,15 @@ def wrap(line: str, width: int = WIDTH) -> list[str]:
 
 
 def _tokens(code: str) -> list[tokenize.TokenInfo]:
-    return [t for t in tokenize.generate_tokens(io.StringIO(code).readline)
-            if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)]
+    """The tokens of a piece of a line (which may close a bracket it does not open)."""
+    out = []
+    try:
+        for t in tokenize.generate_tokens(io.StringIO(code).readline):
+            if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+                out.append(t)
+    except tokenize.TokenError:     # the brackets do not balance: every token was already read
+        pass
+    return out
 
 
 def _split_comment(code: str) -> tuple[str, str]:
