@@ -128,8 +128,8 @@ def totals(ng: NestingGraph, costs: dict[str, Cost]) -> Cost:
 
 
 def size_diagnostics(ng: NestingGraph, diags: Diagnostics) -> None:
-    """NL043 when a model's parameters alone, in float32, are beyond any one machine. Whether it fits
-    the machine at hand is decided when training starts; this catches a mistyped size at `check`."""
+    """NL043 when a model's parameters alone, in float32, are beyond any one machine: a mistyped size,
+    caught at `check`. Whether a model fits a given machine is for the command that allocates it."""
     if ng.model is None:
         return
     costs = component_costs(ng)
