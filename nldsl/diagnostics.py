@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Iterable
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +29,7 @@ class Diagnostic(BaseModel):
         out = [f"{self.severity}[{self.code}]: {self.message}", f"  --> {s.file}:{s.line}:{s.col}"]
         src = (sources or {}).get(s.file)
         if src is not None:
-            lines = source_lines(src)
+            lines = src.lines
             text = lines[s.line - 1] if 0 < s.line <= len(lines) else ""
             gutter = " " * len(str(s.line))
             end = s.end_col if s.end_line == s.line else len(text) + 1
@@ -40,15 +39,6 @@ class Diagnostic(BaseModel):
             out.append(f"  = hint: {self.hint}")
         return "\n".join(out)
 
-
-def source_lines(source: SourceFile) -> list[str]:
-    """The lines of a source, split once however many diagnostics or table rows quote it."""
-    return _split(source.text)
-
-
-@lru_cache(maxsize=8)
-def _split(text: str) -> list[str]:   # keyed by the text itself: a string caches its hash
-    return text.splitlines()
 
 
 class Diagnostics:

@@ -29,7 +29,7 @@ SHAPES = {"memory": "box", "attention": "ellipse", "state": "box", "init": "note
 
 
 class GraphvizMissing(RuntimeError):
-    pass
+    """Graphviz is not installed, or could not draw: the caller can fall back to the .dot text."""
 
 
 def _esc(s: str) -> str:
@@ -236,7 +236,8 @@ class Diagram:
                                   "`brew install graphviz`, `conda install graphviz`) or save as .dot")
         done = subprocess.run([exe, f"-T{fmt}"], input=self.dot.encode(), capture_output=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"dot failed: {done.stderr.decode(errors='replace')}")
+            first = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[0]
+            raise GraphvizMissing(f"Graphviz `dot` could not draw it ({first}); reinstall Graphviz or save as .dot")
         return done.stdout
 
     def save(self, path: str | Path) -> Path:

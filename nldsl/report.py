@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from nldsl.cost import Cost, component_costs, totals
-from nldsl.diagnostics import source_lines
 from nldsl.graph import Component, NestingGraph
 from nldsl.lower import Kernel, bind
 from nldsl.schedule import Schedule, analyze
@@ -45,7 +44,7 @@ def _text(span: Span | None, sources: dict[str, SourceFile]) -> str:
     """The source text under a span, on one line."""
     if span is None or span.file not in sources:
         return ""
-    lines = source_lines(sources[span.file])[span.line - 1:span.end_line]
+    lines = sources[span.file].lines[span.line - 1:span.end_line]
     if not lines:
         return ""
     if len(lines) == 1:
@@ -162,7 +161,8 @@ def render(ng: NestingGraph, sources: dict[str, SourceFile], width: int = 180) -
     for r in rows(ng, sources):
         table.add_row(str(r.level), r.component, r.structure, r.time, r.objective, r.context, r.rule, r.algorithm,
                       _n(r.slow_params), _n(r.fast_state), _n(r.flops_per_token))
-    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None, markup=False,
+                      emoji=False, highlight=False)
     console.print(table)
     text = console.file.getvalue()
     if ng.model is not None:

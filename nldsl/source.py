@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -39,13 +40,17 @@ class SourceFile(BaseModel):
     def read(cls, path: str | Path) -> SourceFile:
         return cls(path=str(path), text=Path(path).read_text(encoding="utf-8"))
 
+    @cached_property
+    def lines(self) -> list[str]:
+        """The text's lines, split once however many diagnostics or table rows quote them."""
+        return self.text.splitlines()
+
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
 
     def span_at(self, line: int, col: int, length: int = 1) -> Span:
         return Span(file=self.path, line=line, col=col, end_line=line, end_col=col + max(length, 1))
 
     def end_span(self) -> Span:
-        lines = self.text.splitlines() or [""]
+        lines = self.lines or [""]
         return self.span_at(len(lines), len(lines[-1]) + 1)
