@@ -65,6 +65,7 @@ OBJECTIVES: dict[str, Signature] = {
 
 # ---- memory structures and parameter types ------------------------------------------------------
 MAX_MLP_DEPTH = 1000   # every layer is a separate weight in the generated code and the cost preview
+MAX_REPEAT = 10_000    # every repetition of a block is a layer the generated code and the run list
 STRUCTURES: dict[str, Signature] = {
     "matrix": Signature(("in", "out"), {}, "a linear map: M(x) = M x", optional_positional=2),
     "mlp": Signature((), {

@@ -224,7 +224,8 @@ def _scope_for(config: Header, params: dict[str, Param]) -> dict[str, Binding]:
 def check_block(block: ast.Block, index: int, config: Header, model_params: dict[str, Param],
                 diags: Diagnostics, elsewhere: dict[str, str] | None = None) -> Block | None:
     name = block.name.name if block.name else f"block{index}"
-    repeat = 1 if block.repeat is None else const_int(block.repeat, config, diags, "a repeat count")
+    repeat = 1 if block.repeat is None else const_int(block.repeat, config, diags, "a repeat count",
+                                                       maximum=catalog.MAX_REPEAT)
     ctx = Context(diags=diags, config=config, scope=_scope_for(config, model_params),
                   elsewhere={k: v for k, v in (elsewhere or {}).items() if v != name})
     ctx.scope["h"] = Binding(kind="input", width=int(config["dim"]))
