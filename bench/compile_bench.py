@@ -6,6 +6,11 @@ Each mode runs in its own process (so peak memory is its own): a training step i
 next-token loss, backward and an AdamW step over a batch of random bytes. The reference
 interpreter is timed on a shorter prefix of the same batch (it runs token by token; its cost per
 token does not fall with length), which the table states. Results go to bench/results/.
+
+Model FLOP utilisation (MFU) = training FLOPs per token (counted by
+`torch.utils.flop_counter.FlopCounterMode` on one eager forward + backward of the same batch) ×
+tokens/s ÷ this machine's fp32 matmul FLOP/s (the best of square products of 512 and 2048, measured
+in the same run, in a process of its own).
 """
 
 from __future__ import annotations
@@ -53,6 +58,49 @@ def run_mode(spec: str, overrides: dict, mode: str, batch: int, steps: int, leng
             "tokens": batch * context, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def matmul_peak() -> float:
+    """fp32 matmul FLOP/s: the best of a few timed square products (512 and 2048 wide)."""
+    import torch
+    torch.set_num_threads(os.cpu_count() or 1)
+    best = 0.0
+    for n in (512, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def flops_per_token(spec: str, overrides: dict, batch: int) -> float:
+    """Training FLOPs per token: one eager forward + backward, counted by FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import nldsl
+    torch.manual_seed(0)
+    model = nldsl.load(spec, overrides=overrides)
+    context = int(overrides.get("context", 256))
+    tokens = torch.randint(0, int(overrides.get("vocab", 256)), (batch, context))
+    with FlopCounterMode(display=False) as counter:
+        model.loss(tokens).backward()
+    return counter.get_total_flops() / (batch * context)
+
+
+def child(args, mode: str) -> dict:
+    """One measurement in a process of its own (peak memory and the inductor cache are its own)."""
+    sets = [arg for s in args.set for arg in ("--set", s)]
+    cmd = [sys.executable, __file__, args.spec, "--batch", str(args.batch), "--steps", str(args.steps),
+           "--reference-length", str(args.reference_length), "--mode", mode, *sets]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(ROOT / "build" / f"inductor-{time.time_ns()}")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+    if not lines:
+        raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("spec")
@@ -64,23 +112,35 @@ def main() -> None:
     p.add_argument("--mode", help=argparse.SUPPRESS)
     args = p.parse_args()
     overrides = {k: float(v) for k, v in (s.split("=") for s in args.set)}
+    if args.mode == "peak":
+        print(json.dumps({"flops": matmul_peak()}))
+        return
+    if args.mode == "flops":
+        print(json.dumps({"flops_per_token": flops_per_token(args.spec, overrides, args.batch)}))
+        return
     if args.mode:   # a child process: one mode, printed as JSON
         steps = 1 if args.mode == "reference" else args.steps
         print(json.dumps(run_mode(args.spec, overrides, args.mode, args.batch, steps, args.reference_length)))
         return
     results = {}
     for mode in ("eager", "compiled", "reference"):
-        sets = [arg for s in args.set for arg in ("--set", s)]
-        cmd = [sys.executable, __file__, args.spec, "--batch", str(args.batch), "--steps", str(args.steps),
-               "--reference-length", str(args.reference_length), "--mode", mode, *sets]
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(ROOT / "build" / f"inductor-{time.time_ns()}")}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
-        if not lines:
-            raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
-        results[mode] = json.loads(lines[-1])
+        results[mode] = child(args, mode)
         print(mode, results[mode], flush=True)
+    results["flops_per_token"] = child(args, "flops")["flops_per_token"]
+    results["peak"] = child(args, "peak")["flops"]
+    print(f"{results['flops_per_token']:,.0f} FLOPs/token, matmul peak {results['peak'] / 1e9:.0f} GFLOP/s")
     write(args, overrides, results)
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write(args, overrides: dict, results: dict) -> None:
@@ -89,16 +149,19 @@ def write(args, overrides: dict, results: dict) -> None:
     name = Path(args.spec).stem
     config = ", ".join(f"{k} {int(v) if v == int(v) else v}" for k, v in overrides.items())
     lines = [f"# {name}: compiled vs eager vs reference (training)", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"Machine: {cpu_name()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.",
              f"Config: {config}, batch {args.batch}. A step = forward + next-token loss + backward + AdamW.",
              "Compiled = `model.compile()` (torch.compile, inductor, fullgraph per block) on a cold inductor cache;"
              f" the reference interpreter runs one step on {r['tokens'] // args.batch} tokens per sequence.", "",
-             "| mode | tokens/s | steady step (s) | first step (s) | peak RSS (MB) |",
-             "|---|---:|---:|---:|---:|"]
+             f"Training FLOPs per token {results['flops_per_token'] / 1e6:,.2f} M (FlopCounterMode, one eager forward"
+             f" + backward); fp32 matmul peak {results['peak'] / 1e9:,.0f} GFLOP/s (measured in this run).", "",
+             "| mode | tokens/s | MFU | steady step (s) | first step (s) | peak RSS (MB) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for m in (c, e, r):
-        lines.append(f"| {m['mode']} | {m['tokens_per_s']:,.1f} | {m['step_s']:.2f} | {m['first_step_s']:.1f} | "
-                     f"{m['peak_rss_mb']:,.0f} |")
+        mfu = m["tokens_per_s"] * results["flops_per_token"] / results["peak"]
+        lines.append(f"| {m['mode']} | {m['tokens_per_s']:,.1f} | {100 * mfu:.1f} % | {m['step_s']:.2f} | "
+                     f"{m['first_step_s']:.1f} | {m['peak_rss_mb']:,.0f} |")
     lines += ["", f"compiled / eager = **{c['tokens_per_s'] / e['tokens_per_s']:.2f}×**, "
                   f"compiled / reference = **{c['tokens_per_s'] / r['tokens_per_s']:,.0f}×**, "
                   f"first compiled step (compile included) = **{c['first_step_s']:.0f} s**.", ""]

@@ -29,14 +29,24 @@ def import_source(source: str, stem: str, directory: Path | None = None) -> Modu
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source, encoding="utf-8")
         tmp.replace(path)
-    name = f"nldsl_generated.{stem}_{digest}"
+    return import_file(path, f"nldsl_generated.{stem}_{digest}")
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Import a generated module from its file under `name` (once; a module that fails to import
+    is not kept), so tracebacks show the generated lines."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 

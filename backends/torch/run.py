@@ -12,7 +12,6 @@ without the spec it came from.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from nldsl.backends.torch import checkpoint
 from nldsl.backends.torch.config import RunError, TrainConfig, add_arguments, config_from
+from nldsl.backends.torch.load import import_file
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -108,19 +108,12 @@ def _import(path: Path, attribute: str):
     """What a generated module exports (MODEL or OPTIMIZER). A run folder's code is data the user
     brought: if it does not import, the folder is damaged or another nldsl made it."""
     name = f"nldsl_run_{abs(hash(path.resolve()))}_{path.stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise RunError(f"cannot import {path}: not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            del sys.modules[name]
-            raise RunError(f"cannot import {path} ({type(e).__name__}: {e}): the run folder is damaged, or another "
-                           "version of nldsl made it") from None
-    found = getattr(sys.modules[name], attribute, None)
+    try:
+        module = import_file(path, name)
+    except Exception as e:
+        raise RunError(f"cannot import {path} ({type(e).__name__}: {e}): the run folder is damaged, or another "
+                       "version of nldsl made it") from None
+    found = getattr(module, attribute, None)
     if found is None:
         raise RunError(f"{path} defines no {attribute}: it is not code nldsl generated")
     return found
