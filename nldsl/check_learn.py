@@ -53,10 +53,6 @@ def _key_of(objective: Op) -> list[Op]:
     return keys
 
 
-def _uses_self(op: Op) -> bool:
-    return any(o.op in ("self", "state") and (o.op == "self" or o.attrs.get("self")) for o in op.walk())
-
-
 class LearnChecker:
     def __init__(self, ctx: Context, mode: Mode, groups: dict[str, CmsGroup]) -> None:
         self.ctx = ctx
@@ -150,7 +146,7 @@ class LearnChecker:
                 diags.error("NL054", f"the objective has width {objective.width}; it must be one loss per token",
                             learn.objective.span, "wrap it in l2(...), dot(...), sum(...) or mean(...)")
                 ok = False
-            elif not _uses_self(objective):
+            elif not objective.reads_self():
                 diags.error("NL081", f"the objective never reads '{memory.name}': its gradient is zero",
                             learn.objective.span, "call the memory being learned as `self(...)`")
                 ok = False

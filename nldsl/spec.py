@@ -39,6 +39,10 @@ class Op(Frozen):
         for a in self.args:
             yield from a.walk()
 
+    def reads_self(self) -> bool:
+        """Whether it reads the memory being learned: `self(...)`, or a bare elementwise `self`."""
+        return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in self.walk())
+
 
 class Time(Frozen):
     """When a component changes: every `period` tokens or steps, never, or per query (attention)."""

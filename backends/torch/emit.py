@@ -248,6 +248,10 @@ class BlockEmitter(Emitter):
     def const(self, name: str) -> str:
         return self.consts[name]
 
+    def spec_of(self, memories: tuple[str, ...]) -> str:
+        """The constant an update's memories run as: their own, or their stack's."""
+        return self.stack_consts[memories] if len(memories) > 1 else self.const(memories[0])
+
     # ---- statements -------------------------------------------------------------------------------
     def statement(self, st) -> list[str]:
         if isinstance(st, Assign):
@@ -260,7 +264,7 @@ class BlockEmitter(Emitter):
             return [f"{out} = rt.{st.kernel}(S[{literal(st.memory)}], {', '.join(args + coeffs)})"
                     f"   # {where(st.line, st.query.width)}"]
         if isinstance(st, Update):
-            spec = self.stack_consts[st.memories] if len(st.memories) > 1 else self.const(st.memories[0])
+            spec = self.spec_of(st.memories)
             values = tuple_of([self.expr(v) for v in st.hoisted])
             coeffs = self.coefficients(st) + (f", key={self.expr(st.key)}" if st.key is not None else "")
             states = ", ".join(f"S[{literal(m)}]" for m in st.memories)
@@ -278,7 +282,7 @@ class BlockEmitter(Emitter):
     def objective(self, st: Update) -> list[str]:
         """An update's objective as a module-level function of the weights `w` (its hoisted parts
         passed in as a0, a1, ...; `at`: the state the gradient is taken at; `probe`: dgd's)."""
-        self.spec = self.stack_consts[st.memories] if len(st.memories) > 1 else self.const(st.memories[0])
+        self.spec = self.spec_of(st.memories)
         inner = self.module.child(OBJECTIVE_ARGS)
         args = [inner.name(("arg", i), f"a{i}") for i in range(len(st.hoisted))]
         return [f"def {self.objectives[st.memories]}({', '.join(['w', 'probe', *args, '*', 'at'])}):"

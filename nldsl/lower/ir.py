@@ -100,10 +100,6 @@ def structure(op: Op) -> tuple:
     return op.op, op.width, attrs, tuple(structure(a) for a in op.args)
 
 
-def uses_self(op: Op) -> bool:
-    return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in op.walk())
-
-
 def _rebuild(op: Op, visit) -> Op:
     """`op` with `visit` applied to its arguments first (a copy only where something changed)."""
     args = tuple(visit(a) for a in op.args)
@@ -122,7 +118,7 @@ def lower_objective(objective: Op, key: Op | None, losses: Callable[[Op], int],
 
     def visit(op: Op) -> Op:
         nonlocal probed
-        if not uses_self(op):
+        if not op.reads_self():
             shape = structure(op)
             if shape not in index:
                 index[shape] = len(hoisted)

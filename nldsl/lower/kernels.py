@@ -43,8 +43,7 @@ def _plain_prediction(m: Memory) -> bool:
     if learn is None or learn.objective is None or learn.objective.op not in ("l2", "dot"):
         return False
     pred, target = learn.objective.args
-    reads_self = any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in target.walk())
-    return pred.op == "self" and not reads_self and not any(o.op == "self" for o in pred.args[0].walk())
+    return pred.op == "self" and not target.reads_self() and not any(o.op == "self" for o in pred.args[0].walk())
 
 
 def read_sites(block: Block, name: str) -> list[tuple[int, Op]]:
