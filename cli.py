@@ -23,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from nldsl.backends.torch import config
-from nldsl.backends.torch.config import RunError, UsageError
 from rich.console import Console
 
 from nldsl.api import CheckResult, check_file
+from nldsl.backends.torch.app import config
+from nldsl.backends.torch.app.config import RunError, UsageError
 from nldsl.diagnostics import render_all
 
 
@@ -122,7 +122,7 @@ def _overrides(pairs: list[tuple[str, float]] | None) -> dict[str, float] | None
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from nldsl.backends.torch.emit import write_package
+    from nldsl.backends.torch.codegen.emit import write_package
     result = check_file(args.spec, _overrides(args.set))
     _report(result)
     if not result.ok or result.spec is None:
@@ -158,8 +158,8 @@ def _new_run(args: argparse.Namespace, corpora: list[str | None]) -> Path | None
     """Check the spec with every setting that changes the model, check the data and the memory the
     run needs against it, then make its run folder (spec, levels, generated code, run.json). None
     (diagnostics printed) when the spec has errors; RunError for anything else that cannot work."""
-    from nldsl.backends.torch import run
-    from nldsl.backends.torch.load import model_class, optimizer_class
+    from nldsl.backends.torch.app import run
+    from nldsl.backends.torch.codegen.load import model_class, optimizer_class
     overrides = _model_settings(args)
     result = check_file(args.spec, overrides)
     _report(result)
@@ -198,7 +198,7 @@ def _refuse_settings_with_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nldsl.backends.torch import run
+    from nldsl.backends.torch.app import run
     if args.resume:
         _refuse_settings_with_resume(args)
         existing = run.open_run(args.resume)
@@ -221,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     out.print("  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result_metrics.items()))
     if not info.config.task and args.sample:
-        from nldsl.backends.torch.sample import generate
+        from nldsl.backends.torch.app.sample import generate
         text = generate(run.load_model(directory).model, b"\n", args.sample, temperature=0.8, seed=0)
         out.print(f"sample:\n{text.decode('utf-8', 'replace')}")
     out.print(f"wrote {directory}/ (run.json, code/, metrics.jsonl, curve.png, checkpoint.safetensors)")
@@ -229,8 +229,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
-    from nldsl.backends.torch import run
     from rich.table import Table
+
+    from nldsl.backends.torch.app import run
     args.corpus, args.task = args.corpora[0], None
     directory = _new_run(args, args.corpora)
     if directory is None:
@@ -253,8 +254,9 @@ def cmd_continual(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from nldsl.backends.torch import run
     from rich.table import Table
+
+    from nldsl.backends.torch.app import run
     trained = run.load_model(args.target, args.device)
     c = trained.run.info.config
     for task in args.task:      # every task checked before any is scored: all or nothing in evals.jsonl
@@ -279,7 +281,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _require_evaluable(model, c, task: str, args: argparse.Namespace) -> None:
     """Refuse (RunError) a task this model cannot be scored on with these settings."""
-    from nldsl.backends.torch import data, evals, tasks
+    from nldsl.backends.torch.app import data, evals, tasks
     if task == "bpb":
         data.require_text(args.corpus or c.corpus, args.context or c.context, model.VOCAB)
     elif task in evals.SUITE:
@@ -291,9 +293,9 @@ def _require_evaluable(model, c, task: str, args: argparse.Namespace) -> None:
 
 def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, float], int, str]:
     """One evaluation task of `nldsl eval`: its metrics, how many items it scored, a note."""
-    from nldsl.backends.torch import evals
-    from nldsl.backends.torch.data import corpus
-    from nldsl.backends.torch.trainer import bits_per_byte
+    from nldsl.backends.torch.app import evals
+    from nldsl.backends.torch.app.data import corpus
+    from nldsl.backends.torch.app.trainer import bits_per_byte
     if task == "bpb":
         name, windows = args.corpus or c.corpus or "shakespeare", args.limit or 64
         value = bits_per_byte(model, corpus(name)[1], args.context or c.context, windows=windows,
@@ -315,10 +317,10 @@ def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, 
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from nldsl.backends.torch import run
+    from nldsl.backends.torch.app import run
     prompt = _prompt(args.prompt, args.escapes)
     model = run.load_model(args.target, args.device).model
-    from nldsl.backends.torch.sample import generate
+    from nldsl.backends.torch.app.sample import generate
     if prompt and max(prompt) >= model.VOCAB:
         raise RunError(f"the prompt holds byte {max(prompt)}, but this model's vocabulary has {model.VOCAB} tokens "
                        f"(0 to {model.VOCAB - 1}): it was not trained on text")

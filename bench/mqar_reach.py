@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from nldsl.backends.torch.tasks import MQAR
+from nldsl.backends.torch.app.tasks import MQAR
 
 
 def reachable(length: int, pairs: int, chunk: int, sequences: int = 512, seed: int = 11) -> float:

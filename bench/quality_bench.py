@@ -58,11 +58,11 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
             extra: dict[str, float] | None = None) -> dict:
     """Train one model in this process and evaluate it (called in a subprocess per run)."""
     import torch
-    from nldsl.backends.torch import evals
-    from nldsl.backends.torch.config import TrainConfig
-    from nldsl.backends.torch.trainer import NonFinite, Trainer
 
     import nldsl
+    from nldsl.backends.torch.app import evals
+    from nldsl.backends.torch.app.config import TrainConfig
+    from nldsl.backends.torch.app.trainer import NonFinite, Trainer
 
     torch.set_num_threads(os.cpu_count() or 1)
     overrides = {"dim": dim, "layers": 2, "heads": 4, "vocab": 256, "context": length, **(extra or {})}
@@ -94,8 +94,8 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
     if task:
         score = evals.memory_task(net, "mqar", length, pairs, examples=512, batch=32)["accuracy"]
     else:
-        from nldsl.backends.torch import data
-        from nldsl.backends.torch.trainer import bits_per_byte
+        from nldsl.backends.torch.app import data
+        from nldsl.backends.torch.app.trainer import bits_per_byte
         score = bits_per_byte(net, data.corpus("shakespeare")[1], length, windows=64)
     return record | {"score": score, "final_loss": sum(losses[-10:]) / len(losses[-10:]), "seconds": seconds,
                      "tokens": steps * config.batch * length}

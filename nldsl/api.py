@@ -128,8 +128,8 @@ def load(path: str | Path, name: str | None = None, overrides: Overrides = None,
     not fit in this machine's available memory."""
     import torch
 
-    from nldsl.backends.torch.load import model_class
-    from nldsl.backends.torch.trainer import footprint, require_memory
+    from nldsl.backends.torch.app.trainer import footprint, require_memory
+    from nldsl.backends.torch.codegen.load import model_class
     spec = load_spec(path, overrides)
     cls = model_class(spec, name)
     dtype = dtype or torch.float32
@@ -147,7 +147,7 @@ def reference(path: str | Path, name: str | None = None, overrides: Overrides = 
 
 def optimizer(path: str | Path, name: str | None = None) -> type:
     """An optimizer spec compiled to a `torch.optim.Optimizer` subclass."""
-    from nldsl.backends.torch.load import optimizer_class
+    from nldsl.backends.torch.codegen.load import optimizer_class
     spec = load_spec(path)
     name = name or next(u for u in spec.local_units if u in spec.optimizers)
     return optimizer_class(spec, name)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from nldsl.dataflow import learn_exprs
 from nldsl.diagnostics import Diagnostics
 from nldsl.graph import Component, NestingGraph
+from nldsl.ops import OpKind
 from nldsl.spec import Block, Memory, Model, Op
 
 BYTES = 4  # float32 states and activations
@@ -41,11 +42,11 @@ def _read_flops(m: Memory, context: int) -> float:
 
 
 def _count_reads(block: Block, name: str) -> int:
-    return sum(1 for a in block.assignments for o in a.expr.walk() if o.op == "read" and o.attrs["memory"] == name)
+    return sum(1 for a in block.assignments for o in a.expr.walk() if o.op == OpKind.READ and o.attrs["memory"] == name)
 
 
 def _self_calls(ops: list[Op]) -> int:
-    return sum(1 for e in ops for o in e.walk() if o.op == "self")
+    return sum(1 for e in ops for o in e.walk() if o.op == OpKind.SELF)
 
 
 def _memory_cost(block: Block, m: Memory, context: int) -> Cost:
@@ -75,9 +76,9 @@ def _block_static_flops(block: Block) -> float:
     flops = 0.0
     for a in block.assignments:
         for o in a.expr.walk():
-            if o.op == "matmul":
+            if o.op == OpKind.MATMUL:
                 flops += 2.0 * o.args[0].width * o.width
-            elif o.op == "conv":
+            elif o.op == OpKind.CONV:
                 flops += 2.0 * o.width * o.attrs["kernel"]
     return flops
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from nldsl.cost import Cost, component_costs, totals
 from nldsl.graph import Component, NestingGraph
 from nldsl.lower import Kernel, bind
+from nldsl.ops import OBJECTIVES
 from nldsl.schedule import Schedule, analyze
 from nldsl.source import SourceFile, Span
 from nldsl.spec import Block, Learn
@@ -73,7 +74,7 @@ def _context(learn: Learn, sources: dict[str, SourceFile]) -> str:
     obj = learn.objective
     if obj is None:
         return "outer loss gradient at its output"
-    if obj.op in ("l2", "dot", "l1", "huber"):
+    if obj.op in OBJECTIVES:
         pred, target = obj.args
         if pred.op == "state":            # dot(self, g): a vector memory compressing g
             return _text(target.span, sources)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from nldsl.ops import OBJECTIVES, OpKind
 from nldsl.source import Span
 
 PARAM_SHAPED = 0  # the width of optimizer values: they have the shape of the parameter they update
@@ -22,13 +23,12 @@ class Frozen(BaseModel):
 class Op(Frozen):
     """A typed expression node.
 
-    op: const | input | value | param | read | self | state | grad | param_value | step |
-        add | sub | mul | div | matmul | pow | neg | a built-in function name | an objective name
-    attrs: op-specific data (const: value; value: name, index; param: name; read: memory; ...)
+    op: its kind (`nldsl.ops.OPS` says what each kind carries)
+    attrs: kind-specific data (const: value; value: name, index; param: name; read: memory; ...)
     width: features per token (model code) or PARAM_SHAPED (optimizer code); constants have 1
     """
 
-    op: str
+    op: OpKind
     args: tuple[Op, ...] = ()
     attrs: dict[str, Any] = {}
     width: int
@@ -41,7 +41,7 @@ class Op(Frozen):
 
     def reads_self(self) -> bool:
         """Whether it reads the memory being learned: `self(...)`, or a bare elementwise `self`."""
-        return any(o.op == "self" or (o.op == "state" and o.attrs.get("self")) for o in self.walk())
+        return any(o.op == OpKind.SELF or (o.op == OpKind.STATE and o.attrs.get("self")) for o in self.walk())
 
 
 class Time(Frozen):
@@ -135,7 +135,7 @@ class Learn(Frozen):
     def objective_name(self) -> str:
         if self.objective is None:
             return "outer (teach signal)"
-        return self.objective.op if self.objective.op in ("l2", "dot", "l1", "huber") else "custom"
+        return self.objective.op if self.objective.op in OBJECTIVES else "custom"
 
 
 class Memory(Frozen):

@@ -380,9 +380,8 @@ def test_bad_input(case: Case, outcomes: dict[str, Outcome]) -> None:
 # ---- the Python API ------------------------------------------------------------------------------
 
 def test_load_refuses_a_model_too_large_before_allocating() -> None:
-    from nldsl.backends.torch.trainer import TooBig
-
     import nldsl
+    from nldsl.backends.torch.app.trainer import TooBig
     with pytest.raises(MemoryError, match=r"LinearAttention's parameters needs about .* EB, more than the .* "
                                           r"available on cpu") as caught:
         nldsl.load(ROOT / "specs" / "linear_attention.nl", overrides={"dim": 1_000_000_000, "layers": 1})

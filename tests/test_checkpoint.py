@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from nldsl.backends.torch import checkpoint
-from nldsl.backends.torch.data import Windows, corpus
 from specutil import SPECS, model, one_thread  # noqa: F401 (an autouse fixture)
 
 import nldsl
+from nldsl.backends.torch.app import checkpoint
+from nldsl.backends.torch.app.data import Windows, corpus
 
 TINY = {"dim": 32, "layers": 1}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nldsl.backends.reference import Reference
-from nldsl.backends.torch import kernels
-from nldsl.backends.torch.load import model_class
 from specutil import SPECS
 
 import nldsl
+from nldsl.backends.reference import Reference
+from nldsl.backends.torch.codegen.load import model_class
+from nldsl.backends.torch.runtime import chunkwise as kernels
 
 TINY = {"dim": 8, "heads": 2, "layers": 1, "context": 32, "vocab": 13, "window": 5}
 SHIPPED = ["linear_attention", "deltanet", "gated_deltanet", "transformer", "mlp_gd", "titans",

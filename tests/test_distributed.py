@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from nldsl.backends.torch.checkpoint import metadata
 from specutil import ROOT, SPECS
+
+from nldsl.backends.torch.app.checkpoint import metadata
 
 BIN = Path(sys.executable).parent
 TORCHRUN = str(BIN / "torchrun") if (BIN / "torchrun").exists() else shutil.which("torchrun")

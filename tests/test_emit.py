@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
-from nldsl.backends.torch.emit import emit_model, emit_optimizer, emit_trainer
-from nldsl.backends.torch.pretty import wrap
 from specutil import ALL_SPECS, SPECS
 
 import nldsl
+from nldsl.backends.torch.codegen.emit import emit_model, emit_optimizer, emit_trainer
+from nldsl.backends.torch.codegen.pretty import wrap
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "emit"
 TINY = {"dim": 64, "heads": 2, "layers": 2, "context": 128}

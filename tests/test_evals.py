@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from nldsl.backends.torch import evals, run
-from nldsl.backends.torch.data import corpus
-from nldsl.backends.torch.sample import generate
-from nldsl.cli import main
 from specutil import SPECS, one_thread  # noqa: F401 (an autouse fixture)
 
 import nldsl
+from nldsl.backends.torch.app import evals, run
+from nldsl.backends.torch.app.data import corpus
+from nldsl.backends.torch.app.sample import generate
+from nldsl.cli import main
 
 TINY = {"dim": 32, "layers": 1}
 needs_olmo = pytest.mark.skipif(importlib.util.find_spec("olmo_eval") is None,

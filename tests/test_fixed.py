@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nldsl.backends.reference import Reference
 from specutil import model, one_thread  # noqa: F401
 
 import nldsl
+from nldsl.backends.reference import Reference
 
 # self-generated targets v̂ = M(v) with v = h W_v, on each path an objective with `fixed` can take
 BODIES = {

@@ -21,13 +21,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from nldsl.backends.reference import Reference
-from nldsl.backends.torch.emit import emit_model, emit_optimizer, write_package
-from nldsl.backends.torch.load import import_source, model_class, optimizer_class
-from nldsl.backends.torch.trainer import param_groups
 from specutil import one_thread  # noqa: F401
 
 import nldsl
+from nldsl.backends.reference import Reference
+from nldsl.backends.torch.app.trainer import param_groups
+from nldsl.backends.torch.codegen.emit import emit_model, emit_optimizer, write_package
+from nldsl.backends.torch.codegen.load import import_source, model_class, optimizer_class
 from nldsl.codes import CODES
 
 GENERATED = ["torch", "F", "fn", "rt", "nn", "CompiledModel", "ParamInfo", "PARAMS", "MODEL", "OPTIMIZER", "P", "S",

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nldsl.backends.torch import kernels
+
+from nldsl.backends.torch.runtime import chunkwise as kernels
 
 
 def delta_rule_by_token(state, q, k, v, erase, write, retain, read_after):

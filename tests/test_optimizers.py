@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nldsl.backends.torch.load import optimizer_class
 from specutil import SPECS
 
 import nldsl
+from nldsl.backends.torch.codegen.load import optimizer_class
 
 
 def compiled(name: str) -> type:

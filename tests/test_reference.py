@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from nldsl.backends import functional as fn
-from nldsl.backends.reference import Reference
 
 import nldsl
+from nldsl.backends import functional as fn
+from nldsl.backends.reference import Reference
 
 torch.set_default_dtype(torch.float64)
 HEADER = "vocab = 11, dim = 8, heads = 2, context = 16"

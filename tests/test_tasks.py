@@ -7,8 +7,9 @@ import re
 
 import pytest
 import torch
-from nldsl.backends.torch.config import RunError
-from nldsl.backends.torch.tasks import IGNORE, MQAR, SNIAH, require
+
+from nldsl.backends.torch.app.config import RunError
+from nldsl.backends.torch.app.tasks import IGNORE, MQAR, SNIAH, require
 
 V, L, N, B = 64, 64, 8, 32
 

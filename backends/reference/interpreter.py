@@ -18,17 +18,19 @@ autograd for the inner gradients, in float32 or float64:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from nldsl.backends import functional as fn
-from nldsl.backends.params import make_parameters, views
 from torch import nn
 
+from nldsl.backends import functional as fn
+from nldsl.backends.params import make_parameters, views
 from nldsl.dataflow import block_output
 from nldsl.lower import LoweredBlock, lower_block, memory_key, memory_parts, memory_shapes, parameter_table
+from nldsl.ops import OBJECTIVES, OpKind
 from nldsl.spec import Block, Memory, Model, Op, Spec
 
 
@@ -216,61 +218,26 @@ class Reference(nn.Module):
 
     # ---- expressions ------------------------------------------------------------------------------
     def _eval(self, op: Op, ctx: Ctx) -> torch.Tensor:
-        a = [self._eval(x, ctx) for x in op.args] if op.op not in ("read", "self", "fixed") else None
-        o = op.op
-        if o == "const":
-            return torch.tensor(op.attrs["value"], dtype=self.dtype)
-        if o == "input":
-            return ctx.h
-        if o == "value":
-            return ctx.values[op.attrs["index"]]
-        if o == "param":
-            return self._param(ctx, op.attrs["name"])
-        if o == "matmul":
-            assert a is not None
-            return a[0] @ self._param(ctx, op.args[1].attrs["name"])
-        if o in ("add", "sub", "mul", "div", "pow", "min", "max"):
-            assert a is not None
-            x, y = fn.broadcast_pair(a[0], a[1])
-            return {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
-                    "min": torch.minimum, "max": torch.maximum}[o](x, y)
-        assert a is not None or o in ("read", "self", "fixed")
-        if o == "neg":
-            return -a[0]
-        if o in fn.UNARY:
-            return fn.UNARY[o](a[0])
-        if o == "stopgrad":
-            return a[0].detach()
-        if o == "fixed":     # self(...) inside reads the state off the inner gradient's leaves
-            leaves, ctx.self_weights = ctx.self_weights, ctx.fixed_weights
-            try:
-                return self._eval(op.args[0], ctx)
-            finally:
-                ctx.self_weights = leaves
-        if o == "rmsnorm":
-            return fn.rmsnorm(a[0], self._param(ctx, op.attrs["param"]), op.attrs["groups"])
-        if o == "layernorm":
-            return fn.layernorm(a[0], self._param(ctx, op.attrs["param"]), op.attrs["groups"])
-        if o == "l2norm":
-            return fn.l2norm(a[0], op.attrs["groups"])
-        if o in ("sum", "mean"):
-            return fn.reduce(a[0], op.attrs["groups"], mean=o == "mean")
-        if o == "conv":
-            return self._conv(ctx, op.attrs["param"], a[0])
-        if o in ("l2", "dot", "l1", "huber"):
-            return fn.objective(o, a[0], a[1], op.attrs.get("delta", 1.0))
-        if o == "state":
-            m = ctx.block.memories[op.attrs["memory"]]
-            w = ctx.self_weights if op.attrs.get("self") else self._weights(ctx, m)
-            assert w is not None
-            return w[0].flatten(-2)
-        if o == "self":
-            m = ctx.self_memory
-            assert m is not None and ctx.self_weights is not None
-            return self._apply(m, ctx.self_weights, self._eval(op.args[0], ctx))
-        if o == "read":
-            return self._read(op, ctx)
-        raise AssertionError(f"reference interpreter cannot evaluate op {o!r}")
+        return EVALUATE[op.op](self, op, ctx)
+
+    def _fixed(self, op: Op, ctx: Ctx) -> torch.Tensor:
+        """self(...) inside reads the state off the inner gradient's leaves."""
+        leaves, ctx.self_weights = ctx.self_weights, ctx.fixed_weights
+        try:
+            return self._eval(op.args[0], ctx)
+        finally:
+            ctx.self_weights = leaves
+
+    def _state(self, op: Op, ctx: Ctx) -> torch.Tensor:
+        m = ctx.block.memories[op.attrs["memory"]]
+        w = ctx.self_weights if op.attrs.get("self") else self._weights(ctx, m)
+        assert w is not None
+        return w[0].flatten(-2)
+
+    def _self(self, op: Op, ctx: Ctx) -> torch.Tensor:
+        m = ctx.self_memory
+        assert m is not None and ctx.self_weights is not None
+        return self._apply(m, ctx.self_weights, self._eval(op.args[0], ctx))
 
     def _param(self, ctx: Ctx, name: str) -> torch.Tensor:
         return self.params[ctx.view[name]]
@@ -405,3 +372,60 @@ class Reference(nn.Module):
                 if not per_step:
                     ms.ref = list(ms.cur)
                 ms.pending, ms.losses = [], []
+
+
+# ---- how each op evaluates: one entry per op a checked model can hold (tests/test_ops.py) ---------
+Evaluate = Callable[[Reference, Op, Ctx], torch.Tensor]
+
+
+def _of_args(f: Callable[..., torch.Tensor]) -> Evaluate:
+    """An op that is `f` of its evaluated arguments."""
+    return lambda r, op, ctx: f(*(r._eval(a, ctx) for a in op.args))
+
+
+def _broadcast(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Evaluate:
+    """A binary op, its operands aligned like the compiled code's (`fn.broadcast_pair`)."""
+    return _of_args(lambda a, b: f(*fn.broadcast_pair(a, b)))
+
+
+def _norm(f: Callable[..., torch.Tensor]) -> Evaluate:
+    return lambda r, op, ctx: f(r._eval(op.args[0], ctx), r._param(ctx, op.attrs["param"]), op.attrs["groups"])
+
+
+def _reduce(mean: bool) -> Evaluate:
+    return lambda r, op, ctx: fn.reduce(r._eval(op.args[0], ctx), op.attrs["groups"], mean=mean)
+
+
+def _objective(r: Reference, op: Op, ctx: Ctx) -> torch.Tensor:
+    pred, target = (r._eval(a, ctx) for a in op.args)
+    return fn.objective(str(op.op), pred, target, op.attrs.get("delta", 1.0))
+
+
+EVALUATE: dict[OpKind, Evaluate] = {
+    OpKind.CONST: lambda r, op, ctx: torch.tensor(op.attrs["value"], dtype=r.dtype),
+    OpKind.INPUT: lambda r, op, ctx: ctx.h,
+    OpKind.VALUE: lambda r, op, ctx: ctx.values[op.attrs["index"]],
+    OpKind.PARAM: lambda r, op, ctx: r._param(ctx, op.attrs["name"]),
+    OpKind.STATE: Reference._state,
+    OpKind.ADD: _broadcast(torch.add),
+    OpKind.SUB: _broadcast(torch.sub),
+    OpKind.MUL: _broadcast(torch.mul),
+    OpKind.DIV: _broadcast(torch.div),
+    OpKind.POW: _broadcast(torch.pow),
+    OpKind.MIN: _broadcast(torch.minimum),
+    OpKind.MAX: _broadcast(torch.maximum),
+    OpKind.MATMUL: lambda r, op, ctx: r._eval(op.args[0], ctx) @ r._param(ctx, op.args[1].attrs["name"]),
+    OpKind.NEG: _of_args(torch.neg),
+    **{OpKind(name): _of_args(f) for name, f in fn.UNARY.items()},
+    OpKind.STOPGRAD: _of_args(torch.Tensor.detach),
+    OpKind.FIXED: Reference._fixed,
+    OpKind.RMSNORM: _norm(fn.rmsnorm),
+    OpKind.LAYERNORM: _norm(fn.layernorm),
+    OpKind.L2NORM: lambda r, op, ctx: fn.l2norm(r._eval(op.args[0], ctx), op.attrs["groups"]),
+    OpKind.SUM: _reduce(mean=False),
+    OpKind.MEAN: _reduce(mean=True),
+    OpKind.CONV: lambda r, op, ctx: r._conv(ctx, op.attrs["param"], r._eval(op.args[0], ctx)),
+    **{kind: _objective for kind in OBJECTIVES},
+    OpKind.READ: Reference._read,
+    OpKind.SELF: Reference._self,
+}

@@ -1,2 +1,3 @@
-"""The torch backend: generated, readable PyTorch per spec (`emit`), calling a small runtime of
-exact fast kernels (`runtime`), compiled with torch.compile."""
+"""The torch backend, in three parts: `codegen` prints a lowered spec as readable PyTorch, `runtime` is
+what that code calls (the named kernels, the segment loop, the optimizer base), and `app` trains,
+evaluates and samples it (options, the training loop, checkpoints, run folders, data and tasks)."""

@@ -1,7 +1,7 @@
 """A block lowered to typed statements: every decision about how it runs is made here, and a
 backend only prints or executes them.
 
-- which kernel runs each memory (`kernels.bind`), and which kernel reads it (`Op(op="read")`
+- which kernel runs each memory (`kernels.bind`), and which kernel reads it (`Op(op=OpKind.READ)`
   nodes carry it as `attrs["kernel"]`);
 - reads fused with their memory's writes (`FusedRead`, its result an `Op(op="fused")`);
 - identical memories learned by one statement run stacked, as one memory (`Update.memories`);
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from nldsl.dataflow import block_output
 from nldsl.lower.kernels import FUSED, PERIOD, Binding, Kernel, bind
 from nldsl.lower.order import Step, token_order
+from nldsl.ops import OBJECTIVES, OpKind
 from nldsl.spec import Block, Learn, Memory, Op
 
 
@@ -123,13 +124,14 @@ def lower_objective(objective: Op, key: Op | None, losses: Callable[[Op], int],
             if shape not in index:
                 index[shape] = len(hoisted)
                 hoisted.append(reads(op))
-            return Op(op="arg", attrs={"index": index[shape]}, width=op.width, span=op.span)
-        probe = op.op == "self" and not probed and shape_of_key is not None and structure(op.args[0]) == shape_of_key
+            return Op(op=OpKind.ARG, attrs={"index": index[shape]}, width=op.width, span=op.span)
+        probe = op.op == OpKind.SELF and not probed and shape_of_key is not None \
+            and structure(op.args[0]) == shape_of_key
         probed = probed or probe
         op = _rebuild(op, visit)
         if probe:
             return op.model_copy(update={"attrs": {**op.attrs, "probe": True}})
-        if op.op in ("l2", "dot", "l1", "huber"):
+        if op.op in OBJECTIVES:
             return op.model_copy(update={"attrs": {**op.attrs, "groups": losses(op)}})
         return op
 
@@ -148,12 +150,12 @@ class _Lowering:
     def reads(self, op: Op) -> Op:
         """An expression whose memory reads name their kernel (fused reads become their result)."""
         op = _rebuild(op, self.reads)
-        if op.op != "read":
+        if op.op != OpKind.READ:
             return op
         name = op.attrs["memory"]
         kernel = self.kernel(name)
         if kernel in FUSED:
-            return Op(op="fused", attrs={"memory": name}, width=op.width, span=op.span)
+            return Op(op=OpKind.FUSED, attrs={"memory": name}, width=op.width, span=op.span)
         m = self.block.memories[name]
         return op.model_copy(update={"attrs": {**op.attrs, "kernel": self._read_kernel(m, kernel)}})
 
@@ -178,7 +180,7 @@ class _Lowering:
     def _losses(self, objective: Op, copies: int) -> int:
         """Objectives of per-head memories return one loss per head, so each head's learning rate
         can weigh its own gradient (stacked memories: their heads side by side)."""
-        heads = {self.block.memories[o.attrs["memory"]].heads for o in objective.walk() if o.op == "self"}
+        heads = {self.block.memories[o.attrs["memory"]].heads for o in objective.walk() if o.op == OpKind.SELF}
         return heads.pop() * copies if len(heads) == 1 else 1
 
     # ---- statements -------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ class _Lowering:
     def fused_reads(self, expr: Op) -> list[FusedRead]:
         out = []
         for o in expr.walk():
-            if o.op == "read" and self.kernel(o.attrs["memory"]) in FUSED:
+            if o.op == OpKind.READ and self.kernel(o.attrs["memory"]) in FUSED:
                 m = self.block.memories[o.attrs["memory"]]
                 learn = m.learn
                 assert learn is not None and learn.objective is not None and learn.key is not None
@@ -219,8 +221,9 @@ class _Lowering:
                 lr = self.reads(rule.lr)
                 erase = None
                 if self.kernel(m.name) is Kernel.CHUNK_DELTA_RULE:
-                    two = Op(op="const", attrs={"value": 2.0}, width=1, span=rule.span)
-                    erase = Op(op="mul", args=(two, lr), width=lr.width, span=rule.span) if rule.kind == "dgd" else lr
+                    two = Op(op=OpKind.CONST, attrs={"value": 2.0}, width=1, span=rule.span)
+                    erase = lr if rule.kind != "dgd" else \
+                        Op(op=OpKind.MUL, args=(two, lr), width=lr.width, span=rule.span)
                 out.append(FusedRead(line=o.span.line, kernel=self.kernel(m.name), memory=m.name,
                                      query=self.reads(o.args[0]), key=self.reads(learn.key),
                                      value=self.reads(learn.objective.args[1]), lr=lr, erase=erase,

@@ -9,6 +9,7 @@ from math import gcd
 from pydantic import BaseModel, ConfigDict
 
 from nldsl.dataflow import learn_exprs
+from nldsl.ops import MEMORY_READS, OBJECTIVES, OpKind
 from nldsl.spec import Block, Memory, Model, Op
 
 
@@ -40,20 +41,21 @@ class Binding(BaseModel):
 def _plain_prediction(m: Memory) -> bool:
     """objective(self(k), target) with the target free of the memory itself."""
     learn = m.learn
-    if learn is None or learn.objective is None or learn.objective.op not in ("l2", "dot"):
+    if learn is None or learn.objective is None or learn.objective.op not in (OpKind.L2, OpKind.DOT):
         return False
     pred, target = learn.objective.args
-    return pred.op == "self" and not target.reads_self() and not any(o.op == "self" for o in pred.args[0].walk())
+    return pred.op == OpKind.SELF and not target.reads_self() \
+        and not any(o.op == OpKind.SELF for o in pred.args[0].walk())
 
 
 def read_sites(block: Block, name: str) -> list[tuple[int, Op]]:
     """Where a memory is read: (assignment index, read op) pairs; reads inside objectives count as -1."""
     sites = [(i, o) for i, a in enumerate(block.assignments) for o in a.expr.walk()
-             if o.op in ("read", "state") and o.attrs.get("memory") == name]
+             if o.op in MEMORY_READS and o.attrs.get("memory") == name]
     for m in block.memories.values():
         if m.learn is not None:
             sites += [(-1, o) for e in learn_exprs(m.learn).values() for x in e for o in x.walk()
-                      if o.op in ("read", "state") and o.attrs.get("memory") == name and not o.attrs.get("self")]
+                      if o.op in MEMORY_READS and o.attrs.get("memory") == name and not o.attrs.get("self")]
     return sites
 
 
@@ -63,7 +65,8 @@ def _fusable(block: Block, m: Memory) -> bool:
     sites = read_sites(block, m.name)
     if len(sites) != 1 or sites[0][0] < 0 or m.learn is None:
         return False
-    needed = {o.attrs["index"] for g in learn_exprs(m.learn).values() for e in g for o in e.walk() if o.op == "value"}
+    needed = {o.attrs["index"] for g in learn_exprs(m.learn).values() for e in g for o in e.walk()
+              if o.op == OpKind.VALUE}
     return all(i < sites[0][0] for i in needed)
 
 
@@ -82,10 +85,10 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
     per_token = learn.time.base == "token" and learn.time.period == 1
     if m.structure.kind == "matrix" and simple_rule and per_token and _plain_prediction(m) \
             and m.scope == "sequence" and (block is None or _fusable(block, m)):
-        if learn.objective.op == "dot" and rule.kind == "gd":
+        if learn.objective.op == OpKind.DOT and rule.kind == "gd":
             return Binding(memory=m.name, kernel=Kernel.CHUNK_LINEAR_ATTENTION,
                            reason="matrix + dot objective + gd: chunkwise (gated) linear attention")
-        if learn.objective.op == "l2" and learn.chunk == 1:
+        if learn.objective.op == OpKind.L2 and learn.chunk == 1:
             return Binding(memory=m.name, kernel=Kernel.CHUNK_DELTA_RULE,
                            reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
     closed_form = rule.kind == "gd" or (rule.kind == "dgd" and rule.momentum is None)
@@ -93,9 +96,10 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
         # the shared state takes the batch's mean write at every token: the closed form (each
         # sequence's segment, averaged at its end) is the same only while the rule is linear in the
         # state with one coefficient for all sequences
-        closed_form = rule.kind == "gd" and (rule.retain is None or all(o.op == "const" for o in rule.retain.walk()))
+        closed_form = rule.kind == "gd" and \
+            (rule.retain is None or all(o.op == OpKind.CONST for o in rule.retain.walk()))
     if learn.time.base == "token" and learn.time.period > 1 and closed_form and rule.precond is None \
-            and rule.output_steps is None and learn.objective.op in ("l2", "dot", "l1", "huber"):
+            and rule.output_steps is None and learn.objective.op in OBJECTIVES:
         kernel, form = period_kernel(rule.kind == "dgd", rule.momentum is not None)
         return Binding(memory=m.name, kernel=kernel,
                        reason=f"state fixed for {learn.time.period} tokens: all gradients of a chunk at its start "

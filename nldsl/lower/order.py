@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from nldsl.dataflow import learn_exprs
+from nldsl.ops import MEMORY_READS, OpKind
 from nldsl.spec import Block, Memory, Op
 
 
@@ -21,11 +22,11 @@ class Step(BaseModel):
 
 
 def _reads(ops: list[Op]) -> set[str]:
-    return {o.attrs["memory"] for e in ops for o in e.walk() if o.op in ("read", "state") and not o.attrs.get("self")}
+    return {o.attrs["memory"] for e in ops for o in e.walk() if o.op in MEMORY_READS and not o.attrs.get("self")}
 
 
 def _values(ops: list[Op]) -> set[int]:
-    return {o.attrs["index"] for e in ops for o in e.walk() if o.op == "value"}
+    return {o.attrs["index"] for e in ops for o in e.walk() if o.op == OpKind.VALUE}
 
 
 def deferred(m: Memory) -> bool:

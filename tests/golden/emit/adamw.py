@@ -5,8 +5,8 @@ the spec, not this; `# line N` comments point at its lines.
 import torch
 
 from nldsl.backends import functional as fn
-from nldsl.backends.torch import optimizer as opt
-from nldsl.backends.torch import runtime as rt
+from nldsl.backends.torch.runtime import memory as rt
+from nldsl.backends.torch.runtime import optimizer as opt
 
 
 def objective_m(w, a0):   # line 8

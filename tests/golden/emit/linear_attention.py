@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from nldsl.backends import functional as fn
-from nldsl.backends.torch import runtime as rt
-from nldsl.backends.torch.model import CompiledModel
+from nldsl.backends.torch.runtime import memory as rt
+from nldsl.backends.torch.runtime.model import CompiledModel
 from nldsl.lower import ParamInfo
 
 LAYER_M = rt.MemSpec(

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from nldsl.backends.torch import checkpoint
-from nldsl.backends.torch import data as corpora
-from nldsl.backends.torch import tasks as synthetic
-from nldsl.backends.torch.config import RunError, TrainConfig
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from nldsl.backends.torch.app import checkpoint
+from nldsl.backends.torch.app import data as corpora
+from nldsl.backends.torch.app import tasks as synthetic
+from nldsl.backends.torch.app.config import RunError, TrainConfig
 
 IGNORE = synthetic.IGNORE
 

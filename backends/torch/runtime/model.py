@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from nldsl.backends import functional as fn
-from nldsl.backends.params import make_parameters, resolve, views
-from nldsl.backends.torch import runtime as rt
 from torch import nn
 
+from nldsl.backends import functional as fn
+from nldsl.backends.params import make_parameters, resolve, views
+from nldsl.backends.torch.runtime import memory as rt
 from nldsl.lower import ParamInfo, state_parts
 
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nldsl.backends.torch import checkpoint
-from nldsl.backends.torch.config import RunError, TrainConfig, add_arguments, config_from
-from nldsl.backends.torch.load import import_file
 from pydantic import BaseModel, ValidationError
+
+from nldsl.backends.torch.app import checkpoint
+from nldsl.backends.torch.app.config import RunError, TrainConfig, add_arguments, config_from
+from nldsl.backends.torch.codegen.load import import_file
 
 if TYPE_CHECKING:
     import torch
@@ -139,7 +140,7 @@ class Trained:
 def load_model(path: str | Path, device: str | None = None) -> Trained:
     """The trained model of a run (or of a checkpoint file in one), ready for evaluation."""
     run = open_run(path)
-    from nldsl.backends.torch.trainer import footprint, require_device, require_memory
+    from nldsl.backends.torch.app.trainer import footprint, require_device, require_memory
     model_class, _ = classes(run.directory, run.info)
     device = device or run.info.config.device
     require_device(device)
@@ -161,9 +162,9 @@ def validate(cfg: TrainConfig, model_class: type, optimizers: dict[str, type], c
 def require_data(cfg: TrainConfig, vocab: int, corpora: list | None = None) -> None:
     """Text needs every byte as a token, a task its tokens and length; a corpus must be there, be
     text, and hold more than one window in each part. Needs no torch (a spec's vocab will do)."""
-    from nldsl.backends.torch import data
+    from nldsl.backends.torch.app import data
     if cfg.task:
-        from nldsl.backends.torch import tasks
+        from nldsl.backends.torch.app import tasks
         tasks.require(cfg.task, vocab, cfg.context, cfg.pairs)
     else:
         for name in corpora or [cfg.corpus]:
@@ -173,7 +174,7 @@ def require_data(cfg: TrainConfig, vocab: int, corpora: list | None = None) -> N
 def require_resources(cfg: TrainConfig, model_class: type, optimizers: dict[str, type]) -> None:
     """The device is there, the batch splits over the processes, every optimizer has the
     hyperparameters it is given (--lr), and the run fits in the device's memory."""
-    from nldsl.backends.torch.trainer import require_device, require_memory, training_footprint
+    from nldsl.backends.torch.app.trainer import require_device, require_memory, training_footprint
     require_device(cfg.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch % world:
@@ -258,8 +259,7 @@ def create(directory: Path, result, unit: str, overrides: dict[str, float] | Non
 
 def _write_run(directory: Path, result, unit: str, overrides: dict[str, float] | None,
                config: TrainConfig) -> RunInfo:
-    from nldsl.backends.torch.emit import write_package
-
+    from nldsl.backends.torch.codegen.emit import write_package
     from nldsl.report import render
 
     spec, sources = result.spec, result.sources
@@ -284,7 +284,7 @@ def _write_run(directory: Path, result, unit: str, overrides: dict[str, float] |
 def train(directory: Path, resume: bool = False, console=None, steps: int | None = None) -> dict[str, float]:
     """Train (or go on training, to `steps` when given) the run in `directory`; the curve is redrawn
     however it ends. A resumed run's run.json takes the new step count once its checkpoint loads."""
-    from nldsl.backends.torch.trainer import Trainer
+    from nldsl.backends.torch.app.trainer import Trainer
     existing = open_run(directory) if resume else None
     info = existing.info if existing else read_info(directory)
     info.config.steps = steps or info.config.steps
@@ -310,8 +310,8 @@ def continual(directory: Path, corpora: list[str], console=None) -> list[dict[st
     """Train on each corpus in turn for `config.steps` steps (the schedule restarts with each), and
     after each phase measure held-out bits per byte on every corpus: forgetting is how much the bpb
     on an earlier corpus rises while later ones are learned. Writes continual.json."""
-    from nldsl.backends.torch import data
-    from nldsl.backends.torch.trainer import Trainer, bits_per_byte
+    from nldsl.backends.torch.app import data
+    from nldsl.backends.torch.app.trainer import Trainer, bits_per_byte
     info = read_info(directory)
     model_class, optimizers = classes(directory, info)
     validate(info.config, model_class, optimizers, corpora)
@@ -336,7 +336,8 @@ def leader_writes(device: str, write) -> None:
     """Under torchrun only the first process writes the run folder; the others wait for it, and
     fail with it if it refuses (RunError), rather than wait forever."""
     import torch
-    from nldsl.backends.torch.trainer import distributed_start
+
+    from nldsl.backends.torch.app.trainer import distributed_start
     rank, world = distributed_start(device)
     refused = None
     if rank == 0:

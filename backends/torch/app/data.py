@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nldsl.backends.torch.config import RunError
-
+from nldsl.backends.torch.app.config import RunError
 from nldsl.paths import package_dir
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nldsl.backends.torch.config import RunError
+from nldsl.backends.torch.app.config import RunError
 
 if TYPE_CHECKING:
     import torch

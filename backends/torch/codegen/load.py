@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from nldsl.backends.torch.emit import emit_model, emit_optimizer
-
+from nldsl.backends.torch.codegen.emit import emit_model, emit_optimizer
 from nldsl.spec import Spec
 
 

@@ -6,7 +6,8 @@ nothing is scored. Written from the definitions in the project's data notes."""
 from __future__ import annotations
 
 import torch
-from nldsl.backends.torch.config import RunError
+
+from nldsl.backends.torch.app.config import RunError
 
 IGNORE = -100
 BYTES = 256         # S-NIAH is text: every byte must be a token
