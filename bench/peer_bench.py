@@ -172,6 +172,13 @@ def machine() -> dict:
     return info
 
 
+def matmul_peak() -> float:
+    """The fp32 matmul peak, measured in a process of the nldsl venv with every thread."""
+    code = "import json, _measure; _measure.set_threads(); print(json.dumps(_measure.matmul_peak()))"
+    done = subprocess.run([str(NLDSL_PY), "-c", code], capture_output=True, text=True, check=True, cwd=PEERS)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def plan(args) -> list[tuple[str, list, float]]:
     """(name, command, timeout s), peer and nldsl alternating."""
     pk = ["--warmup", str(args.peer_warmup)]
@@ -235,6 +242,8 @@ def main() -> None:
     info = machine()
     print(f"machine: {info}", flush=True)
     info["load_before"] = wait_quiet(args.wait_quiet, threshold=0.15)
+    info["matmul_peak"] = matmul_peak()
+    print(f"fp32 matmul peak: {info['matmul_peak'] / 1e9:.0f} GFLOP/s", flush=True)
     # a cold inductor cache by default, so the reported compile time is the full one
     cache = Path(args.inductor_cache) if args.inductor_cache else ROOT / "build" / f"inductor-peers-{time.time_ns()}"
     info["inductor_cache"] = "given (may be warm)" if args.inductor_cache else "empty at start"

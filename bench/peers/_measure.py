@@ -103,6 +103,30 @@ class StepClock:
         }
 
 
+def matmul_peak() -> float:
+    """fp32 matmul FLOP/s on this machine's threads: the best of a few timed square products (512 and
+    2048 wide), the denominator of model FLOP utilization."""
+    import torch
+    best = 0.0
+    for n in (512, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def step_flops(step: Callable[[], None]) -> float:
+    """FLOPs of one call of `step` (one eager training step), counted by torch's FlopCounterMode:
+    matrix products and convolutions, forward and backward, whatever the implementation."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
 def emit(payload: dict) -> None:
     """The one JSON line a measurement script prints (the driver reads the last line starting
     with '{')."""

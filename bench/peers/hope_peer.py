@@ -39,7 +39,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import StepClock, emit, peak_rss_mb, set_threads
+from _measure import StepClock, emit, peak_rss_mb, set_threads, step_flops
 
 VOCAB, DIM, LAYERS, HEADS, CONTEXT, BATCH = 256, 128, 2, 4, 256, 4
 
@@ -155,17 +155,21 @@ def main() -> None:
     cfg = build_cfg(args.mode, clock.total_steps)
     t0 = time.perf_counter()
     if args.mode != "readonly":
+        def run_loop(config) -> None:
+            # run_training_loop prints one line per log interval and its warnings to stdout
+            with open(os.devnull, "w") as devnull:
+                old, sys.stdout = sys.stdout, devnull
+                try:
+                    T.run_training_loop(config, device=torch.device("cpu"))
+                finally:
+                    sys.stdout = old
+
+        flops = step_flops(lambda: run_loop(build_cfg(args.mode, 1)))    # one step of the same loop
         # The package's own loop; a step ends with its AdamW step, which this hook timestamps.
         from torch.optim.optimizer import register_optimizer_step_post_hook
         handle = register_optimizer_step_post_hook(lambda *_: clock.mark())
         clock.start = time.perf_counter()
-        # run_training_loop prints one line per log interval and its warnings to stdout
-        with open(os.devnull, "w") as devnull:
-            old, sys.stdout = sys.stdout, devnull
-            try:
-                T.run_training_loop(cfg, device=torch.device("cpu"))
-            finally:
-                sys.stdout = old
+        run_loop(cfg)
         handle.remove()
         model = None
     else:
@@ -184,6 +188,7 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             opt.step()
 
+        flops = step_flops(step)
         clock.start = time.perf_counter()
         clock.run(step)
     res = clock.result()
@@ -193,6 +198,7 @@ def main() -> None:
     emit({
         "side": "peer", "package": "nested-learning", "version": md.version("nested-learning"),
         "torch": torch.__version__, "threads": threads, "mode": args.mode, **res,
+        "flops_per_token": flops / (BATCH * CONTEXT),
         "wall_s": time.perf_counter() - t0, "peak_rss_mb_end": peak_rss_mb(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import StepClock, emit, peak_rss_mb, set_threads
+from _measure import StepClock, emit, peak_rss_mb, set_threads, step_flops
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {
@@ -53,8 +53,6 @@ def main() -> None:
     torch.manual_seed(0)
     model = nldsl.load(spec, overrides=overrides)
     model.train()
-    if args.mode == "compiled":
-        model.compile()
     opt = torch.optim.AdamW(model.parameters(), **adamw)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, overrides["vocab"], (BATCH, CONTEXT), generator=g)
@@ -66,6 +64,9 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         opt.step()
 
+    flops = step_flops(step)       # one eager step, before compiling: FlopCounterMode counts eager ops
+    if args.mode == "compiled":
+        model.compile()
     clock = StepClock(args.warmup, args.windows, args.per_window, BATCH * CONTEXT)
     t0 = time.perf_counter()
     clock.start = t0
@@ -73,7 +74,8 @@ def main() -> None:
     res = clock.result()
     emit({
         "side": "nldsl", "model": args.model, "mode": args.mode, "torch": torch.__version__,
-        "threads": threads, **res, "compile_s": res["first_step_s"] if args.mode == "compiled" else None,
+        "threads": threads, **res, "flops_per_token": flops / (BATCH * CONTEXT),
+        "compile_s": res["first_step_s"] if args.mode == "compiled" else None,
         "wall_s": time.perf_counter() - t0, "peak_rss_mb_end": peak_rss_mb(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": {"spec": str(spec.relative_to(ROOT)), "overrides": overrides, "batch": BATCH,

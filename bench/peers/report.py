@@ -106,14 +106,22 @@ def _ok(r):
     return r is not None and not r.get("failed")
 
 
-def _row(label, path, r, ref):
+HEADER = ["| implementation | path | tokens/s | FLOPs/token (M) | MFU | step (s) | peak RSS (MB) | other load | "
+          "nldsl compiled ÷ this |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+def _row(label, path, r, ref, peak):
+    """One measurement. MFU = the implementation's own training FLOPs per token (FlopCounterMode on
+    one eager step of its own code) × tokens/s ÷ the fp32 matmul peak measured in the same run."""
     if not _ok(r):
         err = (r or {}).get("error", "not run").strip().splitlines()
-        return f"| {label} | {path} | failed: {err[-1] if err else '?'} | | | | |"
+        return f"| {label} | {path} | failed: {err[-1] if err else '?'} | | | | | | |"
     mem = r.get("peak_rss_mb_timed") or r.get("peak_rss_mb_process")
     ratio = "" if not _ok(ref) else f"{ref['tokens_per_s'] / r['tokens_per_s']:,.2f}×"
-    return (f"| {label} | {path} | {r['tokens_per_s']:,.1f} | {r['step_s_median']:.3f} | {_fmt(mem, 0)} | "
-            f"{r['other_load_cores']:.2f} | {ratio} |")
+    flops = r.get("flops_per_token")
+    mfu = f"{100 * flops * r['tokens_per_s'] / peak:.1f} %" if flops and peak else "—"
+    return (f"| {label} | {path} | {r['tokens_per_s']:,.1f} | {_fmt(flops and flops / 1e6, 2)} | {mfu} | "
+            f"{r['step_s_median']:.3f} | {_fmt(mem, 0)} | {r['other_load_cores']:.2f} | {ratio} |")
 
 
 def _compile_s(r):
@@ -141,6 +149,8 @@ def write_report(info: dict, results: dict) -> str:
     def ratio(a, b):
         return a["tokens_per_s"] / b["tokens_per_s"] if _ok(a) and _ok(b) else None
 
+    peak = info.get("matmul_peak")
+
     loads = [r.get("other_load_cores", 0) for r in results.values() if r]
     L = ["# nldsl against public implementations: Hope and Titans (training speed, CPU)", "",
          "Written by `bash bench/peers/run.sh` (`bench/peer_bench.py`) in one run; the raw measurements are in "
@@ -154,7 +164,11 @@ def write_report(info: dict, results: dict) -> str:
          f"- nested-learning {info.get('nested_learning', '?')}, titans-pytorch {info.get('titans_pytorch', '?')}",
          f"- date: {info.get('date')}; the run took {info.get('wall_s', 0) / 60:.1f} min",
          f"- other processes before the run: {info.get('load_before')} cores (sampled over 3 s); during the "
-         f"measurements: up to {max(loads) if loads else 0:.2f} cores (column `other load`)", ""]
+         f"measurements: up to {max(loads) if loads else 0:.2f} cores (column `other load`)",
+         f"- fp32 matmul peak: {_fmt(peak and peak / 1e9, 0)} GFLOP/s (square products, measured at the start of "
+         "this run). MFU = an implementation's own training FLOPs per token (torch's FlopCounterMode over one "
+         "eager training step of its own code, in-context writes included) × tokens/s ÷ that peak; "
+         "implementations doing less work per token (see below) can be faster at a lower MFU", ""]
     if loads and max(loads) > 0.15:
         L += [f"> **Caveat:** other processes used up to {max(loads):.2f} of the 2 cores during this run, "
               "so absolute numbers are low and noisy; ratios between neighbouring measurements are less "
@@ -164,17 +178,17 @@ def write_report(info: dict, results: dict) -> str:
           "specs/hope.nl at dim 128, 2 layers, 4 heads, vocab 256, context 256, batch 4, AdamW; the peer is "
           "`nested-learning` 0.2.0, variant `hope_selfmod`, configured as in "
           "[How the work was made equal](#how-the-work-was-made-equal).", "",
-          "| implementation | path | tokens/s | step (s) | peak RSS (MB) | other load | nldsl compiled ÷ this |",
-          "|---|---|---:|---:|---:|---:|---:|",
-          _row("nldsl", "compiled (`model.compile()`), in-context updates", nc, nc),
-          _row("nldsl", "eager, in-context updates", ne, nc),
-          _row("nested-learning", "online: in-context updates, per-context fast state (`use_fast_state`)", po, nc)]
+          *HEADER,
+          _row("nldsl", "compiled (`model.compile()`), in-context updates", nc, nc, peak),
+          _row("nldsl", "eager, in-context updates", ne, nc, peak),
+          _row("nested-learning", "online: in-context updates, per-context fast state (`use_fast_state`)", po, nc,
+               peak)]
     if pi:
         L.append(_row("nested-learning", "online, writes in place (`use_fast_state = false`, as its "
-                      "pilot_selfmod config)", pi, nc))
+                      "pilot_selfmod config)", pi, nc, peak))
     L += [_row("nested-learning", "post-step teach pass (`online_updates = false`): writes after the "
-               "step, read by no token of the sequence (the issue's 586 tokens/s path)", pp, nc),
-          _row("nested-learning", "read-only: no in-context writes", pr, nc), ""]
+               "step, read by no token of the sequence (the issue's 586 tokens/s path)", pp, nc, peak),
+          _row("nested-learning", "read-only: no in-context writes", pr, nc, peak), ""]
     if _ok(nc):
         L.append(f"nldsl's first compiled step (compilation from an empty cache included): "
                  f"**{_compile_s(nc):.0f} s**; compiled ÷ eager = {_fmt(ratio(nc, ne), 2)}×.")
@@ -183,16 +197,16 @@ def write_report(info: dict, results: dict) -> str:
           "LayerNorm, residual) per head, with momentum and forgetting, between a token embedding (vocab 16) "
           "and an output head; batch 4 × 256, AdamW. nldsl: `bench/specs/titans_memory.nl` (the memory of "
           "specs/titans.nl alone). Peer: titans-pytorch 0.5.5 `NeuralMemory`.", "",
-          "| implementation | path | tokens/s | step (s) | peak RSS (MB) | other load | nldsl compiled ÷ this |",
-          "|---|---|---:|---:|---:|---:|---:|",
-          _row("nldsl", "compiled (`model.compile()`)", tc, tc),
-          _row("nldsl", "eager", te, tc),
+          *HEADER,
+          _row("nldsl", "compiled (`model.compile()`)", tc, tc, peak),
+          _row("nldsl", "eager", te, tc, peak),
           _row("titans-pytorch", "`sequential`: batch_size 16, weights advance every chunk (the spec's "
-               "semantics)", ts, tc),
+               "semantics)", ts, tc, peak),
           _row("titans-pytorch", "`parallel`: batch_size None (package default), all surprises at the "
-               "initial weights", tp, tc),
+               "initial weights", tp, tc, peak),
           _row("titans-pytorch", "`issue`: NeuralMemory(dim 128, heads 4, chunk_size 16), all else default: "
-               "dim_head 128, so 4 full-width heads (the call the issue timed; not the spec's memory)", ti, tc),
+               "dim_head 128, so 4 full-width heads (the call the issue timed; not the spec's memory)", ti, tc,
+               peak),
           ""]
     if _ok(tc):
         L.append(f"nldsl's first compiled step (compilation included): **{_compile_s(tc):.0f} s**; "

@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import StepClock, emit, peak_rss_mb, set_threads
+from _measure import StepClock, emit, peak_rss_mb, set_threads, step_flops
 
 VOCAB, DIM, HEADS, CHUNK, CONTEXT, BATCH = 16, 128, 4, 16, 256, 4
 
@@ -128,6 +128,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)
         opt.step()
 
+    flops = step_flops(step)
     clock = StepClock(args.warmup, args.windows, args.per_window, BATCH * CONTEXT)
     t0 = time.perf_counter()
     clock.start = t0
@@ -137,6 +138,7 @@ def main() -> None:
     emit({
         "side": "peer", "package": "titans-pytorch", "version": md.version("titans-pytorch"),
         "torch": torch.__version__, "threads": threads, "variant": args.variant, **res,
+        "flops_per_token": flops / (BATCH * CONTEXT),
         "wall_s": time.perf_counter() - t0, "peak_rss_mb_end": peak_rss_mb(),
         "parameters": sum(p.numel() for p in params),
         "memory_parameters": sum(p.numel() for p in model.memory.parameters()),
