@@ -66,14 +66,17 @@ def conv_window(window: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads: int, act: str = "identity",
-                 residual: bool = False, norm: str = "none", probe: torch.Tensor | None = None) -> torch.Tensor:
+                 residual: bool = False, norm: str = "none",
+                 probe: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
     """Read a parametric memory: x (..., H*in) → (..., H*out).
 
     Weights are (H, out, in) parameters shared by every sequence, or (B, H, out, in) states, one
     per sequence (x's first axis). An elementwise memory has one state (H, in) or (B, H, in). The
     tokens of a sequence become the rows of one matrix product per head, never one product per
     token. `probe` (..., H, out of layer 1) is added to the first layer's output: its gradient is the
-    per-token error signal at that layer, which the delta-rule form of dgd needs."""
+    per-token error signal at that layer, which the delta-rule form of dgd needs. A list holds one
+    probe per layer, each added to its layer's output (before the activation), for the per-token
+    error signals of every layer."""
     xh = x.unflatten(-1, (heads, x.shape[-1] // heads))              # (*lead, H, in)
     lead = xh.shape[:-2]
     per_sequence = weights[0].dim() == (3 if kind == "elementwise" else 4)
@@ -88,11 +91,12 @@ def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads:
             return t.reshape(t.shape[0], -1, heads, t.shape[-1]).transpose(1, 2)
         return t.reshape(-1, heads, t.shape[-1]).transpose(0, 1)
 
+    probes = probe if isinstance(probe, list) else [probe]
     a = rows(xh)
     for j, w in enumerate(weights):
         a = a @ w.transpose(-1, -2)
-        if j == 0 and probe is not None:
-            a = a + rows(probe)
+        if j < len(probes) and probes[j] is not None:
+            a = a + rows(probes[j])
         if j < len(weights) - 1:
             a = ACTIVATIONS[act](a)
     if norm == "layernorm":
