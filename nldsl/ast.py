@@ -6,11 +6,13 @@ compared, hashed into golden files (`model_dump`) and printed back by the format
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nldsl.source import Span
+from nldsl.source import Span, unvalidated
+
+N = TypeVar("N", bound="Node")
 
 
 class Node(BaseModel):
@@ -208,3 +210,34 @@ class Module(Node):
 
 for _cls in (Kwarg, Call, BinOp, Neg, Learn, Block, Model, Optimizer, Module, CmsLevel, Cms):
     _cls.model_rebuild()
+
+
+class _Plan:
+    """How `make` fills in a node class: its fields in order with their defaults, the fields that
+    have none, and those whose default is a list (copied per node, as pydantic copies it)."""
+
+    __slots__ = ("defaults", "lists", "required")
+
+    def __init__(self, cls: type[Node]) -> None:
+        fields = cls.model_fields
+        self.defaults = {name: None if f.is_required() else f.default for name, f in fields.items()}
+        self.required = frozenset(name for name, f in fields.items() if f.is_required())
+        self.lists = tuple(name for name, f in fields.items() if not f.is_required() and type(f.default) is list)
+
+
+_PLANS = {cls: _Plan(cls) for cls in [Ident, Num, Name, SelfRef, Kwarg, Call, BinOp, Neg, Outer, Period, Modifier,
+                                       CmsLevel, Cms, Assign, Update, ParamDecl, MemoryDecl, Clause, Learn, Block,
+                                       Optimize, Setting, Train, HeaderParam, Model, Optimizer, Import, Module]}
+
+
+def make(cls: type[N], **fields: object) -> N:
+    """`cls(**fields)` without validation, for the parser (see `nldsl.source.unvalidated`): the
+    fields must already have their declared types, as the grammar guarantees for what it parses."""
+    plan = _PLANS[cls]
+    values = plan.defaults | fields          # the class's order of fields, with the values given
+    if len(values) != len(plan.defaults) or not plan.required <= fields.keys():
+        raise TypeError(f"{cls.__name__} takes {', '.join(plan.defaults)}; given {', '.join(fields)}")
+    for name in plan.lists:
+        if name not in fields:
+            values[name] = []
+    return unvalidated(cls, values, fields)

@@ -14,7 +14,8 @@ from typing import Literal
 
 from nldsl import ast, catalog
 from nldsl.diagnostics import MAX_SUGGESTION_POOL, Diagnostics, did_you_mean
-from nldsl.source import Span
+from nldsl.ops import OpKind
+from nldsl.source import Span, unvalidated
 from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
 
 # The largest integer a header value (a float) holds exactly; sizes, periods and counts above it are
@@ -224,6 +225,23 @@ def broadcast(a: int, b: int, heads: int = 0) -> int | None:
     return None
 
 
+_KINDS = {k.value: k for k in OpKind}
+
+
+def new_op(kind: str, width: int, span: Span, args: tuple[Op, ...] | None = None,
+           attrs: dict[str, object] | None = None) -> Op:
+    """`Op(op=kind, args=args, attrs=attrs, width=width, span=span)`, leaving out the arguments
+    given as None, without validation: the checker makes one per operator and leaf, and a spec of
+    100,000 values makes millions. For callers whose width is an int, args a tuple of ops and attrs
+    a dict of their own (`tests/test_scan.py` checks the result is the one validation makes)."""
+    given = ("op", "width", "span") if args is None else ("op", "args", "width", "span")
+    if attrs is not None:
+        given += ("attrs",)
+    values = {"op": _KINDS[kind], "args": () if args is None else args, "attrs": {} if attrs is None else attrs,
+              "width": width, "span": span}
+    return unvalidated(Op, values, given)
+
+
 def _width_name(w: int) -> str:
     return "the parameter's shape" if w == PARAM_SHAPED else f"width {w}"
 
@@ -250,7 +268,7 @@ class ExprChecker:
         if not math.isfinite(e.value):
             self.diags.error("NL042", f"{e.text} is too large to be a number", e.span)
             return None
-        return Op(op="const", attrs={"value": e.value}, width=1, span=e.span)
+        return new_op("const", 1, e.span, attrs={"value": e.value})
 
     def _selfref(self, e: ast.SelfRef) -> Op | None:
         m = self.ctx.self_memory
@@ -277,19 +295,19 @@ class ExprChecker:
         if b.kind == "poisoned":      # its definition already failed and was reported
             return None
         if b.kind == "config":
-            return Op(op="const", attrs={"value": b.value, "name": e.id}, width=1, span=e.span)
+            return new_op("const", 1, e.span, attrs={"value": b.value, "name": e.id})
         if b.kind == "hyper":
-            return Op(op="hyper", attrs={"name": e.id}, width=1, span=e.span)
+            return new_op("hyper", 1, e.span, attrs={"name": e.id})
         if b.kind == "input":
-            return Op(op="input", attrs={"name": e.id}, width=b.width, span=e.span)
+            return new_op("input", b.width, e.span, attrs={"name": e.id})
         if b.kind == "value":
-            return Op(op="value", attrs={"name": e.id, "index": b.index}, width=b.width, span=e.span)
+            return new_op("value", b.width, e.span, attrs={"name": e.id, "index": b.index})
         if b.kind == "param":
             assert b.param is not None
             if len(b.param.shape) == 2:
                 self.diags.error("NL056", f"matrix '{e.id}' can only be applied as `x @ {e.id}`", e.span)
                 return None
-            return Op(op="param", attrs={"name": e.id}, width=b.width, span=e.span)
+            return new_op("param", b.width, e.span, attrs={"name": e.id})
         assert b.memory is not None
         m = b.memory
         if m.structure.kind == "elementwise":
@@ -317,7 +335,7 @@ class ExprChecker:
             self.diags.error("NL042", "this divides by zero", e.span, "every value the model computes must stay finite")
             return None
         op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}[e.op]
-        return Op(op=op, args=(a, b), width=w, span=e.span)
+        return new_op(op, w, e.span, args=(a, b))
 
     def _fold(self, e: ast.BinOp, a: float, b: float) -> Op | None:
         """Arithmetic on two constants is done now: a division by zero or an overflow is reported
@@ -327,7 +345,7 @@ class ExprChecker:
             self.diags.error("NL042", f"this constant {no_value(e.op, a, b)}", e.span,
                              "every number in a spec must be a finite real number (at most about 1.8e308)")
             return None
-        return Op(op="const", attrs={"value": v}, width=1, span=e.span)
+        return new_op("const", 1, e.span, attrs={"value": v})
 
     def _matmul(self, e: ast.BinOp) -> Op | None:
         x = self.check(e.left)
@@ -350,14 +368,14 @@ class ExprChecker:
             self.diags.error("NL056", f"'{right.id}' maps width {n_in} to {n_out}, "
                                       f"but the left side has {_width_name(x.width)}", e.span)
             return None
-        w = Op(op="param", attrs={"name": right.id}, width=n_out, span=right.span)
-        return Op(op="matmul", args=(x, w), width=n_out, span=e.span)
+        w = new_op("param", n_out, right.span, attrs={"name": right.id})
+        return new_op("matmul", n_out, e.span, args=(x, w))
 
     def _neg(self, e: ast.Neg) -> Op | None:
         x = self.check(e.operand)
         if x is not None and x.op == "const":
-            return Op(op="const", attrs={"value": -x.attrs["value"]}, width=1, span=e.span)
-        return None if x is None else Op(op="neg", args=(x,), width=x.width, span=e.span)
+            return new_op("const", 1, e.span, attrs={"value": -x.attrs["value"]})
+        return None if x is None else new_op("neg", x.width, e.span, args=(x,))
 
     # -- calls
     def _call(self, e: ast.Call) -> Op | None:

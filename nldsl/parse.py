@@ -18,7 +18,7 @@ from functools import cache, partial
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from nldsl import ast
+from nldsl import ast, scan
 from nldsl.diagnostics import Diagnostic
 from nldsl.paths import package_dir
 from nldsl.source import SourceFile, Span
@@ -87,18 +87,37 @@ def gc_paused() -> Iterator[None]:
     """Hold Python's cycle collector while a front-end stage (parse, check, graph, schedule; also a
     decorator) allocates a great many objects that all stay alive: trees hold no cycles, reference
     counting frees them, and on a large spec the collector would rescan them again and again,
-    doubling the time taken."""
+    doubling the time taken.
+
+    On the way out the survivors go straight to the oldest generation (`gc.freeze()` then
+    `gc.unfreeze()`, which moves without scanning): otherwise the first allocation after
+    `gc.enable()` scans every one of them in a young collection, half a second per 20,000 lines.
+    They are still collected, by the next full collection. Skipped where the program has frozen
+    objects of its own, which unfreezing would release."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
+
+
+@cache
+def _machine() -> scan.Machine | None:
+    return scan.machine(parser())
 
 
 def _parse_all(source: SourceFile, run: _ParseRun) -> tuple[ast.Module | None, list[Diagnostic]]:
     text = source.text
+    fast = _machine()
+    built = scan.parse(fast, text) if fast is not None else None
+    if built is not None:
+        return (None, run.too_deep) if run.too_deep else (built.node, [])
+    run.too_deep.clear()          # the fast path gave up part way: Lark parses the file again from scratch
     errors: list[Diagnostic] = []
     while True:
         try:
@@ -288,7 +307,7 @@ class _Reducer:
             return _Built(handler(None, items), (1, 1), (1, 1), 0)
         start = first.first if type(first) is _Built else (first.line, first.column)
         end = last.last if type(last) is _Built else (last.end_line, last.end_column)
-        node = handler(Span(file=run.file, line=start[0], col=start[1], end_line=end[0], end_col=end[1]), items)
+        node = handler(Span.of(run.file, start[0], start[1], end[0], end[1]), items)
         if in_expression:
             return _Built(node, start, end, deepest + nests)
         if deepest > MAX_EXPRESSION_DEPTH:
@@ -319,10 +338,10 @@ class _ToAst:
         return _RUN.get().file
 
     def _tspan(self, t: Token) -> Span:
-        return Span(file=self.file, line=t.line, col=t.column, end_line=t.end_line, end_col=t.end_column)
+        return Span.of(self.file, t.line, t.column, t.end_line, t.end_column)
 
     def _ident(self, t: Token) -> ast.Ident:
-        return ast.Ident(name=str(t), span=self._tspan(t))
+        return ast.make(ast.Ident, name=t.value, span=self._tspan(t))
 
     @staticmethod
     def _nodes(children, cls):
@@ -332,64 +351,64 @@ class _ToAst:
     def start(self, span, children):
         imports = self._nodes(children, ast.Import)
         units = self._nodes(children, (ast.Model, ast.Optimizer))
-        span = span or Span(file=self.file, line=1, col=1, end_line=1, end_col=1)   # an empty file
-        return ast.Module(file=self.file, imports=imports, units=units, span=span)
+        span = span or Span.of(self.file, 1, 1, 1, 1)   # an empty file
+        return ast.make(ast.Module, file=self.file, imports=imports, units=units, span=span)
 
     def import_stmt(self, span, children):
-        return ast.Import(path=str(children[1])[1:-1], span=span)
+        return ast.make(ast.Import, path=children[1].value[1:-1], span=span)
 
     def model(self, span, children):
         items = self._nodes(children[3:], (ast.Block, ast.ParamDecl, ast.Train))
-        return ast.Model(name=self._ident(children[1]), params=children[2], items=items, span=span)
+        return ast.make(ast.Model, name=self._ident(children[1]), params=children[2], items=items, span=span)
 
     def optimizer(self, span, children):
         body = self._nodes(children[3:], (ast.Assign, ast.Update, ast.MemoryDecl, ast.Learn))
-        return ast.Optimizer(name=self._ident(children[1]), params=children[2], body=body, span=span)
+        return ast.make(ast.Optimizer, name=self._ident(children[1]), params=children[2], body=body, span=span)
 
     def header(self, span, children):
         return self._nodes(children, ast.HeaderParam)
 
     def header_param(self, span, children):
-        return ast.HeaderParam(name=self._ident(children[0]), value=children[2], span=span)
+        return ast.make(ast.HeaderParam, name=self._ident(children[0]), value=children[2], span=span)
 
     def block(self, span, children):
         _, name, _, repeat, _, *rest = children
         body = [c for c in rest if isinstance(c, ast.Node)]
-        return ast.Block(name=self._ident(name) if name is not None else None, repeat=repeat,
+        return ast.make(ast.Block, name=self._ident(name) if name is not None else None, repeat=repeat,
                          body=body, span=span)
 
     # -- declarations
     def assign(self, span, children):
-        return ast.Assign(target=self._ident(children[0]), value=children[2], span=span)
+        return ast.make(ast.Assign, target=self._ident(children[0]), value=children[2], span=span)
 
     def update(self, span, children):
-        return ast.Update(value=children[2], span=span)
+        return ast.make(ast.Update, value=children[2], span=span)
 
     def param_decl(self, span, children):
-        return ast.ParamDecl(name=self._ident(children[1]), type=children[3],
+        return ast.make(ast.ParamDecl, name=self._ident(children[1]), type=children[3],
                              modifiers=self._nodes(children[4:], ast.Modifier), span=span)
 
     def memory_decl(self, span, children):
-        return ast.MemoryDecl(names=children[1], structure=children[3],
+        return ast.make(ast.MemoryDecl, names=children[1], structure=children[3],
                               modifiers=self._nodes(children[4:], ast.Modifier), span=span)
 
     def name_list(self, span, children):
         return [self._ident(t) for t in children if t.type == "NAME"]
 
     def bare_structure(self, span, children):
-        return ast.Call(func=self._ident(children[0]), bare=True, span=span)
+        return ast.make(ast.Call, func=self._ident(children[0]), bare=True, span=span)
 
     def cms(self, span, children):
         mode = self._ident(children[1]) if children[1] is not None else None
-        return ast.Cms(mode=mode, levels=self._nodes(children, ast.CmsLevel), span=span)
+        return ast.make(ast.Cms, mode=mode, levels=self._nodes(children, ast.CmsLevel), span=span)
 
     def cms_level(self, span, children):
-        return ast.CmsLevel(structure=children[0], period=children[2], span=span)
+        return ast.make(ast.CmsLevel, structure=children[0], period=children[2], span=span)
 
     def _modifier(self, span, key, value_tok):
-        value = None if value_tok is None else (int(value_tok) if value_tok.type == "INT" else str(value_tok))
+        value = None if value_tok is None else (int(value_tok.value) if value_tok.type == "INT" else value_tok.value)
         vspan = None if value_tok is None else self._tspan(value_tok)
-        return ast.Modifier(key=key, value=value, value_span=vspan, span=span)
+        return ast.make(ast.Modifier, key=key, value=value, value_span=vspan, span=span)
 
     def per(self, span, children):
         return self._modifier(span, "per", children[1])
@@ -408,64 +427,64 @@ class _ToAst:
 
     # -- learning
     def learn(self, span, children):
-        return ast.Learn(memories=children[1], objective=children[3], rule=children[5],
+        return ast.make(ast.Learn, memories=children[1], objective=children[3], rule=children[5],
                          clauses=self._nodes(children[6:], ast.Clause), span=span)
 
     def outer(self, span, children):
-        return ast.Outer(span=span)
+        return ast.make(ast.Outer, span=span)
 
     def every(self, span, children):
-        return ast.Clause(key="every", period=children[1], span=span)
+        return ast.make(ast.Clause, key="every", period=children[1], span=span)
 
     def chunk(self, span, children):
         value, vspan = children[1]
-        return ast.Clause(key="chunk", value=value, value_span=vspan, span=span)
+        return ast.make(ast.Clause, key="chunk", value=value, value_span=vspan, span=span)
 
     def anchor(self, span, children):
-        return ast.Clause(key="anchor", value=str(children[2]), value_span=self._tspan(children[2]),
+        return ast.make(ast.Clause, key="anchor", value=children[2].value, value_span=self._tspan(children[2]),
                           span=span)
 
     def read(self, span, children):
-        return ast.Clause(key="read", value=str(children[1]), value_span=self._tspan(children[1]),
+        return ast.make(ast.Clause, key="read", value=children[1].value, value_span=self._tspan(children[1]),
                           span=span)
 
     def backprop(self, span, children):
-        arg = int(children[2]) if children[2] is not None else None
-        return ast.Clause(key="backprop", value=str(children[1]), arg=arg,
+        arg = int(children[2].value) if children[2] is not None else None
+        return ast.make(ast.Clause, key="backprop", value=children[1].value, arg=arg,
                           value_span=self._tspan(children[1]), span=span)
 
     def unit(self, span, children):
         return children[0]
 
     def period_unit(self, span, children):
-        return ast.Period(unit=str(children[0]).rstrip("s"), span=span)
+        return ast.make(ast.Period, unit=children[0].value.rstrip("s"), span=span)
 
     def period_count(self, span, children):
         (value, vspan), unit = children
-        return ast.Period(unit=str(unit).rstrip("s"), count=value, count_span=vspan, span=span)
+        return ast.make(ast.Period, unit=unit.value.rstrip("s"), count=value, count_span=vspan, span=span)
 
     def period_never(self, span, children):
-        return ast.Period(unit="never", span=span)
+        return ast.make(ast.Period, unit="never", span=span)
 
     def int_count(self, span, children):
-        return int(children[0]), self._tspan(children[0])
+        return int(children[0].value), self._tspan(children[0])
 
     def name_count(self, span, children):
-        return str(children[0]), self._tspan(children[0])
+        return children[0].value, self._tspan(children[0])
 
     # -- the outer level
     def train(self, span, children):
-        return ast.Train(items=self._nodes(children, (ast.Optimize, ast.Setting)), span=span)
+        return ast.make(ast.Train, items=self._nodes(children, (ast.Optimize, ast.Setting)), span=span)
 
     def optimize(self, span, children):
-        return ast.Optimize(targets=children[1], rule=children[3], period=children[5], span=span)
+        return ast.make(ast.Optimize, targets=children[1], rule=children[3], period=children[5], span=span)
 
     def setting(self, span, children):
-        return ast.Setting(key=self._ident(children[0]), value=children[1], span=span)
+        return ast.make(ast.Setting, key=self._ident(children[0]), value=children[1], span=span)
 
     # -- expressions
     def _binop(self, span, children, op):
-        return ast.BinOp(op=op, left=children[0], right=children[2], span=span)
+        return ast.make(ast.BinOp, op=op, left=children[0], right=children[2], span=span)
 
     def add(self, span, children):
         return self._binop(span, children, "+")
@@ -486,16 +505,16 @@ class _ToAst:
         return self._binop(span, children, "^")
 
     def neg(self, span, children):
-        return ast.Neg(operand=children[1], span=span)
+        return ast.make(ast.Neg, operand=children[1], span=span)
 
     def number(self, span, children):
-        return ast.Num(value=float(children[0]), text=str(children[0]), span=span)
+        return ast.make(ast.Num, value=float(children[0].value), text=children[0].value, span=span)
 
     def name(self, span, children):
-        return ast.Name(id=str(children[0]), span=span)
+        return ast.make(ast.Name, id=children[0].value, span=span)
 
     def self_state(self, span, children):
-        return ast.SelfRef(span=span)
+        return ast.make(ast.SelfRef, span=span)
 
     def atom(self, span, children):  # `( expr )`: the parentheses leave no trace in the AST
         return children[1]
@@ -507,9 +526,9 @@ class _ToAst:
         func, _, *rest = children
         args = [c for c in rest if isinstance(c, ast.Node) and not isinstance(c, ast.Kwarg)]
         kwargs = self._nodes(rest, ast.Kwarg)
-        return ast.Call(func=func, args=args, kwargs=kwargs, span=span)
+        return ast.make(ast.Call, func=func, args=args, kwargs=kwargs, span=span)
 
     def kwarg(self, span, children):
-        return ast.Kwarg(name=str(children[0]), value=children[2], span=span)
+        return ast.make(ast.Kwarg, name=children[0].value, value=children[2], span=span)
 
 
