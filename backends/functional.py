@@ -99,14 +99,20 @@ def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads:
             a = a + rows(probes[j])
         if j < len(weights) - 1:
             a = ACTIVATIONS[act](a)
-    if norm == "layernorm":
-        a = (a - a.mean(-1, keepdim=True)) * torch.rsqrt(a.var(-1, unbiased=False, keepdim=True) + EPS)
-    elif norm == "rmsnorm":
-        a = a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + EPS)
+    a = memory_norm(a, norm)
     if residual:
         a = a + rows(xh)
     a = a.transpose(1, 2) if per_sequence else a.transpose(0, 1)
     return a.reshape(*lead, heads * a.shape[-1])
+
+
+def memory_norm(a: torch.Tensor, norm: str) -> torch.Tensor:
+    """An MLP memory's normalization of its branch (no learned scale: the memory is the weights)."""
+    if norm == "layernorm":
+        return (a - a.mean(-1, keepdim=True)) * torch.rsqrt(a.var(-1, unbiased=False, keepdim=True) + EPS)
+    if norm == "rmsnorm":
+        return a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + EPS)
+    return a
 
 
 def objective(name: str, pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0,

@@ -39,6 +39,11 @@ class Op(Frozen):
         for a in self.args:
             yield from a.walk()
 
+    def structure(self) -> tuple:
+        """What the expression computes, without where it was written: equal for equal expressions."""
+        attrs = tuple(sorted((k, v) for k, v in self.attrs.items() if isinstance(v, str | int | float | bool)))
+        return self.op, self.width, attrs, tuple(a.structure() for a in self.args)
+
     def reads_self(self) -> bool:
         """Whether it reads the memory being learned: `self(...)`, or a bare elementwise `self`."""
         return any(o.op == OpKind.SELF or (o.op == OpKind.STATE and o.attrs.get("self")) for o in self.walk())

@@ -15,6 +15,8 @@ from specutil import ALL_SPECS, SPECS
 import nldsl
 from nldsl.backends.torch.codegen.emit import emit_model, emit_optimizer, emit_trainer
 from nldsl.backends.torch.codegen.pretty import wrap
+from nldsl.backends.torch.runtime import calls
+from nldsl.lower import Kernel, Read
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "emit"
 TINY = {"dim": 64, "heads": 2, "layers": 2, "context": 128}
@@ -69,6 +71,15 @@ def test_generated_modules_read_well(where: str, source: str) -> None:
     assert all(c[:1].isupper() for c in classes), classes
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert not [n.name for f in functions for n in ast.walk(f) if isinstance(n, ast.FunctionDef) and n is not f]
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == "rt"}
+    assert used <= set(calls.__all__), f"{where} calls {sorted(used - set(calls.__all__))}, not in runtime.calls"
+
+
+def test_every_kernel_lowering_can_choose_is_a_runtime_call() -> None:
+    """Each `Kernel` names the function that runs it, and every read kernel is there too."""
+    for name in {k.value for k in Kernel} | {r.value for r in Read}:
+        assert name in calls.__all__ and callable(getattr(calls, name)), name
 
 
 def test_wrap_keeps_meaning() -> None:

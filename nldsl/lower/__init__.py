@@ -17,13 +17,13 @@ from nldsl.lower.ir import (
     Update,
     lower_block,
     lower_objective,
-    structure,
 )
 from nldsl.lower.kernels import (
     FUSED,
     PERIOD,
     Binding,
     Kernel,
+    Read,
     bind,
     read_sites,
     segment_length,
@@ -43,7 +43,7 @@ from nldsl.lower.params import (
 
 __all__ = [
     "FUSED", "PERIOD", "SHARED", "Assign", "Binding", "Commit", "FusedRead", "Kernel", "LoweredBlock", "ParamInfo",
-    "Statement", "Step", "TeachCoefficients", "Update", "bind", "deferred", "layer_view", "lower_block",
+    "Read", "Statement", "Step", "TeachCoefficients", "Update", "bind", "deferred", "layer_view", "lower_block",
     "lower_objective", "memory_key", "memory_parts", "memory_shapes", "parameter_table", "read_sites",
-    "segment_length", "state_parts", "structure", "teach_kernel", "token_order",
+    "segment_length", "state_parts", "teach_kernel", "token_order",
 ]

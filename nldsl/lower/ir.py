@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict
 
 from nldsl.dataflow import block_output
-from nldsl.lower.kernels import FUSED, PERIOD, Binding, Kernel, bind
+from nldsl.lower.kernels import FUSED, PERIOD, Binding, Kernel, Read, bind
 from nldsl.lower.order import Step, token_order
 from nldsl.ops import OBJECTIVES, OpKind
 from nldsl.spec import Block, Learn, Memory, Op
@@ -95,12 +95,6 @@ class LoweredBlock(BaseModel):
     output: int | None                       # the assignment the block returns (None: its input)
 
 
-def structure(op: Op) -> tuple:
-    """What an expression computes, without where it was written: equal for equal expressions."""
-    attrs = tuple(sorted((k, v) for k, v in op.attrs.items() if isinstance(v, str | int | float | bool)))
-    return op.op, op.width, attrs, tuple(structure(a) for a in op.args)
-
-
 def _rebuild(op: Op, visit) -> Op:
     """`op` with `visit` applied to its arguments first (a copy only where something changed)."""
     args = tuple(visit(a) for a in op.args)
@@ -112,7 +106,7 @@ def lower_objective(objective: Op, key: Op | None, losses: Callable[[Op], int],
     """An objective as a function of the weights: its self-free parts hoisted out (`arg` i is the
     i-th returned value, its reads lowered by `reads`), dgd's probe on the first self(...) call that
     reads `key`, and each objective's number of `losses` (one per head) in its "groups"."""
-    shape_of_key = structure(key) if key is not None else None
+    shape_of_key = key.structure() if key is not None else None
     index: dict[tuple, int] = {}
     hoisted: list[Op] = []
     probed = False
@@ -120,13 +114,13 @@ def lower_objective(objective: Op, key: Op | None, losses: Callable[[Op], int],
     def visit(op: Op) -> Op:
         nonlocal probed
         if not op.reads_self():
-            shape = structure(op)
+            shape = op.structure()
             if shape not in index:
                 index[shape] = len(hoisted)
                 hoisted.append(reads(op))
             return Op(op=OpKind.ARG, attrs={"index": index[shape]}, width=op.width, span=op.span)
         probe = op.op == OpKind.SELF and not probed and shape_of_key is not None \
-            and structure(op.args[0]) == shape_of_key
+            and op.args[0].structure() == shape_of_key
         probed = probed or probe
         op = _rebuild(op, visit)
         if probe:
@@ -160,21 +154,22 @@ class _Lowering:
         return op.model_copy(update={"attrs": {**op.attrs, "kernel": self._read_kernel(m, kernel)}})
 
     @staticmethod
-    def _read_kernel(m: Memory, kernel: Kernel) -> str:
-        if kernel in (Kernel.ATTENTION, Kernel.STATIC):
-            return kernel.value
-        if kernel is Kernel.TEACH:
-            return "remember"      # kept until its window's losses give the teach signal
+    def _read_kernel(m: Memory, kernel: Kernel) -> Read:
+        simple = {Kernel.ATTENTION: Read.ATTENTION, Kernel.STATIC: Read.STATIC, Kernel.TEACH: Read.REMEMBER,
+                  Kernel.IN_CHUNK: Read.IN_CHUNK}
+        if kernel in simple:
+            return simple[kernel]
         assert m.learn is not None
         per_token = kernel is Kernel.GENERIC and m.learn.time.base == "token" and m.learn.time.period == 1
-        return "read_current" if per_token else "read_committed"
+        return Read.CURRENT if per_token else Read.COMMITTED
 
     def optional(self, op: Op | None) -> Op | None:
         return None if op is None else self.reads(op)
 
-    def objective(self, learn: Learn, copies: int) -> tuple[Op, tuple[Op, ...]]:
+    def objective(self, learn: Learn, copies: int, probed: bool) -> tuple[Op, tuple[Op, ...]]:
+        """`probed`: the kernel needs error signals at the self(k) call that reads the key."""
         assert learn.objective is not None
-        key = learn.key if learn.rule.kind == "dgd" else None
+        key = learn.key if probed else None
         return lower_objective(learn.objective, key, lambda op: self._losses(op, copies), self.reads)
 
     def _losses(self, objective: Op, copies: int) -> int:
@@ -234,10 +229,12 @@ class _Lowering:
         learn = members[0].learn
         assert learn is not None
         rule = learn.rule
-        body, hoisted = self.objective(learn, len(members))
+        kernel = self.kernel(members[0].name)
+        keyed = rule.kind == "dgd" or kernel is Kernel.IN_CHUNK    # kernels that need the key itself
+        body, hoisted = self.objective(learn, len(members), keyed)
         names = tuple(m.name for m in members)
-        key = self.reads(learn.key) if rule.kind == "dgd" and learn.key is not None else None
-        return [Update(line=learn.span.line, kernel=self.kernel(members[0].name), memories=names, objective=body,
+        key = self.reads(learn.key) if keyed and learn.key is not None else None
+        return [Update(line=learn.span.line, kernel=kernel, memories=names, objective=body,
                        hoisted=hoisted, lr=self.reads(rule.lr), retain=self.optional(rule.retain),
                        momentum=self.optional(rule.momentum), precond=self.optional(rule.precond), key=key),
                 Commit(line=learn.span.line, memories=names)]
@@ -245,9 +242,12 @@ class _Lowering:
     def lower(self) -> LoweredBlock:
         block = self.block
         order = token_order(block)
-        stacks = self.stacks(order)
+        # in-chunk kernels compute the per-token states their reads see: they update first
+        in_chunk = frozenset(n for n, b in self.bindings.items() if b.kernel is Kernel.IN_CHUNK)
+        run = token_order(block, updates_first=in_chunk) if in_chunk else order
+        stacks = self.stacks(run)
         statements: list[AnyStatement] = []
-        for step in order:
+        for step in run:
             if step.kind == "assign":
                 a = block.assignments[step.index]
                 statements += self.fused_reads(a.expr)

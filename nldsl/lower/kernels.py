@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nldsl.dataflow import learn_exprs
 from nldsl.ops import MEMORY_READS, OBJECTIVES, OpKind
-from nldsl.spec import Block, Memory, Model, Op
+from nldsl.spec import Block, Learn, Memory, Model, Op
 
 
 class Kernel(StrEnum):
@@ -24,7 +24,21 @@ class Kernel(StrEnum):
     PERIOD_GD = "period_gd"                            # a segment's gradients at its start, closed form
     PERIOD_MOMENTUM = "period_momentum"                # the same with a momentum buffer
     PERIOD_DGD = "period_dgd"                          # the same with dgd on the layer that reads the key
+    IN_CHUNK = "in_chunk"                              # per-token writes, gradients at the chunk's start;
+                                                       # reads see them through the dual form
     GENERIC = "generic_update"                         # per-token gradients, the rule token by token
+
+
+class Read(StrEnum):
+    """How a memory's read runs (`attrs["kernel"]` of a read after lowering); each value names the
+    runtime function."""
+
+    ATTENTION = "attention"                # softmax attention over the segment and the cache
+    STATIC = "read_static"                 # the outer level's weights
+    CURRENT = "read_current"               # the state as of this token (one-token segments)
+    COMMITTED = "read_committed"           # the state committed at the last period boundary
+    REMEMBER = "remember"                  # kept until its window's losses give the teach signal
+    IN_CHUNK = "read_in_chunk"             # through the per-token states of the segment's writes
 
 
 FUSED = (Kernel.CHUNK_LINEAR_ATTENTION, Kernel.CHUNK_DELTA_RULE)
@@ -70,6 +84,37 @@ def _fusable(block: Block, m: Memory) -> bool:
     return all(i < sites[0][0] for i in needed)
 
 
+def _one_prediction(learn: Learn) -> bool:
+    """The objective depends on the memory through one `self(k)` with k the learn's key (others only
+    under `fixed`): its gradient at every layer is then an error signal times that layer's input."""
+    live: list[Op] = []
+
+    def visit(op: Op) -> None:
+        if op.op == OpKind.FIXED:
+            return
+        if op.op == OpKind.SELF:
+            live.append(op)
+        for a in op.args:
+            visit(a)
+
+    assert learn.objective is not None
+    visit(learn.objective)
+    return len(live) == 1 and learn.key is not None and not learn.key.reads_self() \
+        and live[0].args[0].structure() == learn.key.structure()
+
+
+def _reads_after_update(block: Block, m: Memory) -> bool:
+    """Every read of the memory is in an assignment that comes after every value its update needs,
+    so its update can run first in a segment whatever its read mode."""
+    sites = read_sites(block, m.name)
+    assert m.learn is not None
+    needed = {o.attrs["index"] for g in learn_exprs(m.learn).values() for e in g for o in e.walk()
+              if o.op == OpKind.VALUE}
+    needed |= {o.attrs["index"] for o in (m.learn.key.walk() if m.learn.key is not None else ())
+               if o.op == OpKind.VALUE}
+    return bool(sites) and all(i >= 0 and all(n < i for n in needed) for i, _ in sites)
+
+
 def bind(m: Memory, block: Block | None = None) -> Binding:
     """The cheapest exact kernel for a memory, from its pattern."""
     learn = m.learn
@@ -91,6 +136,15 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
         if learn.objective.op == OpKind.L2 and learn.chunk == 1:
             return Binding(memory=m.name, kernel=Kernel.CHUNK_DELTA_RULE,
                            reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
+    if m.structure.kind in ("matrix", "mlp") and rule.kind == "gd" and rule.precond is None \
+            and rule.output_steps is None and learn.time.base == "token" and learn.time.period == 1 \
+            and learn.chunk > 1 and learn.anchor == "chunk_start" and m.scope == "sequence" \
+            and learn.backprop != "first_order" and learn.objective.op in OBJECTIVES and _one_prediction(learn) \
+            and (block is None or _reads_after_update(block, m)):
+        return Binding(memory=m.name, kernel=Kernel.IN_CHUNK,
+                       reason=f"per-token writes with gradients at the start of each {learn.chunk}-token chunk: "
+                              "error signals of a segment in one vector-Jacobian product, reads through the "
+                              "per-token states in the dual form")
     closed_form = rule.kind == "gd" or (rule.kind == "dgd" and rule.momentum is None)
     if m.scope == "persistent":
         # the shared state takes the batch's mean write at every token: the closed form (each
@@ -138,5 +192,5 @@ def segment_length(model: Model) -> int | None:
                 continue
             if m.learn.time.base != "token":
                 continue
-            periods.append(m.learn.time.period if m.learn.time.period > 1 else 1)
+            periods.append(m.learn.chunk if kernel is Kernel.IN_CHUNK else max(m.learn.time.period, 1))
     return gcd(*periods) if periods else None

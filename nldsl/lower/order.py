@@ -34,10 +34,13 @@ def deferred(m: Memory) -> bool:
     return m.learn is not None and m.learn.objective is None
 
 
-def token_order(block: Block) -> list[Step]:
-    """Assignments and in-block memory updates in an order that respects every dependency."""
+def token_order(block: Block, updates_first: frozenset[str] = frozenset()) -> list[Step]:
+    """Assignments and in-block memory updates in an order that respects every dependency.
+    `updates_first`: memories whose reads wait for their update whatever their read mode (a kernel
+    that computes, in the update, the per-token states its reads see)."""
     learned = {n: m for n, m in block.memories.items() if m.learn is not None and not deferred(m)}
-    after = {n for n, m in learned.items() if m.learn is not None and m.learn.read == "after"}
+    after = {n for n, m in learned.items() if m.learn is not None and m.learn.read == "after"} | \
+        (updates_first & learned.keys())
     deps: dict[str, set[str]] = {}
     position: dict[str, tuple[int, int, int]] = {}
     for i, a in enumerate(block.assignments):

@@ -26,6 +26,7 @@ from nldsl.lower import (
     Kernel,
     LoweredBlock,
     ParamInfo,
+    Read,
     TeachCoefficients,
     Update,
     lower_block,
@@ -266,10 +267,10 @@ class BlockEmitter(Emitter):
             return self.scope.name(("fused", name), f"{name}_out")
         kernel = op.attrs["kernel"]
         args = [c(a) for a in op.args]
-        if kernel == Kernel.ATTENTION:
+        if kernel == Read.ATTENTION:
             site = literal(attention_site(op))
             return f"rt.attention(cache, {site}, {', '.join(args)}, heads={mem.heads}, window={mem.structure.window})"
-        if kernel == Kernel.STATIC:
+        if kernel == Read.STATIC:
             names = ", ".join(f"P[{literal(f'{name}/{part}')}]" for part in memory_parts(mem))
             return f"rt.read_static({self.const(name)}, [{names}], {args[0]})"
         return f"rt.{kernel}(S[{literal(name)}], {args[0]})"
@@ -403,7 +404,7 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
             lines += textwrap.wrap(f"{text(blk.block.name)}.{text(mname)}: {b.kernel} ({text(b.reason)})", 116,
                                    initial_indent="  ", subsequent_indent="      ")
     lines += ['"""', "", "import torch", "import torch.nn.functional as F", "",
-              "from nldsl.backends import functional as fn", "from nldsl.backends.torch.runtime import memory as rt",
+              "from nldsl.backends import functional as fn", "from nldsl.backends.torch.runtime import calls as rt",
               "from nldsl.backends.torch.runtime.model import CompiledModel", "from nldsl.lower import ParamInfo", ""]
     for blk in blocks:
         lines += code_lines(blk.constants())
@@ -533,7 +534,7 @@ def emit_optimizer(spec: Spec, name: str) -> str:
     lines = [f'"""Optimizer `{text(name)}` compiled by nldsl from {text(Path(file).name)}. Generated code: edit',
              "the spec, not this; `# line N` comments point at its lines.",
              '"""', "", "import torch", "", "from nldsl.backends import functional as fn",
-             "from nldsl.backends.torch.runtime import memory as rt",
+             "from nldsl.backends.torch.runtime import calls as rt",
              "from nldsl.backends.torch.runtime import optimizer as opt", ""]
     for body, _ in objectives.values():
         lines += ["", *code_lines(body), ""]

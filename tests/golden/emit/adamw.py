@@ -5,7 +5,7 @@ the spec, not this; `# line N` comments point at its lines.
 import torch
 
 from nldsl.backends import functional as fn
-from nldsl.backends.torch.runtime import memory as rt
+from nldsl.backends.torch.runtime import calls as rt
 from nldsl.backends.torch.runtime import optimizer as opt
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from nldsl.backends import functional as fn
-from nldsl.backends.torch.runtime import memory as rt
+from nldsl.backends.torch.runtime import calls as rt
 from nldsl.backends.torch.runtime.model import CompiledModel
 from nldsl.lower import ParamInfo
 
