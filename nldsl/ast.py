@@ -16,7 +16,9 @@ N = TypeVar("N", bound="Node")
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Validators are built on first use, not at import: the parser builds nodes without validation
+    # (`make`), so `nldsl check` never needs them, and building them took half its start-up.
+    model_config = ConfigDict(frozen=True, defer_build=True)
     span: Span
 
 
@@ -208,21 +210,18 @@ class Module(Node):
     units: list[Annotated[Model | Optimizer, Field(discriminator="kind")]] = []
 
 
-for _cls in (Kwarg, Call, BinOp, Neg, Learn, Block, Model, Optimizer, Module, CmsLevel, Cms):
-    _cls.model_rebuild()
-
-
 class _Plan:
     """How `make` fills in a node class: its fields in order with their defaults, the fields that
     have none, and those whose default is a list (copied per node, as pydantic copies it)."""
 
-    __slots__ = ("defaults", "lists", "required")
+    __slots__ = ("defaults", "fields_sets", "lists", "required")
 
     def __init__(self, cls: type[Node]) -> None:
         fields = cls.model_fields
         self.defaults = {name: None if f.is_required() else f.default for name, f in fields.items()}
         self.required = frozenset(name for name, f in fields.items() if f.is_required())
         self.lists = tuple(name for name, f in fields.items() if not f.is_required() and type(f.default) is list)
+        self.fields_sets: dict[tuple[str, ...], set[str]] = {}     # shared, per combination of fields given
 
 
 _PLANS = {cls: _Plan(cls) for cls in [Ident, Num, Name, SelfRef, Kwarg, Call, BinOp, Neg, Outer, Period, Modifier,
@@ -240,4 +239,8 @@ def make(cls: type[N], **fields: object) -> N:
     for name in plan.lists:
         if name not in fields:
             values[name] = []
-    return unvalidated(cls, values, fields)
+    given = tuple(fields)
+    fields_set = plan.fields_sets.get(given)
+    if fields_set is None:
+        fields_set = plan.fields_sets[given] = set(given)
+    return unvalidated(cls, values, fields_set)

@@ -226,6 +226,9 @@ def broadcast(a: int, b: int, heads: int = 0) -> int | None:
 
 
 _KINDS = {k.value: k for k in OpKind}
+# The fields an `Op` was given, by whether args and attrs were: shared (see `unvalidated`).
+_FIELDS_SET = {(has_args, has_attrs): {"op", "width", "span", *["args"] * has_args, *["attrs"] * has_attrs}
+               for has_args in (False, True) for has_attrs in (False, True)}
 
 
 def new_op(kind: str, width: int, span: Span, args: tuple[Op, ...] | None = None,
@@ -234,12 +237,9 @@ def new_op(kind: str, width: int, span: Span, args: tuple[Op, ...] | None = None
     given as None, without validation: the checker makes one per operator and leaf, and a spec of
     100,000 values makes millions. For callers whose width is an int, args a tuple of ops and attrs
     a dict of their own (`tests/test_scan.py` checks the result is the one validation makes)."""
-    given = ("op", "width", "span") if args is None else ("op", "args", "width", "span")
-    if attrs is not None:
-        given += ("attrs",)
     values = {"op": _KINDS[kind], "args": () if args is None else args, "attrs": {} if attrs is None else attrs,
               "width": width, "span": span}
-    return unvalidated(Op, values, given)
+    return unvalidated(Op, values, _FIELDS_SET[args is not None, attrs is not None])
 
 
 def _width_name(w: int) -> str:

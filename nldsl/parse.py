@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import gc
 import inspect
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache, partial
+from pathlib import Path
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -52,7 +54,23 @@ def parser() -> Lark:
     """The LALR parser. It builds the AST itself, rule by rule as it reduces them (`_Reducer`):
     no parse tree is made, and nothing recurses however deep the input nests."""
     grammar = (package_dir("grammar") / "nl.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", strict=True, maybe_placeholders=True, transformer=_Reducer(_ToAst()))
+    return Lark(grammar, parser="lalr", strict=True, maybe_placeholders=True, transformer=_Reducer(_ToAst()),
+                cache=_grammar_cache())
+
+
+def _grammar_cache() -> str | bool:
+    """Where Lark keeps the analysed grammar between runs (a third of the start-up of `nldsl check`),
+    beside the compiled-code cache: `$NLDSL_CACHE`, else `$XDG_CACHE_HOME/nldsl` or `~/.cache/nldsl`.
+    Lark heads the file with a hash of the grammar, its options and the versions of Lark and Python,
+    and builds the parser afresh when that differs or the file does not load; False (no cache)
+    where no cache directory can be made."""
+    try:
+        root = Path(os.environ.get("NLDSL_CACHE") or
+                    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nldsl")
+        root.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError):    # RuntimeError: no home directory
+        return False
+    return str(root / "grammar.lark-cache")
 
 
 def terminal_names() -> dict[str, str]:
