@@ -260,8 +260,7 @@ class ExprChecker:
         return int(self.ctx.config.get("heads", 0)) if self.ctx.mode == "model" else 0
 
     def check(self, e: ast.Expr) -> Op | None:
-        method = getattr(self, f"_{type(e).__name__.lower()}")
-        return method(e)
+        return _CHECKS[type(e)](self, e)
 
     # -- leaves
     def _num(self, e: ast.Num) -> Op | None:
@@ -323,7 +322,7 @@ class ExprChecker:
         a, b = self.check(e.left), self.check(e.right)
         if a is None or b is None:
             return None
-        w = broadcast(a.width, b.width, self.heads)
+        w = a.width if a.width == b.width else broadcast(a.width, b.width, self.heads)   # the common case first
         if w is None:
             self.diags.error("NL050", f"cannot combine {_width_name(a.width)} with {_width_name(b.width)} "
                                       f"in '{e.op}'", e.span,
@@ -537,3 +536,8 @@ class ExprChecker:
         elif name == "huber":
             attrs["delta"] = 1.0
         return Op(op=name, args=(pred, target), attrs=attrs, width=1, span=e.span)
+
+
+# The method that checks each kind of expression: `_num` for `ast.Num`, and so on.
+_CHECKS = {cls: getattr(ExprChecker, f"_{cls.__name__.lower()}")
+           for cls in (ast.Num, ast.Name, ast.SelfRef, ast.Call, ast.BinOp, ast.Neg)}

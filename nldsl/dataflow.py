@@ -26,19 +26,20 @@ def op_deps(op: Op, assignments: tuple[Assignment, ...], out: Deps | None = None
     rather than recursion lets a chain of any number of values through."""
     out = out or Deps()
     pending = [op]
-    while pending:
-        for o in pending.pop().walk():
-            if o.op in READ_OPS and not o.attrs.get("self"):
-                out.reads.add(o.attrs["memory"])
-            if o.op == "param":
-                out.params.add(o.attrs["name"])
-            if "param" in o.attrs and o.op not in ("param",):
-                out.params.add(o.attrs["param"])
-            if o.op == "input":
-                out.uses_input = True
-            if o.op == "value" and o.attrs["index"] not in out.values:
-                out.values.add(o.attrs["index"])
-                pending.append(assignments[o.attrs["index"]].expr)
+    while pending:                  # every node, in no particular order (what is collected are sets)
+        o = pending.pop()
+        pending += o.args
+        if o.op in READ_OPS and not o.attrs.get("self"):
+            out.reads.add(o.attrs["memory"])
+        if o.op == "param":
+            out.params.add(o.attrs["name"])
+        if "param" in o.attrs and o.op not in ("param",):
+            out.params.add(o.attrs["param"])
+        if o.op == "input":
+            out.uses_input = True
+        if o.op == "value" and o.attrs["index"] not in out.values:
+            out.values.add(o.attrs["index"])
+            pending.append(assignments[o.attrs["index"]].expr)
     return out
 
 

@@ -235,7 +235,10 @@ def _read_inputs(block: Block) -> dict[str, Deps]:
     by many reads is walked once (a long chain of values read step by step stays linear)."""
     inputs: dict[str, Deps] = {}
     for a in block.assignments:
-        for o in a.expr.walk():
+        pending = [a.expr]
+        while pending:              # `Op.walk`'s order (depth first, left to right), without its generators
+            o = pending.pop()
+            pending += reversed(o.args)
             if o.op == "read":
                 deps = inputs.setdefault(o.attrs["memory"], Deps())
                 for arg in o.args:

@@ -282,12 +282,15 @@ _RUN: ContextVar[_ParseRun] = ContextVar("nldsl_parse_run")
 
 class _Built:
     """A reduced rule on Lark's parse stack: its AST node, the extent of the text it covers (with the
-    parentheses around it, which the node forgets) and how deep it nests as an expression."""
+    parentheses around it, which the node forgets; named as a token names its own, so that a rule's
+    extent is read alike from its first and last children, tokens or rules) and how deep it nests as
+    an expression."""
 
-    __slots__ = ("depth", "first", "last", "node")
+    __slots__ = ("column", "depth", "end_column", "end_line", "line", "node")
 
-    def __init__(self, node: object, first: tuple[int, int], last: tuple[int, int], depth: int) -> None:
-        self.node, self.first, self.last, self.depth = node, first, last, depth
+    def __init__(self, node: object, line: int, column: int, end_line: int, end_column: int, depth: int) -> None:
+        self.node, self.line, self.column, self.end_line, self.end_column, self.depth = \
+            node, line, column, end_line, end_column, depth
 
 
 class _Reducer:
@@ -306,36 +309,36 @@ class _Reducer:
     def _reduce(in_expression: bool, nests: bool, handler: Callable[[Span | None, list], object],
                 children: list) -> _Built:
         items: list = []
-        first = last = None           # the first and last children that cover text
+        first = last = None           # the first and last children that cover text: tokens or _Built
         deepest = 0
         for c in children:
-            if c is None:
-                items.append(None)
-                continue
-            if first is None:
-                first = c
-            last = c
-            if type(c) is _Built:
-                items.append(c.node)
-                deepest = max(deepest, c.depth)
-            else:
-                items.append(c)
-        run = _RUN.get()
+            if c is not None:
+                last = c
+                if first is None:
+                    first = c
+                if type(c) is _Built:
+                    if c.depth > deepest:
+                        deepest = c.depth
+                    c = c.node
+            items.append(c)
         if first is None:             # an empty file
-            return _Built(handler(None, items), (1, 1), (1, 1), 0)
-        start = first.first if type(first) is _Built else (first.line, first.column)
-        end = last.last if type(last) is _Built else (last.end_line, last.end_column)
-        node = handler(Span.of(run.file, start[0], start[1], end[0], end[1]), items)
+            return _Built(handler(None, items), 1, 1, 1, 1, 0)
+        run = _RUN.get()
+        line, column, end_line, end_column = first.line, first.column, last.end_line, last.end_column
+        node = handler(_span(run.file, line, column, end_line, end_column), items)
         if in_expression:
-            return _Built(node, start, end, deepest + nests)
+            return _Built(node, line, column, end_line, end_column, deepest + nests)
         if deepest > MAX_EXPRESSION_DEPTH:
             run.too_deep += [_too_deep(c, run.file) for c in children
                              if type(c) is _Built and c.depth > MAX_EXPRESSION_DEPTH]
-        return _Built(node, start, end, 0)
+        return _Built(node, line, column, end_line, end_column, 0)
+
+
+_span = Span.of
 
 
 def _too_deep(expr: _Built, file: str) -> Diagnostic:
-    span = Span(file=file, line=expr.first[0], col=expr.first[1], end_line=expr.last[0], end_col=expr.last[1])
+    span = Span(file=file, line=expr.line, col=expr.column, end_line=expr.end_line, end_col=expr.end_column)
     return Diagnostic(code="NL004", span=span,
                       message=f"this expression nests {expr.depth:,} levels deep (operators and calls); "
                               f"at most {MAX_EXPRESSION_DEPTH} are supported",

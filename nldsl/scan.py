@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lark import Lark
 from lark.lexer import PatternRE, PatternStr, TerminalDef
@@ -57,6 +57,9 @@ class Machine:
     rules: list[tuple[str, int, Callable[[list], object] | None]]   # origin, length, callback (None: pass through)
     start: int
     end: int
+    # (state below, pass-through reduction, lookahead) -> the state after it and the pass-through
+    # reductions that follow it: filled in as met, shared by every parse
+    passes: dict[tuple[int, int, str], int] = field(default_factory=dict)
 
 
 def machine(parser: Lark) -> Machine | None:
@@ -136,6 +139,18 @@ def _passes_through(rule) -> bool:
     return not (sym.is_term and sym.filter_out) and not (not sym.is_term and sym.name.startswith("_"))
 
 
+def _pass_through(m: Machine, below: int, action: int, kind: str) -> int:
+    """The state after reducing by the pass-through rule `~action` with `below` under the top of the
+    stack, and after every pass-through reduction that then follows on the same lookahead: each
+    replaces the top state and leaves `below` where it is."""
+    while True:
+        top = m.actions[below][m.rules[~action][0]]
+        next_action = m.actions[top].get(kind)
+        if next_action is None or next_action >= 0 or m.rules[~next_action][2] is not None or top == m.end:
+            return top
+        action = next_action
+
+
 def _may_hold_newline(regexp: str) -> bool:
     """Lark's own test (`lexer._regexp_has_newline`), so that lines are counted where Lark counts them."""
     return "\n" in regexp or "\\n" in regexp or "\\s" in regexp or "[^" in regexp or ("(?s" in regexp and "." in regexp)
@@ -146,6 +161,7 @@ def parse(m: Machine, text: str) -> object | None:
     text does not parse as far as this loop can tell."""
     match, rest = m.pattern.match, m.rest.fullmatch
     actions, rules, keywords, multiline, end_state = m.actions, m.rules, m.keywords, m.multiline, m.end
+    passes = m.passes
     states: list[int] = [m.start]
     values: list[object] = []
     pos, line, line_start = 0, 1, 0
@@ -185,8 +201,12 @@ def parse(m: Machine, text: str) -> object | None:
                 values.append(token)
                 break
             origin, length, callback = rules[~action]
-            if callback is None:
-                states.pop()
+            if callback is None:        # `?rule: symbol`, perhaps several in a row: the child stays, the state moves on
+                key = (states[-2], action, kind)
+                goto = passes.get(key)
+                if goto is None:
+                    goto = passes[key] = _pass_through(m, states[-2], action, kind)
+                states[-1] = goto
             else:
                 if length:
                     children = values[-length:]
@@ -195,8 +215,8 @@ def parse(m: Machine, text: str) -> object | None:
                 else:
                     children = []
                 values.append(callback(children))
-            goto = actions[states[-1]][origin]
-            states.append(goto)
+                goto = actions[states[-1]][origin]
+                states.append(goto)
             if token is None and goto == end_state:
                 return values[-1]
             row = actions[goto]

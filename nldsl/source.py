@@ -25,9 +25,8 @@ def unvalidated(cls: type[Model], values: dict, fields_set: set[str]) -> Model:
     `fields_set` names those passed, which pydantic records as set), at a third of the cost.
     `fields_set` is shared by every node built alike: a set is 700 bytes, more than the node, and
     pydantic never changes a frozen model's set in place (`model_copy` copies it first).
-    `tests/test_scan.py` validates whole parsed trees and checked specs to hold the callers to this."""
-    if not cls.model_config.get("frozen"):
-        raise TypeError(f"{cls.__name__} is not frozen: its set of fields set cannot be shared")
+    `tests/test_scan.py` validates whole parsed trees and checked specs to hold the callers to this,
+    and checks that every class built so is frozen."""
     obj = _new(cls)
     _set_dict(obj, "__dict__", values)
     _set_fields_set(obj, fields_set)
