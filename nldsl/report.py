@@ -38,7 +38,7 @@ KERNELS = {Kernel.ATTENTION: "attention (SDPA)", Kernel.STATIC: "static module",
            Kernel.TEACH: "teach signal, interleaved", Kernel.CHUNK_LINEAR_ATTENTION: "chunk_linear_attention",
            Kernel.CHUNK_DELTA_RULE: "chunk_delta_rule", Kernel.PERIOD_GD: "period_gd",
            Kernel.PERIOD_MOMENTUM: "period_momentum", Kernel.PERIOD_DGD: "period_dgd",
-           Kernel.IN_CHUNK: "in_chunk (dual form)",
+           Kernel.PERIOD_DGD_MOMENTUM: "period_dgd_momentum", Kernel.IN_CHUNK: "in_chunk (dual form)",
            Kernel.GENERIC: "generic_update (per token)"}
 
 

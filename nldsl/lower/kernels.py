@@ -24,6 +24,7 @@ class Kernel(StrEnum):
     PERIOD_GD = "period_gd"                            # a segment's gradients at its start, closed form
     PERIOD_MOMENTUM = "period_momentum"                # the same with a momentum buffer
     PERIOD_DGD = "period_dgd"                          # the same with dgd on the layer that reads the key
+    PERIOD_DGD_MOMENTUM = "period_dgd_momentum"        # dgd and momentum: the key's layer in UT form
     IN_CHUNK = "in_chunk"                              # per-token writes, gradients at the chunk's start;
                                                        # reads see them through the dual form
     GENERIC = "generic_update"                         # per-token gradients, the rule token by token
@@ -42,7 +43,7 @@ class Read(StrEnum):
 
 
 FUSED = (Kernel.CHUNK_LINEAR_ATTENTION, Kernel.CHUNK_DELTA_RULE)
-PERIOD = (Kernel.PERIOD_GD, Kernel.PERIOD_MOMENTUM, Kernel.PERIOD_DGD)
+PERIOD = (Kernel.PERIOD_GD, Kernel.PERIOD_MOMENTUM, Kernel.PERIOD_DGD, Kernel.PERIOD_DGD_MOMENTUM)
 
 class Binding(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -145,7 +146,7 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
                        reason=f"per-token writes with gradients at the start of each {learn.chunk}-token chunk: "
                               "error signals of a segment in one vector-Jacobian product, reads through the "
                               "per-token states in the dual form")
-    closed_form = rule.kind == "gd" or (rule.kind == "dgd" and rule.momentum is None)
+    closed_form = rule.kind in ("gd", "dgd")
     if m.scope == "persistent":
         # the shared state takes the batch's mean write at every token: the closed form (each
         # sequence's segment, averaged at its end) is the same only while the rule is linear in the
@@ -164,6 +165,9 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
 
 def period_kernel(dgd: bool, momentum: bool) -> tuple[Kernel, str]:
     """The closed form of a rule over a segment whose gradients sit at its start state."""
+    if dgd and momentum:
+        return Kernel.PERIOD_DGD_MOMENTUM, "dgd with momentum: the key's layer by a triangular solve (UT form), " \
+            "the others by gd with momentum"
     if dgd:
         return Kernel.PERIOD_DGD, "dgd's first layer as a delta rule, the others by gd"
     if momentum:
