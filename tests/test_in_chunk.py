@@ -52,6 +52,28 @@ SPECS = {
     learn M : l2(self(k), fixed(self(v))) by gd(lr = 0.3, momentum = 0.5) every token chunk 4 backprop truncate 2
     h = h + M(k)
 """,
+    # Hope's self-modifying memory read token by token (the TTT reading of eq. 90): dgd with
+    # data-dependent rate and retention, momentum, targets it generates itself, read before
+    "hope_dgd_in_chunk": """
+    param W_v : matrix(dim, dim)
+    memory M : mlp(depth = 2, expand = 2, act = silu, residual) per head init learned
+    memory E : mlp(depth = 2, expand = 2, act = silu, out = 1) per head init learned
+    k = l2norm(h, groups = heads)
+    v = l2norm(h @ W_v, groups = heads)
+    eta = 0.3 * sigmoid(E(k))
+    alpha = 1 - 0.1 * sigmoid(E(v))
+    learn M : l2(self(k), fixed(self(v))) by dgd(lr = eta, retain = alpha, momentum = 0.6) every token chunk 4
+      read before
+    learn E : l2(self(k), fixed(self(v))) by dgd(lr = 0.1) every 4 tokens read before
+    h = h + M(k)
+""",
+    # a matrix memory by dgd without momentum, read after
+    "matrix_dgd_in_chunk": """
+    k = l2norm(h, groups = heads)
+    memory M : matrix per head init learned
+    learn M : l2(self(k), h) by dgd(lr = 0.5, retain = 0.9) every token chunk 8
+    h = h + M(k)
+""",
 }
 
 
@@ -86,7 +108,8 @@ def test_a_stream_in_two_parts_equals_one_pass():
 
 @pytest.mark.parametrize(("learn", "why"), [
     ("learn M : l2(self(k), h) by gd(lr = 0.1) every token chunk 4 backprop first_order", "first_order"),
-    ("learn M : l2(self(k), h) by dgd(lr = 0.1) every token chunk 4", "dgd"),
+    ("learn M : l2(self(k), h) by adam(lr = 0.1) every token chunk 4", "adam"),
+    ("learn M : l2(self(k), h) by gd(lr = 0.1, precond = 0.5, momentum = 0.5) every token chunk 4", "precond"),
     ("learn M : l2(self(k), h) by gd(lr = 0.1) every token", "no chunk"),
     ("learn M : l2(self(k), self(h)) by gd(lr = 0.1) every token chunk 4", "two live self calls"),
 ])

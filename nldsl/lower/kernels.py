@@ -137,7 +137,7 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
         if learn.objective.op == OpKind.L2 and learn.chunk == 1:
             return Binding(memory=m.name, kernel=Kernel.CHUNK_DELTA_RULE,
                            reason=f"matrix + l2 objective + {rule.kind}: chunkwise delta rule (WY form)")
-    if m.structure.kind in ("matrix", "mlp") and rule.kind == "gd" and rule.precond is None \
+    if m.structure.kind in ("matrix", "mlp") and rule.kind in ("gd", "dgd") and rule.precond is None \
             and rule.output_steps is None and learn.time.base == "token" and learn.time.period == 1 \
             and learn.chunk > 1 and learn.anchor == "chunk_start" and m.scope == "sequence" \
             and learn.backprop != "first_order" and learn.objective.op in OBJECTIVES and _one_prediction(learn) \

@@ -26,11 +26,10 @@ Shapes: states (B, H, out, in); per-token tensors (B, H, S, d); coefficients (B,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.func import vjp
 
-from nldsl.backends.torch.runtime.in_chunk import coefficients
 from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment
+from nldsl.backends.torch.runtime.recurrences import coefficients, key_layer, ratios
 
 
 def period_dgd_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum, key, retain=None) -> None:
@@ -45,44 +44,22 @@ def period_dgd_momentum(mem: Mem, objective: Objective, values: tuple, lr, momen
     cum_b = torch.log(_heads(momentum, batch, length, heads, seg.values[0]).clamp_min(1e-30)).cumsum(1)
     coef, phi, gamma = coefficients(seg.lr, seg.cum_a, cum_b)
     assert phi is not None
-    eta = seg.lr.transpose(1, 2)                                          # (B, H, S)
-    log_b = cum_b.transpose(1, 2)
-    fresh = -eta * (log_b[..., -1:] - log_b).exp()                        # −η_u B_S/B_u
+    log_b = cum_b.transpose(1, 2)                                         # (B, H, S)
+    fresh = -seg.lr.transpose(1, 2) * (log_b[..., -1:] - log_b).exp()     # −η_u B_S/B_u
+    last = coef[:, :, -1]                                                 # c_{S,u} (B, H, u)
     probe = seg.values[0].new_zeros(batch, length, heads, theta[0].shape[-2])
     losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *seg.values, at=theta),
                        *theta[1:], probe)
-    last = coef[:, :, -1].transpose(1, 2)                                 # c_{S,u} as a weight (B, S, H)
-    grads_w = pull(last)[:-1]
+    grads_w = pull(last.transpose(1, 2))[:-1]
     grads_s = pull(fresh.transpose(1, 2))[:-1]
     delta = pull(torch.ones_like(losses))[-1].transpose(1, 2)             # δ (B, H, S, out)
     k = key.unflatten(-1, (heads, -1)).transpose(1, 2)                    # (B, H, S, in)
     w0, s0 = seg.cur[0], mom[0]
-
-    # the triangular system for r, with the previous token's coefficients on each row
-    def previous(x: torch.Tensor, first: float) -> torch.Tensor:          # row t ← row t−1, along dim 2
-        return F.pad(x[:, :, :-1], (0, 0) * (x.dim() - 3) + (1, 0), value=first)
-
-    gram = k @ k.transpose(-1, -2)                                        # k_t·k_u (B, H, t, u)
-    strict = torch.ones(length, length, dtype=torch.bool, device=k.device).tril(-1)
-    cum_a = seg.cum_a.transpose(1, 2)
-    decay = (previous(cum_a, 0.0).unsqueeze(-1) - cum_a.unsqueeze(-2)).masked_fill(~strict, float("-inf")).exp()
-    system = torch.eye(length, dtype=k.dtype, device=k.device) + eta.unsqueeze(-1) * decay * gram
-    carried = previous(coef + eta.unsqueeze(-2) * decay_full(cum_a), 0.0) * strict   # c'_{t−1,u}, u < t
-    rhs = -eta.unsqueeze(-1) * (previous(gamma, 1.0) * (k @ w0.transpose(-1, -2))
-                                + previous(phi, 0.0) * (k @ s0.transpose(-1, -2))
-                                + (carried * gram) @ delta + delta)
-    r = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
-    total = (gamma[:, :, -1:] / cum_a.exp().unsqueeze(-1)) * (r + eta.unsqueeze(-1) * delta) \
-        + last.transpose(1, 2).unsqueeze(-1) * delta                      # R_{S,u} (B, H, S, out)
-    first = gamma[:, :, -1:] * w0 + phi[:, :, -1:] * s0 + total.transpose(-1, -2) @ k
-    mem.momentum = [log_b[..., -1:, None].exp() * s0 + (fresh.unsqueeze(-1) * delta).transpose(-1, -2) @ k] + \
-        [log_b[..., -1:, None].exp() * s + g for s, g in zip(mom[1:], grads_s, strict=True)]
-    _end_segment(mem, [first] + [gamma[:, :, -1:] * w + phi[:, :, -1:] * s + g
-                                 for w, s, g in zip(seg.cur[1:], mom[1:], grads_w, strict=True)])
-
-
-def decay_full(cum_a: torch.Tensor) -> torch.Tensor:
-    """Γ_t/Γ_u for u ≤ t, else 0: (B, H, t, u) from log Γ (B, H, S)."""
-    length = cum_a.shape[-1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=cum_a.device).tril()
-    return (cum_a.unsqueeze(-1) - cum_a.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
+    rho = key_layer(k, delta, w0, s0, seg.lr, seg.cum_a, coef, phi, gamma)
+    column = ratios(seg.cum_a)[:, :, -1].unsqueeze(-1) * rho + last.unsqueeze(-1) * delta   # R_{S,u}
+    carry = log_b[..., -1:, None].exp()                                   # B_S (B, H, 1, 1)
+    mem.momentum = [carry * s0 + (fresh.unsqueeze(-1) * delta).transpose(-1, -2) @ k] + \
+        [carry * s + g for s, g in zip(mom[1:], grads_s, strict=True)]
+    end, phi_end = gamma[:, :, -1:], phi[:, :, -1:]
+    _end_segment(mem, [end * w0 + phi_end * s0 + column.transpose(-1, -2) @ k] +
+                 [end * w + phi_end * s + g for w, s, g in zip(seg.cur[1:], mom[1:], grads_w, strict=True)])
