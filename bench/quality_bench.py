@@ -82,7 +82,7 @@ def one_run(model: str, dim: int, task: str | None, length: int, pairs: int, ste
     start = time.time()
     losses: list[float] = []
     record = {"model": _name(model, extra), "dim": dim, "task": task or "text", "length": length, "pairs": pairs,
-              "steps": steps, "params": params}
+              "steps": steps, "params": params, "lr": lr}
     try:
         for _ in range(steps):
             losses.append(trainer.train_step())
@@ -140,7 +140,11 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
     mqar = [r for r in results if r["task"] == "mqar"]
     if mqar:
         shapes = sorted({(r["length"], r["pairs"]) for r in mqar})
-        lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr 3e-3)", "",
+        swept = sorted({r.get("lr") or 3e-3 for r in mqar})
+        lrs = ", ".join(f"{lr:g}" for lr in swept)
+        lines += [f"## MQAR accuracy ({steps['mqar']} steps of {TOKENS_PER_STEP} tokens, lr {lrs})", "",
+                  *(["Each cell is the best over the learning rates (Zoology's protocol), the rate in brackets.", ""]
+                    if len(swept) > 1 else []),
                   "| model | d | params | " + " | ".join(f"L={L}, N={N}" for L, N in shapes) + " | seconds |",
                   "|---|---|---|" + "---|" * len(shapes) + "---|"]
         # a model's rows in MODELS' order, whatever settings its name carries; other specs after them
@@ -150,12 +154,17 @@ def write(results: list[dict], out: Path, steps: dict) -> None:
         names = sorted({r["model"] for r in mqar}, key=place)
         for dim in sorted({r["dim"] for r in mqar}):
             for model in names:
-                rows = {(r["length"], r["pairs"]): r for r in mqar if r["model"] == model and r["dim"] == dim}
+                rows: dict[tuple, dict] = {}
+                for r in (r for r in mqar if r["model"] == model and r["dim"] == dim):
+                    shape = (r["length"], r["pairs"])
+                    if shape not in rows or (r["score"] or -1.0) > (rows[shape]["score"] or -1.0):
+                        rows[shape] = r      # the best learning rate of the cell
                 if not rows:
                     continue
-                cells = [_score(rows[s], 3) if s in rows else "—" for s in shapes]
+                cells = [(_score(rows[s], 3) + (f" ({rows[s].get('lr') or 3e-3:g})" if len(swept) > 1 else ""))
+                         if s in rows else "—" for s in shapes]
                 params = next(iter(rows.values()))["params"]
-                secs = sum(r["seconds"] for r in rows.values())
+                secs = sum(r["seconds"] for r in mqar if r["model"] == model and r["dim"] == dim)
                 lines.append(f"| {model} | {dim} | {params:,} | " + " | ".join(cells) + f" | {secs:.0f} |")
         lines.append("")
     text = [r for r in results if r["task"] == "text"]
@@ -197,7 +206,7 @@ def _name(model: str, extra: dict[str, float] | None) -> str:
 
 def _key(run: dict) -> tuple:
     task = run["task"] or "text"
-    shape = (run["length"], run["pairs"]) if task == "mqar" else ()
+    shape = (run["length"], run["pairs"], run.get("lr") or 3e-3) if task == "mqar" else ()
     return (_name(run["model"], run.get("extra")), run["dim"], task, *shape)
 
 
@@ -217,6 +226,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--mqar-steps", type=int, default=400)
+    p.add_argument("--mqar-lrs", type=float, nargs="+", default=[3e-3],
+                   help="learning rates to sweep per MQAR cell; the table keeps each cell's best")
     p.add_argument("--text-steps", type=int, default=200)
     p.add_argument("--continual-steps", type=int, default=100)
     p.add_argument("--dims", type=int, nargs="+", default=[64, 128])
@@ -239,8 +250,8 @@ def main() -> None:
     steps = {"mqar": 3 if args.quick else args.mqar_steps, "text": 3 if args.quick else args.text_steps,
              "continual": 3 if args.quick else args.continual_steps}
     def mqar(dim: int) -> list[dict]:
-        return [{"model": m, "dim": dim, "task": "mqar", "length": L, "pairs": N, "steps": steps["mqar"], "lr": 3e-3}
-                for m in args.models for L, N in shapes]
+        return [{"model": m, "dim": dim, "task": "mqar", "length": L, "pairs": N, "steps": steps["mqar"], "lr": lr}
+                for m in args.models for L, N in shapes for lr in args.mqar_lrs]
     # the smallest width's MQAR grid first, then text and forgetting, then the wider MQAR grid: a grid
     # cut short still leaves every table started
     runs = mqar(dims[0])
