@@ -197,3 +197,15 @@ def test_a_dropped_state_changes_no_output_gradient_or_persistent_memory(name):
     for key, (cur1, _) in p1.items():
         for a, b in zip(cur1, p2[key][0], strict=True):
             close(a, b, 1e-12)
+
+
+@pytest.mark.parametrize("name", ["hope", "cms"])
+def test_teach_windows_take_their_gradient_at_the_committed_state(name, monkeypatch):
+    """Plain-gd teach windows read the committed state: their update is the window's gradient
+    there (`memory._reads_committed`), exact against the reference, and every window takes it."""
+    from nldsl.backends.torch.runtime import memory
+    taken = []
+    check = memory._reads_committed
+    monkeypatch.setattr(memory, "_reads_committed", lambda mem: taken.append(check(mem)) or taken[-1])
+    compare(shipped(name), tok=tokens(length=32))
+    assert taken and all(taken)

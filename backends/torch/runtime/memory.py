@@ -29,6 +29,7 @@ from torch.func import grad, vjp, vmap
 from nldsl.backends import functional as fn
 from nldsl.backends.torch.runtime import chunkwise
 from nldsl.backends.torch.runtime.memspec import NEVER, MemSpec, Rule
+from nldsl.backends.torch.runtime.tape import Tape, follows, weighted_grads
 
 Objective = Callable[..., torch.Tensor]   # (weights, probe, *values, at=state of the gradient) → losses (..., H)
 __all__ = ["NEVER", "MemSpec", "Rule"]   # with the kernels below: what generated code calls
@@ -84,12 +85,18 @@ class Cache:
 
 def apply(spec: MemSpec, weights: list[torch.Tensor], x: torch.Tensor, probe: torch.Tensor | None = None):
     """A memory read: x (B, S, H*in) or one token (B, H*in); weights (B, H, o, i) per sequence, or
-    parameters (H, o, i). A per-sequence state is broadcast over the segment's tokens."""
+    parameters (H, o, i). A per-sequence state is broadcast over the segment's tokens. Inside a
+    period kernel's objective the weights are a `Tape`, which follows the read for its pullback."""
+    if isinstance(weights, Tape):
+        return weights.read(spec, x, probe)
     return fn.memory_apply(spec.kind, weights, x, spec.heads, spec.act, spec.residual, spec.norm, probe)
 
 
 def state_of(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     """An elementwise memory's state as a value: (B, H*in), or (B, 1, H*in) beside a segment."""
+    if isinstance(weights, Tape):     # a state used as a value: beyond what the tape follows
+        weights.opaque = True
+        weights = weights.weights
     s = weights[0].flatten(-2)
     return s.unsqueeze(1) if like.dim() == 3 and s.dim() == 2 else s
 
@@ -273,9 +280,13 @@ def begin_segment(mem: Mem, pos: int) -> None:
     mem.scratch = []
 
 
-def _weighted_grads(objective: Objective, theta: list[torch.Tensor], values: tuple,
+def _weighted_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], values: tuple,
                     cotangents: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Σ_t c_t ∇θ loss_t for each cotangent c (B, S, H): one forward, one pullback per weighting."""
+    """Σ_t c_t ∇θ loss_t for each cotangent c (B, S, H): by hand through the memory's layers where
+    the tape follows them (`tape`), else one forward and one pullback per weighting."""
+    by_hand = weighted_grads(spec, objective, theta, values, cotangents) if follows(spec) else None
+    if by_hand is not None:
+        return by_hand[0]
     _, pull = vjp(lambda *th: objective(list(th), None, *values, at=theta), *theta)
     return [list(pull(c)) for c in cotangents]
 
@@ -323,7 +334,7 @@ def period_gd(mem: Mem, objective: Objective, values: tuple, lr, retain=None) ->
     """gd over a segment whose gradients all sit at the committed state, in closed form:
     W_S = Γ_S W_0 − Σ_t (Γ_S/Γ_t) lr_t g_t, with Γ the product of the retention gates."""
     seg = _segment(mem, values, lr, retain)
-    (grads,) = _weighted_grads(objective, seg.theta, seg.values, [-seg.lr * seg.decay_w])
+    (grads,) = _weighted_grads(mem.spec, objective, seg.theta, seg.values, [-seg.lr * seg.decay_w])
     _end_segment(mem, [seg.retained(w) + g for w, g in zip(seg.cur, grads, strict=True)])
 
 
@@ -341,27 +352,39 @@ def period_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum,
     e = -seg.lr * pair.masked_fill(~upper[None, :, :, None], float("-inf")).exp().sum(2)
     f = -seg.lr * torch.exp(cum_b[:, -1:] - cum_b)
     phi = torch.exp(seg.last_a.unsqueeze(1) - seg.cum_a + cum_b).sum(1)
-    grads_w, grads_s = _weighted_grads(objective, seg.theta, seg.values, [e, f])
+    grads_w, grads_s = _weighted_grads(mem.spec, objective, seg.theta, seg.values, [e, f])
     mem.momentum = [cum_b[:, -1].exp()[..., None, None] * s + g for s, g in zip(mom, grads_s, strict=True)]
     _end_segment(mem, [seg.retained(w) + phi[..., None, None] * s + g
                        for w, s, g in zip(seg.cur, mom, grads_w, strict=True)])
 
 
+def _dgd_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], values: tuple,
+               weight: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Σ_t c_t ∇ loss_t for the layers after the first, and the per-token error signal δ at the
+    first layer's output (B, S, H, out): by hand where the tape follows the layers, else by one
+    vector-Jacobian product with respect to those layers and a probe added at that output."""
+    by_hand = weighted_grads(spec, objective, theta, values, [weight], first=1, signal=True) \
+        if follows(spec) else None
+    if by_hand is not None:
+        (grads,), delta = by_hand
+        assert delta is not None
+        return grads, delta
+    batch, length, heads = weight.shape
+    probe = values[0].new_zeros(batch, length, heads, theta[0].shape[-2])
+    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values, at=theta),
+                       *theta[1:], probe)
+    return list(pull(weight)[:-1]), pull(torch.ones_like(losses))[-1]
+
+
 def period_dgd(mem: Mem, objective: Objective, values: tuple, lr, key, retain=None) -> None:
     """dgd over a segment: the layer that reads the key follows W ← W(αI − lr k kᵀ) − lr δ kᵀ, a
     delta rule whose values are the per-token error signals δ at that layer's output (taken at the
-    committed state); the other layers follow gd in closed form. One forward, two pullbacks: the
-    weighted gradients of the other layers, and δ."""
+    committed state); the other layers follow gd in closed form (`_dgd_grads`)."""
     seg = _segment(mem, values, lr, retain, key, retain)
     key, alpha = seg.extra
     spec = mem.spec
     batch, length, heads = seg.lr.shape
-    theta = seg.theta
-    probe = seg.values[0].new_zeros(batch, length, heads, theta[0].shape[-2])
-    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *seg.values, at=theta),
-                       *theta[1:], probe)
-    grads = list(pull(-seg.lr * seg.decay_w)[:-1])
-    delta = pull(torch.ones_like(losses))[-1]
+    grads, delta = _dgd_grads(spec, objective, seg.theta, seg.values, -seg.lr * seg.decay_w)
     keys = key.unflatten(-1, (spec.heads, -1))
     alpha = _heads(alpha, batch, length, heads, seg.values[0]) if alpha is not None else None
     _, first = chunkwise.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
@@ -403,9 +426,11 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
 def remember(mem: Mem, x: torch.Tensor) -> torch.Tensor:
     """A teach-signal memory's read: kept until its window's losses give δ at its output."""
     y = read_committed(mem, x)
+    read = list(mem.seen) if y.requires_grad and not mem.spec.read_after else None   # the state y is a function of
     if not y.requires_grad:
         y = y.detach().requires_grad_(True)
-    mem.scratch.append({"x": x, "y": y, "lr": None, "retain": None, "momentum": None, "precond": None})
+    mem.scratch.append({"x": x, "y": y, "read": read, "lr": None, "retain": None, "momentum": None,
+                        "precond": None})
     return y
 
 
@@ -415,14 +440,39 @@ def teach_coefficients(mem: Mem, lr, retain=None, momentum=None, precond=None) -
         record.update(lr=lr, retain=retain, momentum=momentum, precond=precond)
 
 
+def _reads_committed(mem: Mem) -> bool:
+    """Whether the teach update is the window's loss gradient at the state its reads used: plain
+    gd at one constant rate (`period_gd`, no retention), per sequence, the write detached from the
+    state (first order or stop), and every read of the window at the committed state itself, which
+    no other window read (a period's commit gives each window its own). Then Σ_t ∇⟨M(x_t), δ_t⟩ is
+    what the window's backward pass leaves on those tensors, with no second pass through the memory."""
+    spec, window = mem.spec, mem.window
+    lrs = {r["lr"] for r in window}
+    return spec.teach is period_gd and spec.backprop in ("first_order", "stop") and not spec.persistent \
+        and spec.period > 1 and not spec.steps and len(lrs) == 1 and isinstance(next(iter(lrs)), int | float) \
+        and all(r[k] is None for r in window for k in ("retain", "momentum", "precond")) \
+        and all(r["read"] is not None and all(a is b for a, b in zip(r["read"], mem.ref, strict=True))
+                for r in window)
+
+
 def teach(mems: list[Mem], losses: torch.Tensor) -> None:
     """δ = ∂(sum of the window's per-token losses)/∂y for every read in the window, then the
     memory's rule on Σ_t ⟨M(x_t), δ_t⟩ at the committed state, by the kernel lowering chose
-    (`MemSpec.teach`). Memories whose windows end together share one backward pass."""
-    ys = [r["y"] for mem in mems for r in mem.window]
-    deltas = iter(torch.autograd.grad(losses.sum(), ys, retain_graph=True, allow_unused=True))
-    for mem in mems:
-        ds = [next(deltas) for _ in mem.window]
+    (`MemSpec.teach`). Memories whose windows end together share one backward pass; for plain gd
+    (`_reads_committed`) it reaches the committed state itself, and the update is its gradient."""
+    direct = [_reads_committed(mem) for mem in mems]
+    wanted = [t for mem, at_state in zip(mems, direct, strict=True)
+              for t in (mem.ref if at_state else [r["y"] for r in mem.window])]
+    grads = iter(torch.autograd.grad(losses.sum(), wanted, retain_graph=True, allow_unused=True))
+    for mem, at_state in zip(mems, direct, strict=True):
+        if at_state:
+            lr = mem.window[0]["lr"]
+            mem.window = []
+            gs = [next(grads) for _ in mem.ref]
+            _end_segment(mem, [w.detach() if g is None else w.detach() - lr * g for w, g in zip(mem.cur, gs,
+                                                                                                   strict=True)])
+            continue
+        ds = [next(grads) for _ in mem.window]
         xs = torch.cat([r["x"].detach() for r in mem.window], 1)
         d = torch.cat([torch.zeros_like(r["y"]) if x is None else x.detach() for x, r in zip(ds, mem.window,
                                                                                          strict=True)], 1)
