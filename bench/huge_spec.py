@@ -6,7 +6,8 @@
 Each spec is written to a temporary folder and checked by `nldsl check` in its own process, as a
 user runs it (start-up, parsing, checking, the nesting graph and printing every diagnostic), so
 the peak memory is that process's own. Prints a Markdown table: what each spec is, its size, the
-exit status and the diagnostics' codes, the wall time and the peak memory. Deep expressions are
+exit status and the diagnostics' codes, the wall time, the CPU time (user + system: on a shared
+machine the wall time counts waits for the CPU too) and the peak memory. Deep expressions are
 expected to end in one NL004 (exit 1); everything else checks (exit 0, with NL073 warnings for the
 unused values). `tests/test_huge_specs.py` checks the same generators at sizes fit for CI.
 """
@@ -96,9 +97,9 @@ LONG: dict[str, Callable[[int], str]] = {"chain of values": chain, "unused value
                                          "optimizer chain": optimizer_chain, "header": header}
 
 
-def check(path: Path, timeout: float) -> tuple[int | None, Counter[str], float, float]:
+def check(path: Path, timeout: float) -> tuple[int | None, Counter[str], float, float, float]:
     """`nldsl check PATH` in a process of its own: exit status (None if it ran out of time), codes
-    reported, seconds, peak MiB."""
+    reported, seconds, CPU seconds, peak MiB."""
     with tempfile.TemporaryFile() as output:
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "nldsl.cli", "check", str(path)], stdout=output,
@@ -112,7 +113,8 @@ def check(path: Path, timeout: float) -> tuple[int | None, Counter[str], float, 
         output.seek(0)
         codes = Counter(re.findall(rb"^(?:error|warning)\[(NL\d{3})\]", output.read(), re.M))
     peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
-    return (None if exit_code < 0 else exit_code), Counter({c.decode(): n for c, n in codes.items()}), seconds, peak
+    found = Counter({c.decode(): n for c, n in codes.items()})
+    return (None if exit_code < 0 else exit_code), found, seconds, usage.ru_utime + usage.ru_stime, peak
 
 
 def main() -> None:
@@ -123,8 +125,8 @@ def main() -> None:
     args = p.parse_args()
     print(f"`nldsl check` on generated specs; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}\n")
-    print("| spec | lines | MB | exit | diagnostics | seconds | peak MiB |")
-    print("|---|---:|---:|---:|---|---:|---:|")
+    print("| spec | lines | MB | exit | diagnostics | seconds | CPU s | peak MiB |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         specs = [(name, make, args.depth) for name, make in DEEP.items()] + \
             [(name, make, args.lines) for name, make in LONG.items()]
@@ -132,13 +134,13 @@ def main() -> None:
             text = make(size)
             path = Path(tmp) / f"{name.replace(' ', '_')}.nl"
             path.write_text(text, encoding="utf-8")
-            status, codes, seconds, peak = check(path, args.timeout)
+            status, codes, seconds, cpu, peak = check(path, args.timeout)
             shown = ", ".join(f"{code} ×{n:,}" for code, n in sorted(codes.items())) or "—"
             label = f"{name} ({size:,} deep)" if make in DEEP.values() else name
             took = f"{seconds:.1f}" if status is not None else f"> {args.timeout:.0f} (stopped)"
             exit_status = "—" if status is None else status
             print(f"| {label} | {text.count(chr(10)):,} | {len(text) / 1e6:.1f} | {exit_status} | {shown} | "
-                  f"{took} | {peak:,.0f} |", flush=True)
+                  f"{took} | {cpu:.1f} | {peak:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 The grammar is data (`grammar/nl.lark`); this module only builds the parser, which builds typed,
 positioned AST nodes as it reduces the rules (no parse tree, no recursion), and words syntax errors
-for people.
+for people. A file is first parsed by `nldsl.scan`, which runs Lark's tables and these same
+reductions in a loop of its own, several times faster; where that loop finds anything it does not
+expect, Lark parses the file again and its errors are worded here.
 """
 
 from __future__ import annotations

@@ -156,3 +156,12 @@ def test_keywords_follow_the_parser_state() -> None:
     fast, slow = both(text)
     assert fast == slow
     assert fast_only(text) == slow[0] is not None
+
+
+def test_classes_built_without_validation_are_frozen() -> None:
+    # `unvalidated` shares one set of fields set between nodes: only frozen models never change it
+    from nldsl import ast
+    from nldsl.source import Span
+    from nldsl.spec import Op
+    for cls in [*ast._PLANS, Span, Op]:
+        assert cls.model_config.get("frozen"), cls
