@@ -209,3 +209,26 @@ def test_teach_windows_take_their_gradient_at_the_committed_state(name, monkeypa
     monkeypatch.setattr(memory, "_reads_committed", lambda mem: taken.append(check(mem)) or taken[-1])
     compare(shipped(name), tok=tokens(length=32))
     assert taken and all(taken)
+
+
+@pytest.mark.parametrize("name", ["hope", "cms"])
+def test_compiled_teach_signal_equals_eager(name):
+    """A teach-signal read is made inside the compiled block, where autograd cannot see how the
+    block used it: the signal must still reach it (it once came back as None under torch.compile,
+    and the CMS levels never learned in context). float64, so that 1e-10 tells."""
+    torch._dynamo.reset()
+    _, eager = pair(shipped(name))
+    _, compiled = pair(shipped(name))
+    compiled.compile(backend="aot_eager")
+    tok = tokens(length=32)
+    runs = []
+    for model in (eager, compiled):
+        logits, _ = model(tok)
+        runs.append((logits, torch.autograd.grad(logits.square().mean(), list(model.params.values()),
+                                                 allow_unused=True)))
+    torch._dynamo.reset()
+    (le, ge), (lc, gc) = runs
+    close(le, lc, 1e-10)
+    for a, b in zip(ge, gc, strict=True):
+        if a is not None and b is not None:
+            close(a, b, 1e-10)

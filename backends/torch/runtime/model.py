@@ -155,6 +155,11 @@ class CompiledModel(nn.Module):
     def compile(self, **options) -> CompiledModel:
         """Run every block under `torch.compile(fullgraph=True)` (options go to torch.compile). A
         block's graph serves all its layers, so a 4-layer model compiles as fast as a 1-layer one."""
+        # Teach signals differentiate the blocks of their window (retaining the graph) before the
+        # step's backward does: a backward compiled with donated buffers refuses to run twice
+        # ("non-empty donated buffers ... retain_graph=False"). The setting is read when the
+        # backward compiles, after this returns: it is global.
+        torch._functorch.config.donated_buffer = False
         self.blocks = {name: torch.compile(block, fullgraph=True, **options) for name, block in self.BLOCKS.items()}
         return self
 
