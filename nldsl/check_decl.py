@@ -172,6 +172,12 @@ def check_memory(decl: ast.MemoryDecl, config: Header, diags: Diagnostics,
     common = dict(heads=heads, per=mods.get("per"), scope=mods.get("scope", "sequence"),
                   init=mods.get("init", "zeros" if mode == "optimizer" else "learned"),
                   level=mods.get("level"), frozen=bool(mods.get("frozen", False)))
+    if mode == "model" and common["scope"] == "persistent" and common["init"] == "learned":
+        diags.warn("NL076", "a persistent memory's learned initial state trains on the first sequence only: from "
+                            "the second on, the state carried over replaces it and no gradient reaches it",
+                   spans.get("scope", decl.span),
+                   "`init identity` (a residual MLP, a square matrix) or `init zeros` (a matrix) start it without "
+                   "an outer parameter; `scope sequence` restarts each sequence from a state the outer level trains")
     if isinstance(decl.structure, ast.Cms):
         if len(decl.names) != 1:
             diags.error("NL031", "a `cms` declaration names one memory", decl.names[1].span)

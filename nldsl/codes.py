@@ -108,6 +108,11 @@ CODES: dict[str, Code] = {
         "warning",
     ),
     "NL075": Code("learned initial state never trained", "Use `backprop through` or `first_order`, or `init zeros`."),
+    "NL076": Code(
+        "persistent memory's learned initial state trains once",
+        "Start it with `init identity` or `init zeros`, or use `scope sequence`.",
+        "warning",
+    ),
     # learning
     "NL080": Code("memory learned twice", "Merge the two `learn` statements."),
     "NL081": Code("objective ignores the memory", "Call `self(...)` in the objective, or the gradient is zero."),

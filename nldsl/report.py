@@ -114,16 +114,22 @@ def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
     for (level, kind, block), group in groupby(comps, key=lambda c: (c.level, c.kind, c.block)):
         members = list(group)
         if kind in ("param", "init"):
-            cost = [costs.get(c.id, Cost()) for c in members]
-            names = ", ".join(c.name for c in members)
-            where = f"{block}: " if block else ""
-            label = "initial states" if kind == "init" else "parameters"
-            out.append(Row(level=level, component=f"{where}{label}" + (f" ×{members[0].repeat}"
-                                                                       if members[0].repeat > 1 else ""),
-                           structure=names, time=_time(members[0]), objective="outer",
-                           context="gradient of the training loss", rule="outer optimizer",
-                           slow_params=sum(c.slow_params for c in cost), fast_state=0,
-                           flops_per_token=sum(c.flops_per_token for c in cost)))
+            # a persistent memory's initial state starts only the first sequence (NL076): its own row
+            first_only = [c for c in members if kind == "init" and _persistent(blocks.get(c.block or ""), c)]
+            for part, time in ((first_only, "first sequence only"),
+                               ([c for c in members if c not in first_only], _time(members[0]))):
+                if not part:
+                    continue
+                cost = [costs.get(c.id, Cost()) for c in part]
+                where = f"{block}: " if block else ""
+                label = "parameters" if kind == "param" else \
+                    "initial states" + (" (persistent)" if part is first_only else "")
+                out.append(Row(level=level, component=f"{where}{label}" + (f" ×{part[0].repeat}"
+                                                                           if part[0].repeat > 1 else ""),
+                               structure=", ".join(c.name for c in part), time=time, objective="outer",
+                               context="gradient of the training loss", rule="outer optimizer",
+                               slow_params=sum(c.slow_params for c in cost), fast_state=0,
+                               flops_per_token=sum(c.flops_per_token for c in cost)))
             continue
         for c in members:
             cost = costs.get(c.id, Cost())
@@ -141,6 +147,12 @@ def rows(ng: NestingGraph, sources: dict[str, SourceFile]) -> list[Row]:
                 out.append(Row(level=c.level, component=c.name, structure="", time=_time(c), objective="", context="",
                                rule="", slow_params=cost.slow_params, fast_state=0, flops_per_token=0, note=c.note))
     return out
+
+
+def _persistent(block: Block | None, init: Component) -> bool:
+    """Whether a learned initial state belongs to a memory that carries its state across sequences."""
+    memory = block.memories.get(init.name.removesuffix("₀")) if block is not None else None
+    return memory is not None and memory.scope == "persistent"
 
 
 def _n(x: float) -> str:

@@ -100,3 +100,26 @@ def test_per_step_memory_commits_only_at_its_step() -> None:
     _, st = comp(tokens(seed=1))
     mem = st.layers[0].memories["long"]
     assert mem.ref[0].abs().max() > 0 and torch.equal(mem.ref[0], mem.cur[0])
+
+
+def test_a_persistent_learned_initial_state_is_said_to_train_on_the_first_sequence_only() -> None:
+    """It starts the first sequence; the carried state replaces it after that (NL076), so no
+    gradient reaches it again: `explain` gives it a row of its own that says so."""
+    text = BLOCK.format(body=CASES["mlp_momentum_every_3_steps"][1])
+    result = nldsl.check_text(text, "x.nl")
+    assert result.ok and "NL076" in [d.code for d in result.warnings]
+    rows = {r.component: r for r in rows_of(result)}
+    assert rows["block0: initial states (persistent)"].time == "first sequence only"
+    _, comp = pair(result.spec)
+    comp.loss(tokens(length=32)).backward()           # the first sequence: the initial state has a gradient
+    key = next(k for k, info in comp.table.items() if info.local == "long")
+    assert comp.params[key].grad is not None and comp.params[key].grad.abs().sum() > 0
+    comp.zero_grad(set_to_none=True)
+    comp.loss(tokens(length=32, seed=2)).backward()   # the second: the carried state, no gradient
+    assert comp.params[key].grad is None or comp.params[key].grad.abs().sum() == 0
+
+
+def rows_of(result: nldsl.CheckResult):
+    from nldsl.report import rows
+    (graph,) = result.graphs.values()
+    return rows(graph, result.sources)
