@@ -58,4 +58,6 @@ def test_compiled_training_steps_equal_eager(spec, batch, schedule, settings):
     eager = two_steps(spec, batch, settings, compiled=False)
     compiled = two_steps(spec, batch, settings, compiled=True)
     assert all(math.isfinite(v) for v in compiled), compiled
-    assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-5)
+    # float32 under inductor's reordered sums agrees to ~1e-6; a CMS that stops learning in context
+    # under compile (a bug this matrix missed at 1e-4) moves the second step's loss by ~1e-4
+    assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
