@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -92,6 +91,8 @@ def main() -> None:
         print(json.dumps(measure(variant, mode == "compiled", args.steps)))
         return
     modes = ["eager", "compiled"] if args.compiled else ["eager"]
+    sys.path.insert(0, str(ROOT / "bench" / "peers"))
+    from _measure import cpu_name
     rows = []
     for mode in modes:
         for variant in VARIANTS:
@@ -106,7 +107,7 @@ def main() -> None:
             print(f"{mode:8} {variant:40} {rows[-1]['tokens_per_s']:10,.0f} tokens/s", flush=True)
     peak = max(r["peak"] for r in rows)
     lines = ["# `every token chunk C` (in_chunk, dual form) against `every C tokens`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+             f"Machine: {cpu_name()}, {os.cpu_count()} cores; "
              f"{time.strftime('%Y-%m-%d')}; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (best of the run's "
              "processes). Memory: bench/specs/titans_memory.nl's M (dim 128, 4 heads, context 256, batch 4); "
              "`python bench/in_chunk_bench.py` (see its docstring).", "",

@@ -103,6 +103,19 @@ class StepClock:
         }
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` knows."""
+    import platform
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def matmul_peak() -> float:
     """fp32 matmul FLOP/s on this machine's threads: the best of a few timed square products (512 and
     2048 wide), the denominator of model FLOP utilization."""
