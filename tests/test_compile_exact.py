@@ -110,8 +110,9 @@ def close(a, b, rtol):
     assert (a - b).abs().max().item() <= rtol * scale, f"max diff {(a - b).abs().max().item():.3e} (scale {scale:.2e})"
 
 
-def compare(spec: nldsl.Spec, dtype=torch.float64, rtol=1e-8, tok=None):
+def compare(spec: nldsl.Spec, dtype=torch.float64, rtol=1e-8, tok=None, teach_at_state=False):
     ref, comp = pair(spec, dtype)
+    comp.teach_at_state = teach_at_state
     tok = tokens() if tok is None else tok
     out_r, st_r = ref(tok)
     out_c, st_c = comp(tok)
@@ -121,6 +122,7 @@ def compare(spec: nldsl.Spec, dtype=torch.float64, rtol=1e-8, tok=None):
             for a, b in zip(mr.cur, lc.memories[name].cur, strict=True):
                 close(a, b, rtol)
     ref2, comp2 = pair(spec, dtype)
+    comp2.teach_at_state = teach_at_state
     gr = torch.autograd.grad(ref2.loss(tok), list(ref2.params.values()), allow_unused=True)
     gc = torch.autograd.grad(comp2.loss(tok), list(comp2.params.values()), allow_unused=True)
     for (name, _), a, b in zip(ref2.params.items(), gr, gc, strict=True):
@@ -201,13 +203,14 @@ def test_a_dropped_state_changes_no_output_gradient_or_persistent_memory(name):
 
 @pytest.mark.parametrize("name", ["hope", "cms"])
 def test_teach_windows_take_their_gradient_at_the_committed_state(name, monkeypatch):
-    """Plain-gd teach windows read the committed state: their update is the window's gradient
-    there (`memory._reads_committed`), exact against the reference, and every window takes it."""
+    """Plain-gd teach windows read the committed state: their update can be the window's gradient
+    there (`memory._reads_committed`, what compiled blocks need), exact against the reference, and
+    every window takes it."""
     from nldsl.backends.torch.runtime import memory
     taken = []
     check = memory._reads_committed
     monkeypatch.setattr(memory, "_reads_committed", lambda mem: taken.append(check(mem)) or taken[-1])
-    compare(shipped(name), tok=tokens(length=32))
+    compare(shipped(name), tok=tokens(length=32), teach_at_state=True)
     assert taken and all(taken)
 
 

@@ -444,23 +444,29 @@ def _reads_committed(mem: Mem) -> bool:
     """Whether the teach update is the window's loss gradient at the state its reads used: plain
     gd at one constant rate (`period_gd`, no retention), per sequence, the write detached from the
     state (first order or stop), and every read of the window at the committed state itself, which
-    no other window read (a period's commit gives each window its own). Then Σ_t ∇⟨M(x_t), δ_t⟩ is
+    no other window read (a period's commit gives each window its own) and which autograd tracks (a
+    state made under no_grad, as in evaluation, is not). Then Σ_t ∇⟨M(x_t), δ_t⟩ is
     what the window's backward pass leaves on those tensors, with no second pass through the memory."""
     spec, window = mem.spec, mem.window
     lrs = {r["lr"] for r in window}
-    return spec.teach is period_gd and spec.backprop in ("first_order", "stop") and not spec.persistent \
+    plain = spec.teach is period_gd and spec.backprop in ("first_order", "stop") and not spec.persistent \
         and spec.period > 1 and not spec.steps and len(lrs) == 1 and isinstance(next(iter(lrs)), int | float) \
-        and all(r[k] is None for r in window for k in ("retain", "momentum", "precond")) \
-        and all(r["read"] is not None and all(a is b for a, b in zip(r["read"], mem.ref, strict=True))
-                for r in window)
+        and all(r[k] is None for r in window for k in ("retain", "momentum", "precond"))
+    return plain and all(w.requires_grad for w in mem.ref) and all(
+        r["read"] is not None and all(a is b for a, b in zip(r["read"], mem.ref, strict=True)) for r in window)
 
 
-def teach(mems: list[Mem], losses: torch.Tensor) -> None:
+def teach(mems: list[Mem], losses: torch.Tensor, at_state: bool = False) -> None:
     """δ = ∂(sum of the window's per-token losses)/∂y for every read in the window, then the
     memory's rule on Σ_t ⟨M(x_t), δ_t⟩ at the committed state, by the kernel lowering chose
-    (`MemSpec.teach`). Memories whose windows end together share one backward pass; for plain gd
-    (`_reads_committed`) it reaches the committed state itself, and the update is its gradient."""
-    direct = [_reads_committed(mem) for mem in mems]
+    (`MemSpec.teach`). Memories whose windows end together share one backward pass.
+
+    `at_state` (compiled blocks): a read made inside a compiled block is one of its outputs, and
+    autograd cannot see how the block used it, so its δ would come back None. For plain gd
+    (`_reads_committed`) the backward pass then reaches the committed state instead, a block input,
+    and the update is its gradient there. (Eager keeps δ at the read: its products are the same
+    whatever the batch, so scores stay exactly batch-invariant.)"""
+    direct = [at_state and _reads_committed(mem) for mem in mems]
     wanted = [t for mem, at_state in zip(mems, direct, strict=True)
               for t in (mem.ref if at_state else [r["y"] for r in mem.window])]
     grads = iter(torch.autograd.grad(losses.sum(), wanted, retain_graph=True, allow_unused=True))

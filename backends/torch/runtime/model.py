@@ -54,6 +54,8 @@ class CompiledModel(nn.Module):
         self.dtype = dtype
         self.persistent: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.steps = 0
+        # teach signals at the committed state (`memory.teach`): needed once blocks are compiled
+        self.teach_at_state = False
 
     @property
     def device(self) -> torch.device:
@@ -106,11 +108,9 @@ class CompiledModel(nn.Module):
     def _forward(self, tokens: torch.Tensor, st: State, targets: torch.Tensor, final: bool,
                  teach: list[rt.Mem], keep_state: bool) -> tuple[torch.Tensor, State]:
         batch, length = tokens.shape
-        step = self.SEGMENT or length
         views = [self.view(i) for i in range(len(self.LAYERS))]
         logits = []
-        for start in range(0, length, step):
-            seg = slice(start, min(start + step, length))
+        for seg in self._segments(st.pos, length):
             last = final and seg.stop == length
             fires = []
             for ls in st.layers:
@@ -134,7 +134,7 @@ class CompiledModel(nn.Module):
                     if (st.pos + seg.stop - seg.start) % mem.spec.period == 0 or last:
                         due.setdefault(len(mem.losses), []).append(mem)
                 for mems in due.values():
-                    rt.teach(mems, torch.cat(mems[0].losses, 1))
+                    rt.teach(mems, torch.cat(mems[0].losses, 1), at_state=self.teach_at_state)
                     for mem in mems:
                         rt.commit(mem, not mem.spec.steps)     # per-step memories commit between steps
                         mem.losses = []
@@ -142,6 +142,16 @@ class CompiledModel(nn.Module):
         if final:
             self._end_of_sequence(st)
         return torch.cat(logits, 1), st
+
+    def _segments(self, pos: int, length: int) -> list[slice]:
+        """The segments of a call of `length` tokens that starts at stream position `pos`: they end
+        where the stream's segments end (multiples of SEGMENT), so a stream continued mid-segment
+        commits and refreshes gradients at the same tokens as one pass over it."""
+        if self.SEGMENT is None:
+            return [slice(0, length)]
+        ends = range(self.SEGMENT - pos % self.SEGMENT, length, self.SEGMENT)
+        starts = [0, *ends]
+        return [slice(a, b) for a, b in zip(starts, [*ends, length], strict=True) if b > a]
 
     def segment(self, views: list[dict[str, torch.Tensor]], st: State, tokens: torch.Tensor,
                 fires: list[dict[str, bool]]) -> torch.Tensor:
@@ -160,6 +170,7 @@ class CompiledModel(nn.Module):
         # ("non-empty donated buffers ... retain_graph=False"). The setting is read when the
         # backward compiles, after this returns: it is global.
         torch._functorch.config.donated_buffer = False
+        self.teach_at_state = True
         self.blocks = {name: torch.compile(block, fullgraph=True, **options) for name, block in self.BLOCKS.items()}
         return self
 
