@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_compile_exact import compare, pair, tokens
+from test_compile_exact import UNSHIPPED, close, compare, pair, shipped, tokens, unshipped
 
 import nldsl
 from nldsl.backends.torch.runtime import in_chunk
@@ -96,14 +96,19 @@ def test_in_chunk_memories_equal_the_per_token_reference(name):
     compare(s, tok=tokens(length=23))        # 23: the last chunk is cut short
 
 
-def test_a_stream_in_two_parts_equals_one_pass():
-    _, comp = pair(spec("titans_in_chunk"))
+@pytest.mark.parametrize("split", [12, 10, 1])
+@pytest.mark.parametrize("name", ["titans_in_chunk", "huber_mlp3_momentum", "hope"])
+def test_a_stream_cut_anywhere_equals_one_pass(name, split):
+    """A stream continued mid-chunk or mid-period (10, 1) commits and refreshes its gradients at the
+    same tokens as one pass: the segments of each call end where the stream's segments end."""
+    s = spec(name) if name in SPECS else unshipped(name) if name in UNSHIPPED else shipped(name)
+    _, comp = pair(s)
     tok = tokens(length=24)
     whole, _ = comp(tok)
     targets = torch.nn.functional.pad(tok[:, 1:], (0, 1), value=-100)
-    first, state = comp(tok[:, :12], targets=targets[:, :12], final=False)
-    second, _ = comp(tok[:, 12:], state=state, targets=targets[:, 12:])
-    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-10)
+    first, state = comp(tok[:, :split], targets=targets[:, :split], final=False)
+    second, _ = comp(tok[:, split:], state=state, targets=targets[:, split:])
+    close(torch.cat([first, second], 1), whole, 1e-10)
 
 
 @pytest.mark.parametrize(("learn", "why"), [
