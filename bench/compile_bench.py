@@ -30,6 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))    # the helpers every benchmark shares
+from _measure import cpu_name, matmul_peak
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -61,21 +64,6 @@ def run_mode(spec: str, overrides: dict, mode: str, batch: int, steps: int, leng
     steady = sorted(times)[len(times) // 2] if times else first
     return {"mode": mode, "tokens_per_s": batch * context / steady, "first_step_s": first, "step_s": steady,
             "tokens": batch * context, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def matmul_peak() -> float:
-    """fp32 matmul FLOP/s: the best of a few timed square products (512 and 2048 wide)."""
-    import torch
-    torch.set_num_threads(os.cpu_count() or 1)
-    best = 0.0
-    for n in (512, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        for _ in range(5):
-            t0 = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
-    return best
 
 
 def flops_per_token(spec: str, overrides: dict, batch: int) -> float:
@@ -122,6 +110,8 @@ def main() -> None:
     args = p.parse_args()
     overrides = {k: float(v) for k, v in (s.split("=") for s in args.set)}
     if args.mode == "peak":
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
         print(json.dumps({"flops": matmul_peak()}))
         return
     if args.mode == "flops":
@@ -144,17 +134,6 @@ def main() -> None:
     results["peak"] = child(args, "peak")["flops"]
     print(f"{results['flops_per_token']:,.0f} FLOPs/token, matmul peak {results['peak'] / 1e9:.0f} GFLOP/s")
     write(args, overrides, results)
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write(args, overrides: dict, results: dict) -> None:
