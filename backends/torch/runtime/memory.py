@@ -32,7 +32,7 @@ from nldsl.backends.torch.runtime.memspec import NEVER, MemSpec, Rule
 from nldsl.backends.torch.runtime.tape import Tape, follows, weighted_grads
 
 Objective = Callable[..., torch.Tensor]   # (weights, probe, *values, at=state of the gradient) → losses (..., H)
-__all__ = ["NEVER", "MemSpec", "Rule"]   # with the kernels below: what generated code calls
+__all__ = ["NEVER", "MemSpec", "Rule"]   # re-exported: runtime/calls.py lists what generated code calls
 
 
 @dataclass
