@@ -29,7 +29,7 @@ import torch
 from torch.func import vjp
 
 from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment
-from nldsl.backends.torch.runtime.recurrences import coefficients, key_layer, ratios
+from nldsl.backends.torch.runtime.recurrences import coefficients, cumulative_log, key_layer, momentum_end, ratios
 
 
 def period_dgd_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum, key, retain=None) -> None:
@@ -41,11 +41,10 @@ def period_dgd_momentum(mem: Mem, objective: Objective, values: tuple, lr, momen
     assert mom is not None
     batch, length, heads = seg.lr.shape
     theta = seg.theta
-    cum_b = torch.log(_heads(momentum, batch, length, heads, seg.values[0]).clamp_min(1e-30)).cumsum(1)
+    cum_b = cumulative_log(_heads(momentum, batch, length, heads, seg.values[0]))
     coef, phi, gamma = coefficients(seg.lr, seg.cum_a, cum_b)
     assert phi is not None
-    log_b = cum_b.transpose(1, 2)                                         # (B, H, S)
-    fresh = -seg.lr.transpose(1, 2) * (log_b[..., -1:] - log_b).exp()     # −η_u B_S/B_u
+    carry, fresh = momentum_end(seg.lr, cum_b)                            # B_S, −η_u B_S/B_u
     last = coef[:, :, -1]                                                 # c_{S,u} (B, H, u)
     probe = seg.values[0].new_zeros(batch, length, heads, theta[0].shape[-2])
     losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *seg.values, at=theta),
@@ -57,7 +56,6 @@ def period_dgd_momentum(mem: Mem, objective: Objective, values: tuple, lr, momen
     w0, s0 = seg.cur[0], mom[0]
     rho = key_layer(k, delta, w0, s0, seg.lr, seg.cum_a, coef, phi, gamma)
     column = ratios(seg.cum_a)[:, :, -1].unsqueeze(-1) * rho + last.unsqueeze(-1) * delta   # R_{S,u}
-    carry = log_b[..., -1:, None].exp()                                   # B_S (B, H, 1, 1)
     mem.momentum = [carry * s0 + (fresh.unsqueeze(-1) * delta).transpose(-1, -2) @ k] + \
         [carry * s + g for s, g in zip(mom[1:], grads_s, strict=True)]
     end, phi_end = gamma[:, :, -1:], phi[:, :, -1:]

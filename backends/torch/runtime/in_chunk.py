@@ -30,7 +30,14 @@ from torch.func import vjp
 
 from nldsl.backends import functional as fn
 from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment
-from nldsl.backends.torch.runtime.recurrences import coefficients, key_layer, previous, ratios
+from nldsl.backends.torch.runtime.recurrences import (
+    coefficients,
+    cumulative_log,
+    key_layer,
+    momentum_end,
+    previous,
+    ratios,
+)
 
 
 @dataclass
@@ -69,8 +76,7 @@ def in_chunk(mem: Mem, objective: Objective, values: tuple, lr, retain=None, mom
     probes = [seg.values[0].new_zeros(batch, length, heads, w.shape[-2]) for w in theta]
     losses, pull = vjp(lambda *p: objective(theta, list(p), *seg.values, at=theta), *probes)
     deltas = [d.transpose(1, 2) for d in pull(torch.ones_like(losses))]
-    cum_b = None if momentum is None else \
-        torch.log(_heads(momentum, batch, length, heads, seg.values[0]).clamp_min(1e-30)).cumsum(1)
+    cum_b = None if momentum is None else cumulative_log(_heads(momentum, batch, length, heads, seg.values[0]))
     coef, phi, gamma = coefficients(seg.lr, seg.cum_a, cum_b)
     writes = Writes(list(seg.cur), mom, inputs, deltas, gamma, phi, coef)
     last = coef[:, :, -1].unsqueeze(-1)                      # c_{S,u} (B, H, u, 1)
@@ -87,9 +93,8 @@ def in_chunk(mem: Mem, objective: Objective, values: tuple, lr, retain=None, mom
         _end_segment(mem, [end * w + g for w, g in zip(seg.cur, written, strict=True)])
         return
     assert cum_b is not None and phi is not None
-    log_b = cum_b.transpose(1, 2)                            # log B_t (B, H, S)
-    fresh = (-seg.lr.transpose(1, 2) * (log_b[..., -1:] - log_b).exp()).unsqueeze(-1)   # −η_u B_S/B_u
-    mem.momentum = [log_b[..., -1:, None].exp() * s + (fresh * d).transpose(-1, -2) @ a
+    carry, fresh = momentum_end(seg.lr, cum_b)
+    mem.momentum = [carry * s + (fresh.unsqueeze(-1) * d).transpose(-1, -2) @ a
                     for s, d, a in zip(mom, deltas, inputs, strict=True)]
     _end_segment(mem, [end * w + phi[:, :, -1:] * s + g for w, s, g in zip(seg.cur, mom, written, strict=True)])
 

@@ -29,6 +29,7 @@ from torch.func import grad, vjp, vmap
 from nldsl.backends import functional as fn
 from nldsl.backends.torch.runtime import chunkwise
 from nldsl.backends.torch.runtime.memspec import NEVER, MemSpec, Rule
+from nldsl.backends.torch.runtime.recurrences import cumulative_log, momentum_end
 from nldsl.backends.torch.runtime.tape import Tape, follows, weighted_grads
 
 Objective = Callable[..., torch.Tensor]   # (weights, probe, *values, at=state of the gradient) → losses (..., H)
@@ -317,9 +318,8 @@ def _segment(mem: Mem, values: tuple, lr, retain, *extra) -> _Segment:
         theta = [w.expand(batch, *w.shape[1:]) for w in theta]
         cur = [w.expand(batch, *w.shape[1:]) for w in cur]
     lr = _heads(lr, batch, length, spec.heads, like)
-    log_a = torch.log(_heads(retain, batch, length, spec.heads, like).clamp_min(1e-30)) if retain is not None else \
+    cum_a = cumulative_log(_heads(retain, batch, length, spec.heads, like)) if retain is not None else \
         torch.zeros_like(lr)
-    cum_a = log_a.cumsum(1)
     last_a = cum_a[:, -1]
     return _Segment(theta, cur, values, lr, cum_a, last_a, torch.exp(last_a.unsqueeze(1) - cum_a), extra)
 
@@ -344,16 +344,16 @@ def period_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum,
     seg = _segment(mem, values, lr, retain, momentum, mem.momentum)
     momentum, mom = seg.extra
     batch, length, heads = seg.lr.shape
-    cum_b = torch.log(_heads(momentum, batch, length, heads, seg.values[0]).clamp_min(1e-30)).cumsum(1)
-    # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u);  f_u = −lr_u B_S/B_u;  φ = Σ_t (Γ_S/Γ_t) B_t
+    cum_b = cumulative_log(_heads(momentum, batch, length, heads, seg.values[0]))
+    carry, f = momentum_end(seg.lr, cum_b)                  # B_S (B, H, 1, 1); f_u = −lr_u B_S/B_u (B, H, S)
+    # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u) (the last row of `recurrences.coefficients`);  φ = Σ_t (Γ_S/Γ_t) B_t
     pair = (seg.last_a.unsqueeze(1).unsqueeze(1) - seg.cum_a.unsqueeze(1) + cum_b.unsqueeze(1)
             - cum_b.unsqueeze(2))                                           # [u, t] (B, u, t, H)
     upper = torch.ones(length, length, dtype=torch.bool, device=seg.lr.device).triu()
     e = -seg.lr * pair.masked_fill(~upper[None, :, :, None], float("-inf")).exp().sum(2)
-    f = -seg.lr * torch.exp(cum_b[:, -1:] - cum_b)
     phi = torch.exp(seg.last_a.unsqueeze(1) - seg.cum_a + cum_b).sum(1)
-    grads_w, grads_s = _weighted_grads(mem.spec, objective, seg.theta, seg.values, [e, f])
-    mem.momentum = [cum_b[:, -1].exp()[..., None, None] * s + g for s, g in zip(mom, grads_s, strict=True)]
+    grads_w, grads_s = _weighted_grads(mem.spec, objective, seg.theta, seg.values, [e, f.transpose(1, 2)])
+    mem.momentum = [carry * s + g for s, g in zip(mom, grads_s, strict=True)]
     _end_segment(mem, [seg.retained(w) + phi[..., None, None] * s + g
                        for w, s, g in zip(seg.cur, mom, grads_w, strict=True)])
 

@@ -44,6 +44,18 @@ def coefficients(lr: torch.Tensor, cum_a: torch.Tensor, cum_b: torch.Tensor | No
     return -eta * (decay @ ratios(cum_b)), phi, gamma
 
 
+def cumulative_log(gates: torch.Tensor) -> torch.Tensor:
+    """log of the running products of per-token gates (B, S, H) along the segment."""
+    return torch.log(gates.clamp_min(1e-30)).cumsum(1)
+
+
+def momentum_end(lr: torch.Tensor, cum_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How a segment leaves the momentum, S_S = B_S S_0 + Σ_u f_u g_u: B_S (B, H, 1, 1) and
+    f_u = −η_u B_S/B_u (B, H, S)."""
+    log_b = cum_b.transpose(1, 2)
+    return log_b[..., -1:, None].exp(), -lr.transpose(1, 2) * (log_b[..., -1:] - log_b).exp()
+
+
 def previous(x: torch.Tensor, first: float) -> torch.Tensor:
     """Row t ← row t−1 along the token axis (dim 2), row 0 ← `first`: what token t sees before its
     own write."""
