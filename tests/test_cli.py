@@ -131,3 +131,17 @@ def test_source_lines_are_printed_verbatim(tmp_path):
     assert done.returncode == 1
     assert f"4 | {line}" in done.stderr
     assert "❌" not in done.stderr and "😄" not in done.stderr
+
+
+def test_check_exits_with_all_output_flushed(tmp_path):
+    """`nldsl check` leaves without freeing its trees (`cli.entry`): everything printed must still
+    arrive, for several files, warnings and errors alike, and the exit status must be the check's."""
+    warned = tmp_path / "warned.nl"
+    extra_block = "  block {\n    unused = h * 2\n  }\n  block"
+    warned.write_text((SPECS / "transformer.nl").read_text().replace("  block", extra_block, 1))
+    bad = tmp_path / "bad.nl"
+    bad.write_text("model M(vocab = 8, dim = 8, context = 8) {\n  block {\n    h = h + q\n  }\n}\n")
+    done = run("check", str(warned), str(bad), *map(str, ALL_SPECS))
+    assert done.returncode == 1
+    assert done.stdout.count("OK ") == len(ALL_SPECS) + 1 and "1 warning" in done.stdout
+    assert "NL073" in done.stderr and "error[NL020]: unknown name 'q'" in done.stderr
