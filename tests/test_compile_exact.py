@@ -71,6 +71,15 @@ UNSHIPPED = {
     learn B : l2(self(k), fixed(self(v))) by gd(lr = 0.3, momentum = 0.5) every 4 tokens
     h = h + A(k) + B(k)
 """,
+    # teach signals with momentum and retention (the `generic` teach kernel), one level read twice
+    "teach_momentum_read_twice": """
+    memory C : cms [ mlp(expand = 2, act = silu, residual) every 2 tokens,
+                     mlp(expand = 2, act = silu, residual) every 4 tokens ] init learned
+    # allow NL083
+    learn C : outer by gd(lr = 0.05, momentum = 0.5, retain = 0.9) read before
+    x = rmsnorm(h)
+    h = h + C(x) + C(h * 0.5)
+""",
     # preconditioned momentum with a Newton-Schulz output map (Muon-like) on a matrix memory
     "matrix_memory_precond_ns": """
     memory s : matrix per head init zeros
@@ -214,14 +223,16 @@ def test_teach_windows_take_their_gradient_at_the_committed_state(name, monkeypa
     assert taken and all(taken)
 
 
-@pytest.mark.parametrize("name", ["hope", "cms"])
+@pytest.mark.parametrize("name", ["hope", "cms", "teach_momentum_read_twice"])
 def test_compiled_teach_signal_equals_eager(name):
     """A teach-signal read is made inside the compiled block, where autograd cannot see how the
-    block used it: the signal must still reach it (it once came back as None under torch.compile,
-    and the CMS levels never learned in context). float64, so that 1e-10 tells."""
+    block used it: the signal must still reach it, through the read's probe (it once came back as
+    None under torch.compile, and the CMS levels never learned in context; with momentum it did
+    until the probes). float64, so that 1e-10 tells."""
     torch._dynamo.reset()
-    _, eager = pair(shipped(name))
-    _, compiled = pair(shipped(name))
+    spec = unshipped(name) if name in UNSHIPPED else shipped(name)
+    _, eager = pair(spec)
+    _, compiled = pair(spec)
     compiled.compile(backend="aot_eager")
     tok = tokens(length=32)
     runs = []

@@ -93,6 +93,9 @@ class LoweredBlock(BaseModel):
     statements: tuple[AnyStatement, ...]
     stacks: tuple[tuple[str, ...], ...]      # memories updated stacked
     output: int | None                       # the assignment the block returns (None: its input)
+    # a teach-signal memory's reads per segment, by their widths: each gets a probe, a zero the
+    # read's result is added to, made outside the block, whose gradient is that read's δ
+    teach_reads: dict[str, tuple[int, ...]] = {}
 
 
 def _rebuild(op: Op, visit) -> Op:
@@ -266,7 +269,22 @@ class _Lowering:
                                                     precond=self.optional(rule.precond)))
         return LoweredBlock(block=block, order=tuple(order), bindings=self.bindings, statements=tuple(statements),
                             stacks=tuple(tuple(m.name for m in ms) for ms in stacks.values() if len(ms) > 1),
-                            output=block_output(block))
+                            output=block_output(block), teach_reads=_teach_reads(statements))
+
+
+def _teach_reads(statements: list[AnyStatement]) -> dict[str, tuple[int, ...]]:
+    """The widths of every teach-signal read the block's statements make, per memory."""
+    out: dict[str, tuple[int, ...]] = {}
+    for st in statements:
+        for value in dict(st).values():
+            for root in value if isinstance(value, tuple) else (value,):
+                if not isinstance(root, Op):
+                    continue
+                for op in root.walk():
+                    if op.op == OpKind.READ and op.attrs.get("kernel") == Read.REMEMBER:
+                        name = op.attrs["memory"]
+                        out[name] = (*out.get(name, ()), op.width)
+    return out
 
 
 def lower_block(block: Block) -> LoweredBlock:

@@ -362,6 +362,7 @@ class BlockEmitter(Emitter):
                               persistent=mem.scope == "persistent")
                 if b.kernel is Kernel.TEACH:
                     fields["teach"] = Code(f"rt.{teach_kernel(mem)}")
+                    fields["reads"] = self.lowered.teach_reads.get(name, ())
             out.append(f"{self.const(name)} = {fields_literal('rt.MemSpec', fields, MemSpec)}"
                        f"   # {where(mem.span.line)}: {b.kernel}")
         for members, const in self.stack_consts.items():

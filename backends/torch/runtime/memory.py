@@ -49,6 +49,7 @@ class Mem:
     window: list[dict] = field(default_factory=list)          # teach signal: reads and coefficients
     losses: list[torch.Tensor] = field(default_factory=list)  # teach signal: the window's token losses
     scratch: list[dict] = field(default_factory=list)         # this segment's teach-signal reads
+    probes: list[torch.Tensor] = field(default_factory=list)  # this segment's teach-signal probes, one per read
 
     @classmethod
     def start(cls, spec: MemSpec, init: list[torch.Tensor]) -> Mem:
@@ -103,9 +104,12 @@ def state_of(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
 
 
 def teach_objective(spec: MemSpec) -> Objective:
-    """⟨M(x), δ⟩ per head: its gradient at M is the teach signal pulled back through the memory."""
-    def objective(weights, probe, x, delta, *, at):
-        return fn.groups_of(apply(spec, weights, x) * delta, spec.heads).sum(-1)
+    """Σ_reads ⟨M(x), δ⟩ per head and token, for the pairs (x, δ) of each read the block makes of the
+    memory: its gradient at M is the teach signal pulled back through the memory. A token's reads
+    are one term of its loss, so rules that weigh tokens (momentum, retention) weigh them alike."""
+    def objective(weights, probe, *pairs, at):
+        return sum(fn.groups_of(apply(spec, weights, x) * delta, spec.heads).sum(-1)
+                   for x, delta in zip(pairs[::2], pairs[1::2], strict=True))
     return objective
 
 
@@ -268,7 +272,9 @@ def commit(mem: Mem, fires: bool) -> None:
         mem.ref = [w.view_as(w) for w in mem.cur]
 
 
-def begin_segment(mem: Mem, pos: int) -> None:
+def begin_segment(mem: Mem, pos: int, batch: int, length: int) -> None:
+    """Before a segment of `length` tokens at stream position `pos`: refresh the gradient reference
+    and the state the segment reads, and give each teach-signal read its probe (`remember`)."""
     spec = mem.spec
     unit = spec.period * spec.chunk
     if spec.backprop == "truncate" and pos and pos % unit == 0 and (pos // unit) % spec.truncate == 0:
@@ -279,6 +285,10 @@ def begin_segment(mem: Mem, pos: int) -> None:
     mem.seen = list(mem.ref)
     mem.fired = False
     mem.scratch = []
+    if spec.teach is not None:
+        like = mem.ref[0]
+        mem.probes = [torch.zeros(batch, length, width, dtype=like.dtype, device=like.device, requires_grad=True)
+                      for width in spec.reads]
 
 
 def _weighted_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], values: tuple,
@@ -424,14 +434,16 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
 # ---- teach signals ------------------------------------------------------------------------------
 
 def remember(mem: Mem, x: torch.Tensor) -> torch.Tensor:
-    """A teach-signal memory's read: kept until its window's losses give δ at its output."""
+    """A teach-signal memory's read, plus its probe: a zero made outside the block (`begin_segment`),
+    whose gradient is the read's δ once its window's losses are known. A compiled block's outputs
+    do not show autograd how the block used them, so δ is asked of the probe, a block input, never
+    of the read's result."""
     y = read_committed(mem, x)
     read = list(mem.seen) if y.requires_grad and not mem.spec.read_after else None   # the state y is a function of
-    if not y.requires_grad:
-        y = y.detach().requires_grad_(True)
-    mem.scratch.append({"x": x, "y": y, "read": read, "lr": None, "retain": None, "momentum": None,
+    probe = mem.probes[len(mem.scratch)]
+    mem.scratch.append({"x": x, "probe": probe, "read": read, "lr": None, "retain": None, "momentum": None,
                         "precond": None})
-    return y
+    return y + probe
 
 
 def teach_coefficients(mem: Mem, lr, retain=None, momentum=None, precond=None) -> None:
@@ -461,14 +473,13 @@ def teach(mems: list[Mem], losses: torch.Tensor, at_state: bool = False) -> None
     memory's rule on Σ_t ⟨M(x_t), δ_t⟩ at the committed state, by the kernel lowering chose
     (`MemSpec.teach`). Memories whose windows end together share one backward pass.
 
-    `at_state` (compiled blocks): a read made inside a compiled block is one of its outputs, and
-    autograd cannot see how the block used it, so its δ would come back None. For plain gd
-    (`_reads_committed`) the backward pass then reaches the committed state instead, a block input,
-    and the update is its gradient there. (Eager keeps δ at the read: its products are the same
-    whatever the batch, so scores stay exactly batch-invariant.)"""
+    `at_state` (compiled blocks): for plain gd (`_reads_committed`) the backward pass stops at the
+    committed state, a block input, and the update is its gradient there, with no second pass
+    through the memory. (Eager takes δ at the reads' probes: its products are the same whatever
+    the batch, so scores stay exactly batch-invariant.)"""
     direct = [at_state and _reads_committed(mem) for mem in mems]
     wanted = [t for mem, at_state in zip(mems, direct, strict=True)
-              for t in (mem.ref if at_state else [r["y"] for r in mem.window])]
+              for t in (mem.ref if at_state else [r["probe"] for r in mem.window])]
     grads = iter(torch.autograd.grad(losses.sum(), wanted, retain_graph=True, allow_unused=True))
     for mem, at_state in zip(mems, direct, strict=True):
         if at_state:
@@ -478,12 +489,17 @@ def teach(mems: list[Mem], losses: torch.Tensor, at_state: bool = False) -> None
             _end_segment(mem, [w.detach() if g is None else w.detach() - lr * g for w, g in zip(mem.cur, gs,
                                                                                                    strict=True)])
             continue
-        ds = [next(grads) for _ in mem.window]
-        xs = torch.cat([r["x"].detach() for r in mem.window], 1)
-        d = torch.cat([torch.zeros_like(r["y"]) if x is None else x.detach() for x, r in zip(ds, mem.window,
-                                                                                         strict=True)], 1)
-        cat = {k: (torch.cat([_coef(r[k], r["x"]) for r in mem.window], 1) if mem.window[0][k] is not None
-                   else None) for k in ("lr", "retain", "momentum", "precond")}
+        for r in mem.window:
+            d = next(grads)
+            r["delta"] = torch.zeros_like(r["probe"]) if d is None else d.detach()
+        # the window's records run segment by segment, each segment's reads in the block's order:
+        # read i of every segment, joined along time, is one (x, δ) pair of the objective
+        reads = len(mem.spec.reads)
+        pairs = tuple(torch.cat([r[key].detach() for r in mem.window[i::reads]], 1)
+                      for i in range(reads) for key in ("x", "delta"))
+        firsts = mem.window[::reads]      # a segment's reads share its coefficients
+        cat = {k: (torch.cat([_coef(r[k], r["x"]) for r in firsts], 1) if firsts[0][k] is not None else None)
+               for k in ("lr", "retain", "momentum", "precond")}
         mem.window = []
         assert mem.spec.teach is not None
-        mem.spec.teach(mem, teach_objective(mem.spec), (xs, d), **{k: v for k, v in cat.items() if v is not None})
+        mem.spec.teach(mem, teach_objective(mem.spec), pairs, **{k: v for k, v in cat.items() if v is not None})

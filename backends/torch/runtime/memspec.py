@@ -43,3 +43,4 @@ class MemSpec:
     truncate: int = 0
     persistent: bool = False
     teach: Callable | None = None   # a teach-signal memory: the kernel that applies its rule to δ
+    reads: tuple[int, ...] = ()     # a teach-signal memory: the widths of its reads per segment (one probe each)

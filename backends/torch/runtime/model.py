@@ -115,7 +115,7 @@ class CompiledModel(nn.Module):
             fires = []
             for ls in st.layers:
                 for mem in ls.memories.values():
-                    rt.begin_segment(mem, st.pos)
+                    rt.begin_segment(mem, st.pos, batch, seg.stop - seg.start)
                 fires.append({name: (st.pos + seg.stop - seg.start) % mem.spec.period == 0
                               for name, mem in ls.memories.items()})
             logit = self.segment(views, st, tokens[:, seg], fires)

@@ -43,13 +43,13 @@ LAYER_M_ALPHA = rt.MemSpec(
     period=16, read_after=False)   # line 33: period_dgd
 LAYER_CMS_1 = rt.MemSpec(
     name='cms_1', kind='mlp', heads=1, shapes=((1, 256, 64), (1, 64, 256)), act='silu', residual=True, period=16,
-    read_after=False, backprop='first_order', teach=rt.period_gd)   # line 51: teach
+    read_after=False, backprop='first_order', teach=rt.period_gd, reads=(64,))   # line 51: teach
 LAYER_CMS_2 = rt.MemSpec(
     name='cms_2', kind='mlp', heads=1, shapes=((1, 256, 64), (1, 64, 256)), act='silu', residual=True, period=128,
-    read_after=False, backprop='first_order', teach=rt.period_gd)   # line 52: teach
+    read_after=False, backprop='first_order', teach=rt.period_gd, reads=(64,))   # line 52: teach
 LAYER_CMS_3 = rt.MemSpec(
     name='cms_3', kind='mlp', heads=1, shapes=((1, 256, 64), (1, 64, 256)), act='silu', residual=True, period=512,
-    read_after=False, backprop='first_order', teach=rt.period_gd)   # line 53: teach
+    read_after=False, backprop='first_order', teach=rt.period_gd, reads=(64,))   # line 53: teach
 LAYER_M_ALPHA_M_ETA = rt.merged(LAYER_M_ALPHA, 2)   # M_alpha, M_eta learn stacked, heads side by side
 LAYER_M_K_M_V = rt.merged(LAYER_M_K, 2)   # M_k, M_v learn stacked, heads side by side
 
