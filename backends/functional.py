@@ -54,6 +54,21 @@ def l2norm(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     return (g / (g.norm(dim=-1, keepdim=True) + EPS)).flatten(-2)
 
 
+def rope(x: torch.Tensor, positions: torch.Tensor, groups: int = 1, base: float = 10000.0) -> torch.Tensor:
+    """Rotary positions (RoFormer, Su et al. 2021, eq. 34), in the halves layout of GPT-NeoX and
+    Llama: in each group of width d, element i and element i + d/2 turn by the angle p·base^(−2i/d),
+    p the token's position. x (B, T, w) with positions (T,), or one token (B, w) with a 0-d
+    position. Angles are computed in float64, so that positions far into a stream keep their
+    precision whatever x's dtype."""
+    g = groups_of(x, groups)
+    half = g.shape[-1] // 2
+    inverse = base ** -(torch.arange(half, dtype=torch.float64, device=x.device) / half)
+    angle = (positions.to(torch.float64).unsqueeze(-1) * inverse).unsqueeze(-2)     # (T, 1, d/2) or (1, d/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    first, second = g[..., :half], g[..., half:]
+    return torch.cat([first * cos - second * sin, second * cos + first * sin], -1).flatten(-2)
+
+
 def reduce(x: torch.Tensor, groups: int, mean: bool) -> torch.Tensor:
     g = groups_of(x, groups)
     return g.mean(-1) if mean else g.sum(-1)

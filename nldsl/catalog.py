@@ -46,6 +46,10 @@ FUNCTIONS: dict[str, Signature] = {
     "layernorm": Signature(("x",), {"groups": GROUPS}, "layer normalization with a learned scale and shift"),
     "l2norm": Signature(("x",), {"groups": GROUPS}, "divide each group by its L2 norm"),
     "conv": Signature(("x", "width"), {}, "causal depthwise convolution over time, learned weights"),
+    "rope": Signature(("x",), {"groups": GROUPS, "base": Option("number", 10000.0, doc="the slowest rotation's "
+                                                                                     "wavelength, over 2π")},
+                      "rotary positions: rotate each group's two halves by angles that grow with the token's "
+                      "position in the sequence"),
     "sum": Signature(("x",), {"groups": GROUPS}, "sum over the width (per group)"),
     "mean": Signature(("x",), {"groups": GROUPS}, "mean over the width (per group)"),
     "min": Signature(("a", "b"), {}, "elementwise minimum"),

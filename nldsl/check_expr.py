@@ -14,7 +14,7 @@ from typing import Literal
 
 from nldsl import ast, catalog
 from nldsl.diagnostics import MAX_SUGGESTION_POOL, Diagnostics, did_you_mean
-from nldsl.ops import OpKind
+from nldsl.ops import OPS, OpKind
 from nldsl.source import Span, unvalidated
 from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
 
@@ -378,6 +378,24 @@ class ExprChecker:
 
     # -- calls
     def _call(self, e: ast.Call) -> Op | None:
+        op = self._callee(e)
+        if op is None or not (OPS[op.op].sequence or self._attention_read(op)):
+            return op
+        if any(a.reads_self() for a in op.args):
+            what = f"attention '{op.attrs['memory']}'" if op.op == OpKind.READ else f"`{op.op}`"
+            self.diags.error("NL087", f"{what} cannot take a value computed from `self`: it reads the token's place "
+                                      "in the sequence, and an objective is evaluated away from the tokens", e.span,
+                             f"apply {what} to the input of `self(...)` instead")
+            return None
+        return op
+
+    def _attention_read(self, op: Op) -> bool:
+        if op.op != OpKind.READ:
+            return False
+        memory = self.ctx.scope.get(op.attrs["memory"])
+        return memory is not None and memory.memory is not None and memory.memory.structure.kind == "attention"
+
+    def _callee(self, e: ast.Call) -> Op | None:
         name = e.func.name
         if name == "self":
             if self.ctx.self_memory is None:
@@ -467,6 +485,10 @@ class ExprChecker:
                              "it holds a value constant for the learned memory's own gradient; "
                              "elsewhere, `stopgrad` stops every gradient")
             return None
+        if name == "rope" and self.ctx.mode == "optimizer":
+            self.diags.error("NL022", "rope turns a value by its token's position: there are no tokens in an "
+                                      "optimizer spec", e.func.span, "use it on queries and keys in a model's block")
+            return None
         if name == "newton_schulz" and self.ctx.mode != "optimizer":
             self.diags.error("NL022", "newton_schulz applies to whole parameters, in optimizer specs", e.func.span,
                              "inside a model, use `output = newton_schulz(...)` on an update rule")
@@ -487,8 +509,8 @@ class ExprChecker:
         ops: list[Op] = [a for a in args if a is not None]
         for key, opt in sig.options.items():
             if key in bound.options:
-                v = const_int(bound.options[key], self.ctx.config, self.diags, f"'{key}'") \
-                    if opt.type == "int" else None
+                v: float | None = const_int(bound.options[key], self.ctx.config, self.diags, f"'{key}'") \
+                    if opt.type == "int" else const_eval(bound.options[key], self.ctx.config, self.diags, f"'{key}'")
                 if v is None:
                     return None
                 attrs[key] = v
@@ -505,12 +527,32 @@ class ExprChecker:
         if isinstance(groups, int) and width != PARAM_SHAPED and width % groups:
             self.diags.error("NL052", f"width {width} does not split into {groups} groups", e.span)
             return None
+        if name == "rope" and not self._rope(e, ops[0], attrs):
+            return None
         if name in ("sum", "mean"):
             width = 1 if width == PARAM_SHAPED else int(groups or 1)
         if name in ("rmsnorm", "layernorm"):
             shape, init = ((width,), "ones") if name == "rmsnorm" else ((2, width), "layernorm")
             attrs["param"] = self.ctx.fresh_param(name, shape, e.span, init=init)
         return Op(op=name, args=tuple(ops), attrs=attrs, width=width, span=e.span)
+
+    def _rope(self, e: ast.Call, x: Op, attrs: dict[str, object]) -> bool:
+        """rope's own rules: it turns pairs, by positions only the block knows."""
+        base = attrs["base"]
+        assert isinstance(base, float | int)
+        if base <= 0:
+            self.diags.error("NL034", f"rope's 'base' must be a positive number, got {base:.6g}", e.span,
+                             "10000 is the usual base (RoFormer, Llama)")
+            return False
+        groups = attrs["groups"]
+        assert isinstance(groups, int)
+        if (x.width // groups) % 2:
+            self.diags.error("NL052", f"rope turns pairs: each of its {groups} group{'s' * (groups > 1)} needs an "
+                                      f"even width, got {x.width // groups}", e.span,
+                             "choose `groups` so that each group's width is even" if groups > 1 else
+                             "use an even width")
+            return False
+        return True
 
     def _objective(self, e: ast.Call) -> Op | None:
         name = e.func.name

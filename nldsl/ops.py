@@ -57,6 +57,7 @@ class OpKind(StrEnum):
     SUM = "sum"
     MEAN = "mean"
     CONV = "conv"
+    ROPE = "rope"
     NEWTON_SCHULZ = "newton_schulz"
     # objectives: (prediction, target) → one loss per token
     L2 = "l2"
@@ -90,11 +91,15 @@ class OpDef:
     # memory's read is as elementwise as its structure, which the optimizer's emitter checks itself)
     elementwise: bool = True
     doc: str = ""
+    # reads the token's place in the sequence (a history of earlier tokens, or the position): defined
+    # for the block's values, token by token, not for a memory's output inside its objective, which
+    # the update evaluates away from the token stream (NL087)
+    sequence: bool = False
 
 
-def _function(name: str, attrs: tuple[str, ...] = (), elementwise: bool = False) -> OpDef:
+def _function(name: str, attrs: tuple[str, ...] = (), elementwise: bool = False, sequence: bool = False) -> OpDef:
     signature = catalog.FUNCTIONS[name]
-    return OpDef(Family.FUNCTION, (len(signature.positional),), attrs, elementwise, signature.doc)
+    return OpDef(Family.FUNCTION, (len(signature.positional),), attrs, elementwise, signature.doc, sequence)
 
 
 OPS: dict[OpKind, OpDef] = {
@@ -121,7 +126,9 @@ OPS: dict[OpKind, OpDef] = {
     OpKind.L2NORM: _function("l2norm", ("groups",)),
     OpKind.SUM: _function("sum", ("groups",)),
     OpKind.MEAN: _function("mean", ("groups",)),
-    OpKind.CONV: OpDef(Family.FUNCTION, (1,), ("param", "kernel"), False, catalog.FUNCTIONS["conv"].doc),
+    OpKind.CONV: OpDef(Family.FUNCTION, (1,), ("param", "kernel"), False, catalog.FUNCTIONS["conv"].doc,
+                       sequence=True),
+    OpKind.ROPE: _function("rope", ("groups", "base"), sequence=True),
     OpKind.NEWTON_SCHULZ: _function("newton_schulz", ("steps",)),
     **{OpKind(name): OpDef(Family.OBJECTIVE, (2,), ("delta",) if name == "huber" else (), doc=signature.doc)
        for name, signature in catalog.OBJECTIVES.items()},

@@ -69,6 +69,7 @@ class Ctx:
     view: dict[str, str]                                 # the names this layer's code uses → parameter keys
     layer: LayerState
     h: torch.Tensor
+    pos: int                                             # the token's position in the sequence
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     self_memory: Memory | None = None
     self_weights: list[torch.Tensor] | None = None
@@ -180,7 +181,7 @@ class Reference(nn.Module):
     # ---- one token of one layer -------------------------------------------------------------------
     def _token(self, block: Block, view: dict[str, str], lowered: LoweredBlock, ls: LayerState, h: torch.Tensor,
                pos: int) -> torch.Tensor:
-        ctx = Ctx(block=block, view=view, layer=ls, h=h)
+        ctx = Ctx(block=block, view=view, layer=ls, h=h, pos=pos)
         for name, ms in ls.memories.items():
             learn = block.memories[name].learn
             assert learn is not None
@@ -425,6 +426,8 @@ EVALUATE: dict[OpKind, Evaluate] = {
     OpKind.SUM: _reduce(mean=False),
     OpKind.MEAN: _reduce(mean=True),
     OpKind.CONV: lambda r, op, ctx: r._conv(ctx, op.attrs["param"], r._eval(op.args[0], ctx)),
+    OpKind.ROPE: lambda r, op, ctx: fn.rope(r._eval(op.args[0], ctx), torch.tensor(ctx.pos), op.attrs["groups"],
+                                            op.attrs["base"]),
     **{kind: _objective for kind in OBJECTIVES},
     OpKind.READ: Reference._read,
     OpKind.SELF: Reference._self,

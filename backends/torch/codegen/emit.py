@@ -186,6 +186,11 @@ def _conv(c: Within, op: Op) -> str:
     return f"rt.conv(cache, {name}, {c(op.args[0])}, P[{name}])"
 
 
+def _rope(c: Within, op: Op) -> str:
+    base = f", base={literal(float(op.attrs['base']))}" if op.attrs["base"] != 10000 else ""
+    return f"fn.rope({c(op.args[0])}, cache.positions{groups(op)}{base})"
+
+
 def _objective(c: Within, op: Op) -> str:
     delta = f", delta={literal(float(op.attrs['delta']))}" if op.op == OpKind.HUBER else ""
     return f"fn.objective({literal(str(op.op))}, {c(op.args[0])}, {c(op.args[1])}{delta}{groups(op)})"
@@ -213,6 +218,7 @@ RENDER: dict[OpKind, Callable[[Within, Op], str]] = {
     OpKind.SUM: _reduce,
     OpKind.MEAN: _reduce,
     OpKind.CONV: _conv,
+    OpKind.ROPE: _rope,
     OpKind.NEWTON_SCHULZ: lambda c, op: f"fn.newton_schulz({c(op.args[0])}, steps={literal(op.attrs['steps'])})",
     **{kind: _objective for kind in OBJECTIVES},
     OpKind.READ: lambda c, op: c.emitter.read(op, c),

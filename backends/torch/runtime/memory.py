@@ -69,6 +69,7 @@ class Cache:
 
     conv: dict[str, torch.Tensor] = field(default_factory=dict)
     kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    positions: torch.Tensor | None = None    # the segment's tokens' positions in the sequence (T,), for rope
 
     @classmethod
     def start(cls, batch: int, convs: dict[str, tuple[int, int]], sites: dict[str, tuple[int, int]],

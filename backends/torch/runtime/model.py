@@ -8,6 +8,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch._functorch.config  # not imported by `import torch`; `compile` sets it
 import torch.nn.functional as F
 from torch import nn
 
@@ -157,8 +158,10 @@ class CompiledModel(nn.Module):
                 fires: list[dict[str, bool]]) -> torch.Tensor:
         """One segment of tokens through every layer: logits (B, S, vocab)."""
         h = self.params["embed"][tokens]
+        positions = torch.arange(st.pos, st.pos + tokens.shape[1], device=tokens.device)   # for rope
         for i, (block, _) in enumerate(self.LAYERS):
             ls = st.layers[i]
+            ls.cache.positions = positions
             h = self.blocks[block](views[i], ls.memories, ls.cache, h, fires[i])
         return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]
 
