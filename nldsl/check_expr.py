@@ -14,9 +14,9 @@ from typing import Literal
 
 from nldsl import ast, catalog
 from nldsl.diagnostics import MAX_SUGGESTION_POOL, Diagnostics, did_you_mean
-from nldsl.ops import OPS, OpKind
+from nldsl.ops import OPS, PARAM_SHAPED, OpKind, broadcast, result_width
 from nldsl.source import Span, unvalidated
-from nldsl.spec import PARAM_SHAPED, Memory, Op, Param
+from nldsl.spec import Memory, Op, Param
 
 # The largest integer a header value (a float) holds exactly; sizes, periods and counts above it are
 # refused, which also keeps every product of them in the cost preview a finite float.
@@ -211,20 +211,6 @@ def bind(call: ast.Call, sig: catalog.Signature, what: str, diags: Diagnostics) 
 
 # ---- expressions --------------------------------------------------------------------------------
 
-def broadcast(a: int, b: int, heads: int = 0) -> int | None:
-    """The width of an elementwise result: equal widths, a scalar, or one value per head."""
-    if a == b or b == 1:
-        return a
-    if a == 1:
-        return b
-    if heads > 1 and PARAM_SHAPED not in (a, b):
-        if b == heads and a % heads == 0:
-            return a
-        if a == heads and b % heads == 0:
-            return b
-    return None
-
-
 _KINDS = {k.value: k for k in OpKind}
 # The fields an `Op` was given, by whether args and attrs were: shared (see `unvalidated`).
 _FIELDS_SET = {(has_args, has_attrs): {"op", "width", "span", *["args"] * has_args, *["attrs"] * has_attrs}
@@ -322,7 +308,8 @@ class ExprChecker:
         a, b = self.check(e.left), self.check(e.right)
         if a is None or b is None:
             return None
-        w = a.width if a.width == b.width else broadcast(a.width, b.width, self.heads)   # the common case first
+        op = {"+": OpKind.ADD, "-": OpKind.SUB, "*": OpKind.MUL, "/": OpKind.DIV, "^": OpKind.POW}[e.op]
+        w = a.width if a.width == b.width else result_width(op, (a.width, b.width), {}, self.heads)  # common case first
         if w is None:
             self.diags.error("NL050", f"cannot combine {_width_name(a.width)} with {_width_name(b.width)} "
                                       f"in '{e.op}'", e.span,
@@ -333,7 +320,6 @@ class ExprChecker:
         if e.op == "/" and b.op == "const" and b.attrs["value"] == 0:
             self.diags.error("NL042", "this divides by zero", e.span, "every value the model computes must stay finite")
             return None
-        op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}[e.op]
         return new_op(op, w, e.span, args=(a, b))
 
     def _fold(self, e: ast.BinOp, a: float, b: float) -> Op | None:
@@ -368,13 +354,13 @@ class ExprChecker:
                                       f"but the left side has {_width_name(x.width)}", e.span)
             return None
         w = new_op("param", n_out, right.span, attrs={"name": right.id})
-        return new_op("matmul", n_out, e.span, args=(x, w))
+        return new_op("matmul", result_width(OpKind.MATMUL, (x.width, n_out), {}), e.span, args=(x, w))
 
     def _neg(self, e: ast.Neg) -> Op | None:
         x = self.check(e.operand)
         if x is not None and x.op == "const":
             return new_op("const", 1, e.span, attrs={"value": -x.attrs["value"]})
-        return None if x is None else new_op("neg", x.width, e.span, args=(x,))
+        return None if x is None else new_op("neg", result_width(OpKind.NEG, (x.width,), {}), e.span, args=(x,))
 
     # -- calls
     def _call(self, e: ast.Call) -> Op | None:
@@ -502,7 +488,8 @@ class ExprChecker:
                 return None
             attrs["param"] = self.ctx.fresh_param("conv", (x.width, k), e.span, init="conv")
             attrs["kernel"] = k
-            return Op(op="conv", args=(x,), attrs=attrs, width=x.width, span=e.span)
+            width = result_width(OpKind.CONV, (x.width,), attrs)
+            return Op(op="conv", args=(x,), attrs=attrs, width=width, span=e.span)
         args = [self.check(a) for a in bound.args]
         if any(a is None for a in args):
             return None
@@ -516,21 +503,16 @@ class ExprChecker:
                 attrs[key] = v
             else:
                 attrs[key] = opt.default
-        width = ops[0].width
-        if len(ops) == 2:
-            w = broadcast(ops[0].width, ops[1].width, self.heads)
-            if w is None:
-                self.diags.error("NL050", f"'{name}' got widths {ops[0].width} and {ops[1].width}", e.span)
-                return None
-            width = w
+        width = result_width(OpKind(name), tuple(o.width for o in ops), attrs, self.heads)
+        if width is None:
+            self.diags.error("NL050", f"'{name}' got widths {ops[0].width} and {ops[1].width}", e.span)
+            return None
         groups = attrs.get("groups")
-        if isinstance(groups, int) and width != PARAM_SHAPED and width % groups:
-            self.diags.error("NL052", f"width {width} does not split into {groups} groups", e.span)
+        if isinstance(groups, int) and ops[0].width != PARAM_SHAPED and ops[0].width % groups:
+            self.diags.error("NL052", f"width {ops[0].width} does not split into {groups} groups", e.span)
             return None
         if name == "rope" and not self._rope(e, ops[0], attrs):
             return None
-        if name in ("sum", "mean"):
-            width = 1 if width == PARAM_SHAPED else int(groups or 1)
         if name in ("rmsnorm", "layernorm"):
             shape, init = ((width,), "ones") if name == "rmsnorm" else ((2, width), "layernorm")
             attrs["param"] = self.ctx.fresh_param(name, shape, e.span, init=init)
@@ -577,7 +559,7 @@ class ExprChecker:
             attrs["delta"] = v
         elif name == "huber":
             attrs["delta"] = 1.0
-        return Op(op=name, args=(pred, target), attrs=attrs, width=1, span=e.span)
+        return Op(op=name, args=(pred, target), attrs=attrs, width=result_width(OpKind(name), (), attrs), span=e.span)
 
 
 # The method that checks each kind of expression: `_num` for `ast.Num`, and so on.

@@ -1,8 +1,9 @@
 """The op vocabulary: every kind of node an expression in the checked spec can hold, one entry each.
 
 `spec.Op.op` is an `OpKind`. Everything a stage needs to know about an op *kind*, as opposed to one
-node, is in its `OpDef` here: its family, how many arguments and which attributes it carries, whether
-it works element by element, and a line of documentation. The backends hold the other half of the
+node, is in its `OpDef` here: its family, how many arguments and which attributes it carries, how its
+result's width follows from its arguments' (`result_width`, which the checker computes widths by),
+whether it works element by element, and a line of documentation. The backends hold the other half of the
 registry, one entry per op for how it runs (`backends/torch/codegen/emit.py: RENDER`,
 `backends/reference/interpreter.py: EVALUATE`); tests check that each covers the vocabulary exactly
 and that the built-in functions and objectives here are the catalog's.
@@ -10,7 +11,8 @@ and that the built-in functions and objectives here are the catalog's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from nldsl import catalog
@@ -72,6 +74,21 @@ class OpKind(StrEnum):
     FUSED = "fused"              # the output of a read fused with its memory's writes
 
 
+class Width(StrEnum):
+    """How an op's result width follows from its arguments' widths (`result_width`)."""
+
+    DECLARED = "declared"        # a leaf: the width of what it names (a number: 1)
+    SAME = "same"                # its first argument's
+    BROADCAST = "broadcast"      # its two arguments', broadcast: equal, one of them 1, or one value per head
+    GROUPS = "groups"            # one value per group (`groups`); a parameter-shaped value reduces to 1
+    RIGHT = "right"              # its second argument's: `x @ W` has W's output width
+    LOSS = "loss"                # 1: one loss per token
+    MEMORY = "memory"            # the memory's output width, from its declaration (attention: its values')
+
+
+PARAM_SHAPED = 0  # the width of optimizer values: they have the shape of the parameter they update
+
+
 class Family(StrEnum):
     LEAF = "leaf"
     BINARY = "binary"            # two operands, broadcast like `fn.broadcast_pair`
@@ -87,6 +104,7 @@ class OpDef:
     family: Family
     arity: tuple[int, ...]             # how many arguments (`Op.args`) a node may have
     attrs: tuple[str, ...] = ()        # the attributes every node of this kind carries
+    width: Width = Width.SAME
     # works element by element, so an optimizer update using it can run on a shard of a parameter (a
     # memory's read is as elementwise as its structure, which the optimizer's emitter checks itself)
     elementwise: bool = True
@@ -99,46 +117,86 @@ class OpDef:
 
 def _function(name: str, attrs: tuple[str, ...] = (), elementwise: bool = False, sequence: bool = False) -> OpDef:
     signature = catalog.FUNCTIONS[name]
-    return OpDef(Family.FUNCTION, (len(signature.positional),), attrs, elementwise, signature.doc, sequence)
+    width = Width.BROADCAST if len(signature.positional) == 2 else Width.SAME
+    return OpDef(Family.FUNCTION, (len(signature.positional),), attrs, width, elementwise, signature.doc, sequence)
 
 
 OPS: dict[OpKind, OpDef] = {
-    OpKind.CONST: OpDef(Family.LEAF, (0,), ("value",), doc="a number"),
-    OpKind.INPUT: OpDef(Family.LEAF, (0,), ("name",), doc="an input of the unit"),
-    OpKind.VALUE: OpDef(Family.LEAF, (0,), ("name", "index"), doc="an earlier value, by assignment index"),
-    OpKind.PARAM: OpDef(Family.LEAF, (0,), ("name",), doc="a learned parameter"),
-    OpKind.HYPER: OpDef(Family.LEAF, (0,), ("name",), doc="an optimizer hyperparameter"),
-    OpKind.STATE: OpDef(Family.LEAF, (0,), ("memory",), doc="a memory's state, read bare"),
-    OpKind.ADD: OpDef(Family.BINARY, (2,), doc="a + b"),
-    OpKind.SUB: OpDef(Family.BINARY, (2,), doc="a - b"),
-    OpKind.MUL: OpDef(Family.BINARY, (2,), doc="a * b"),
-    OpKind.DIV: OpDef(Family.BINARY, (2,), doc="a / b"),
-    OpKind.POW: OpDef(Family.BINARY, (2,), doc="a ^ b"),
-    OpKind.MATMUL: OpDef(Family.BINARY, (2,), elementwise=False, doc="x @ W, W a parameter"),
+    OpKind.CONST: OpDef(Family.LEAF, (0,), width=Width.DECLARED, attrs=("value",), doc="a number"),
+    OpKind.INPUT: OpDef(Family.LEAF, (0,), width=Width.DECLARED, attrs=("name",), doc="an input of the unit"),
+    OpKind.VALUE: OpDef(Family.LEAF, (0,), width=Width.DECLARED, attrs=("name", "index"),
+                        doc="an earlier value, by assignment index"),
+    OpKind.PARAM: OpDef(Family.LEAF, (0,), width=Width.DECLARED, attrs=("name",), doc="a learned parameter"),
+    OpKind.HYPER: OpDef(Family.LEAF, (0,), width=Width.DECLARED, attrs=("name",), doc="an optimizer hyperparameter"),
+    OpKind.STATE: OpDef(Family.LEAF, (0,), width=Width.DECLARED, attrs=("memory",),
+                        doc="a memory's state, read bare"),
+    OpKind.ADD: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc="a + b"),
+    OpKind.SUB: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc="a - b"),
+    OpKind.MUL: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc="a * b"),
+    OpKind.DIV: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc="a / b"),
+    OpKind.POW: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc="a ^ b"),
+    OpKind.MATMUL: OpDef(Family.BINARY, (2,), width=Width.RIGHT, elementwise=False, doc="x @ W, W a parameter"),
     OpKind.NEG: OpDef(Family.UNARY, (1,), doc="-x"),
-    OpKind.MIN: OpDef(Family.BINARY, (2,), doc=catalog.FUNCTIONS["min"].doc),
-    OpKind.MAX: OpDef(Family.BINARY, (2,), doc=catalog.FUNCTIONS["max"].doc),
+    OpKind.MIN: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc=catalog.FUNCTIONS["min"].doc),
+    OpKind.MAX: OpDef(Family.BINARY, (2,), width=Width.BROADCAST, doc=catalog.FUNCTIONS["max"].doc),
     **{OpKind(name): OpDef(Family.UNARY, (1,), doc=doc) for name, doc in catalog.UNARY.items()},
     OpKind.STOPGRAD: _function("stopgrad", elementwise=True),
     OpKind.FIXED: _function("fixed", elementwise=True),
     OpKind.RMSNORM: _function("rmsnorm", ("param", "groups")),
     OpKind.LAYERNORM: _function("layernorm", ("param", "groups")),
     OpKind.L2NORM: _function("l2norm", ("groups",)),
-    OpKind.SUM: _function("sum", ("groups",)),
-    OpKind.MEAN: _function("mean", ("groups",)),
-    OpKind.CONV: OpDef(Family.FUNCTION, (1,), ("param", "kernel"), False, catalog.FUNCTIONS["conv"].doc,
-                       sequence=True),
+    OpKind.SUM: replace(_function("sum", ("groups",)), width=Width.GROUPS),
+    OpKind.MEAN: replace(_function("mean", ("groups",)), width=Width.GROUPS),
+    OpKind.CONV: OpDef(Family.FUNCTION, (1,), ("param", "kernel"), doc=catalog.FUNCTIONS["conv"].doc,
+                       elementwise=False, sequence=True),
     OpKind.ROPE: _function("rope", ("groups", "base"), sequence=True),
     OpKind.NEWTON_SCHULZ: _function("newton_schulz", ("steps",)),
-    **{OpKind(name): OpDef(Family.OBJECTIVE, (2,), ("delta",) if name == "huber" else (), doc=signature.doc)
+    **{OpKind(name): OpDef(Family.OBJECTIVE, (2,), ("delta",) if name == "huber" else (), Width.LOSS,
+                           doc=signature.doc)
        for name, signature in catalog.OBJECTIVES.items()},
-    OpKind.READ: OpDef(Family.MEMORY, (1, 3), ("memory",), doc="a memory's read: M(x), or attention's M(q, k, v)"),
-    OpKind.SELF: OpDef(Family.MEMORY, (1,), ("memory",), doc="the memory being learned, in its objective"),
-    OpKind.ARG: OpDef(Family.LOWERED, (0,), ("index",), doc="a hoisted part of an objective"),
-    OpKind.FUSED: OpDef(Family.LOWERED, (0,), ("memory",), doc="a read fused with its memory's writes"),
+    OpKind.READ: OpDef(Family.MEMORY, (1, 3), ("memory",), Width.MEMORY,
+                       doc="a memory's read: M(x), or attention's M(q, k, v)"),
+    OpKind.SELF: OpDef(Family.MEMORY, (1,), ("memory",), Width.MEMORY,
+                       doc="the memory being learned, in its objective"),
+    OpKind.ARG: OpDef(Family.LOWERED, (0,), ("index",), Width.DECLARED, doc="a hoisted part of an objective"),
+    OpKind.FUSED: OpDef(Family.LOWERED, (0,), ("memory",), Width.MEMORY, doc="a read fused with its memory's writes"),
 }
 
 OBJECTIVES = frozenset(k for k, d in OPS.items() if d.family is Family.OBJECTIVE)
 UNARY = frozenset(k for k, d in OPS.items() if d.family is Family.UNARY and k is not OpKind.NEG)
 # kinds that take a memory name: they name the memory they read in `attrs["memory"]`
 MEMORY_READS = frozenset({OpKind.READ, OpKind.STATE})
+
+
+def result_width(kind: OpKind, widths: tuple[int, ...], attrs: Mapping[str, object], heads: int = 0) -> int | None:
+    """The width of a node of `kind` whose arguments have `widths`, by its `Width` rule; None when
+    the arguments' widths do not combine. DECLARED and MEMORY widths come from a declaration, not
+    from arguments: asking for them is a mistake."""
+    rule = OPS[kind].width
+    if rule is Width.SAME:
+        return widths[0]
+    if rule is Width.RIGHT:
+        return widths[1]
+    if rule is Width.LOSS:
+        return 1
+    if rule is Width.GROUPS:
+        groups = attrs.get("groups", 1)
+        assert isinstance(groups, int)
+        return 1 if widths[0] == PARAM_SHAPED else groups
+    if rule is Width.BROADCAST:
+        return broadcast(*widths, heads=heads) if len(widths) == 2 else widths[0]
+    raise ValueError(f"the width of '{kind}' comes from a declaration, not from its arguments")
+
+
+def broadcast(a: int, b: int, heads: int = 0) -> int | None:
+    """The width of an elementwise result: equal widths, a scalar, or one value per head."""
+    if a == b or b == 1:
+        return a
+    if a == 1:
+        return b
+    if heads > 1 and PARAM_SHAPED not in (a, b):
+        if b == heads and a % heads == 0:
+            return a
+        if a == heads and b % heads == 0:
+            return b
+    return None

@@ -13,8 +13,6 @@ from pydantic import BaseModel, ConfigDict
 from nldsl.ops import OBJECTIVES, OpKind
 from nldsl.source import Span
 
-PARAM_SHAPED = 0  # the width of optimizer values: they have the shape of the parameter they update
-
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -15,7 +15,7 @@ from nldsl import catalog
 from nldsl.backends.reference.interpreter import EVALUATE
 from nldsl.backends.torch.codegen.emit import RENDER
 from nldsl.lower import Assign, FusedRead, TeachCoefficients, Update, lower_block
-from nldsl.ops import OBJECTIVES, OPS, Family, OpKind
+from nldsl.ops import OBJECTIVES, OPS, Family, OpKind, Width, result_width
 from nldsl.spec import Op
 
 # Ops the reference interpreter never meets: it runs models as checked, before lowering, so not an
@@ -86,7 +86,8 @@ def _checked_exprs(spec) -> list[Op]:
 @pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
 def test_every_node_of_every_shipped_spec_is_what_its_definition_says(path):
     """Checked and lowered: each node's kind is an `OpKind`, its number of arguments one its
-    definition allows, and it carries every attribute the definition names."""
+    definition allows, it carries every attribute the definition names, and its width is what its
+    definition's width rule makes of its arguments'."""
     spec = nldsl.load_spec(path)
     seen = set()
     for expr in _checked_exprs(spec):
@@ -95,5 +96,25 @@ def test_every_node_of_every_shipped_spec_is_what_its_definition_says(path):
             definition = OPS[node.op]
             assert len(node.args) in definition.arity, (node.op, len(node.args))
             assert set(definition.attrs) <= set(node.attrs), (node.op, node.attrs)
+            if definition.width not in (Width.DECLARED, Width.MEMORY):
+                heads = max([m.heads for u in spec.models.values() for b in u.blocks for m in b.memories.values()]
+                            + [int(u.config.get("heads", 0)) for u in spec.models.values()] or [0])
+                assert node.width == result_width(node.op, tuple(a.width for a in node.args), node.attrs, heads), \
+                    (node.op, node.width, [a.width for a in node.args])
             seen.add(node.op)
     assert seen, "no expressions found"
+
+
+def test_width_rules():
+    """Each family's rule, on widths a spec can have (8 wide, 2 heads, parameter-shaped 0)."""
+    assert result_width(OpKind.ADD, (8, 8), {}) == 8
+    assert result_width(OpKind.MUL, (8, 1), {}) == result_width(OpKind.MUL, (1, 8), {}) == 8
+    assert result_width(OpKind.MUL, (8, 2), {}, heads=2) == 8          # one value per head
+    assert result_width(OpKind.MUL, (8, 3), {}, heads=2) is None
+    assert result_width(OpKind.MATMUL, (8, 5), {}) == 5
+    assert result_width(OpKind.MEAN, (8,), {"groups": 2}) == 2
+    assert result_width(OpKind.SUM, (0,), {"groups": 1}) == 1             # a whole parameter sums to one value
+    assert result_width(OpKind.ROPE, (8,), {"groups": 2, "base": 10000.0}) == 8
+    assert result_width(OpKind.L2, (8, 8), {}) == 1
+    with pytest.raises(ValueError):
+        result_width(OpKind.READ, (8,), {"memory": "M"})
