@@ -365,21 +365,19 @@ class ExprChecker:
     # -- calls
     def _call(self, e: ast.Call) -> Op | None:
         op = self._callee(e)
-        if op is None or not (OPS[op.op].sequence or self._attention_read(op)):
+        if op is None or not (OPS[op.op].sequence or op.op == OpKind.READ):
             return op
         if any(a.reads_self() for a in op.args):
-            what = f"attention '{op.attrs['memory']}'" if op.op == OpKind.READ else f"`{op.op}`"
-            self.diags.error("NL087", f"{what} cannot take a value computed from `self`: it reads the token's place "
-                                      "in the sequence, and an objective is evaluated away from the tokens", e.span,
-                             f"apply {what} to the input of `self(...)` instead")
+            if op.op == OpKind.READ:
+                what = f"memory '{op.attrs['memory']}'"
+                why = "an objective is evaluated inside the update, where only the memory being learned is at hand"
+            else:
+                what = f"`{op.op}`"
+                why = "it reads the token's place in the sequence, and an objective is evaluated away from the tokens"
+            self.diags.error("NL087", f"{what} cannot take a value computed from `self`: {why}", e.span,
+                             f"apply {what} to the input of `self(...)` instead, or compute it in the block")
             return None
         return op
-
-    def _attention_read(self, op: Op) -> bool:
-        if op.op != OpKind.READ:
-            return False
-        memory = self.ctx.scope.get(op.attrs["memory"])
-        return memory is not None and memory.memory is not None and memory.memory.structure.kind == "attention"
 
     def _callee(self, e: ast.Call) -> Op | None:
         name = e.func.name

@@ -126,8 +126,8 @@ CODES: dict[str, Code] = {
     "NL085": Code("frozen memory is learned", "Remove `frozen`, or remove the `learn`."),
     "NL086": Code("parameter update missing or not last", "An optimizer body must end in `param = ...`."),
     "NL087": Code(
-        "sequence operation on a memory's output in its objective",
-        "Apply `conv`, `rope` and attention to the inputs of `self(...)`, not to what it returns.",
+        "block operation on a memory's output in its objective",
+        "Apply `conv`, `rope` and other memories to the inputs of `self(...)`, not to what it returns.",
     ),
     # the outer level
     "NL090": Code("unknown optimizer", 'Import the optimizer spec, e.g. `import "optim/adamw.nl"`.'),

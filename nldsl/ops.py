@@ -111,7 +111,8 @@ class OpDef:
     doc: str = ""
     # reads the token's place in the sequence (a history of earlier tokens, or the position): defined
     # for the block's values, token by token, not for a memory's output inside its objective, which
-    # the update evaluates away from the token stream (NL087)
+    # the update evaluates away from the token stream (NL087, which refuses other memories' reads
+    # there too)
     sequence: bool = False
 
 
