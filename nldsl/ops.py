@@ -143,8 +143,9 @@ OPS: dict[OpKind, OpDef] = {
     **{OpKind(name): OpDef(Family.UNARY, (1,), doc=doc) for name, doc in catalog.UNARY.items()},
     OpKind.STOPGRAD: _function("stopgrad", elementwise=True),
     OpKind.FIXED: _function("fixed", elementwise=True),
-    OpKind.RMSNORM: _function("rmsnorm", ("param", "groups")),
-    OpKind.LAYERNORM: _function("layernorm", ("param", "groups")),
+    # inside an objective, lowering passes the norm's scale as a second argument (`lower_objective`)
+    OpKind.RMSNORM: replace(_function("rmsnorm", ("param", "groups")), arity=(1, 2)),
+    OpKind.LAYERNORM: replace(_function("layernorm", ("param", "groups")), arity=(1, 2)),
     OpKind.L2NORM: _function("l2norm", ("groups",)),
     OpKind.SUM: replace(_function("sum", ("groups",)), width=Width.GROUPS),
     OpKind.MEAN: replace(_function("mean", ("groups",)), width=Width.GROUPS),

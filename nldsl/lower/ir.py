@@ -12,7 +12,7 @@ backend only prints or executes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
@@ -97,6 +97,10 @@ class LoweredBlock(BaseModel):
     # read's result is added to, made outside the block, whose gradient is that read's δ
     teach_reads: dict[str, tuple[int, ...]] = {}
 
+    def ops(self) -> Iterator[Op]:
+        """Every node of every expression the block evaluates, statement by statement."""
+        yield from _ops(self.statements)
+
 
 def _rebuild(op: Op, visit) -> Op:
     """`op` with `visit` applied to its arguments first (a copy only where something changed)."""
@@ -108,7 +112,9 @@ def lower_objective(objective: Op, key: Op | None, losses: Callable[[Op], int],
                     reads: Callable[[Op], Op]) -> tuple[Op, tuple[Op, ...]]:
     """An objective as a function of the weights: its self-free parts hoisted out (`arg` i is the
     i-th returned value, its reads lowered by `reads`), dgd's probe on the first self(...) call that
-    reads `key`, and each objective's number of `losses` (one per head) in its "groups"."""
+    reads `key`, and each objective's number of `losses` (one per head) in its "groups".
+    A norm of a value computed from self gets its scale as a second argument, a parameter, so that
+    it is hoisted too: the objective runs inside the update, where the block's parameters are not."""
     shape_of_key = key.structure() if key is not None else None
     index: dict[tuple, int] = {}
     hoisted: list[Op] = []
@@ -125,6 +131,9 @@ def lower_objective(objective: Op, key: Op | None, losses: Callable[[Op], int],
         probe = op.op == OpKind.SELF and not probed and shape_of_key is not None \
             and op.args[0].structure() == shape_of_key
         probed = probed or probe
+        if op.op in (OpKind.RMSNORM, OpKind.LAYERNORM) and len(op.args) == 1:
+            scale = Op(op=OpKind.PARAM, attrs={"name": op.attrs["param"]}, width=op.width, span=op.span)
+            op = op.model_copy(update={"args": (*op.args, scale)})
         op = _rebuild(op, visit)
         if probe:
             return op.model_copy(update={"attrs": {**op.attrs, "probe": True}})
@@ -272,18 +281,21 @@ class _Lowering:
                             output=block_output(block), teach_reads=_teach_reads(statements))
 
 
-def _teach_reads(statements: list[AnyStatement]) -> dict[str, tuple[int, ...]]:
-    """The widths of every teach-signal read the block's statements make, per memory."""
-    out: dict[str, tuple[int, ...]] = {}
+def _ops(statements) -> Iterator[Op]:
     for st in statements:
         for value in dict(st).values():
             for root in value if isinstance(value, tuple) else (value,):
-                if not isinstance(root, Op):
-                    continue
-                for op in root.walk():
-                    if op.op == OpKind.READ and op.attrs.get("kernel") == Read.REMEMBER:
-                        name = op.attrs["memory"]
-                        out[name] = (*out.get(name, ()), op.width)
+                if isinstance(root, Op):
+                    yield from root.walk()
+
+
+def _teach_reads(statements: list[AnyStatement]) -> dict[str, tuple[int, ...]]:
+    """The widths of every teach-signal read the block's statements make, per memory."""
+    out: dict[str, tuple[int, ...]] = {}
+    for op in _ops(statements):
+        if op.op == OpKind.READ and op.attrs.get("kernel") == Read.REMEMBER:
+            name = op.attrs["memory"]
+            out[name] = (*out.get(name, ()), op.width)
     return out
 
 

@@ -174,7 +174,8 @@ def _unary(c: Within, op: Op) -> str:
 
 
 def _norm(c: Within, op: Op) -> str:
-    return f"fn.{op.op}({c(op.args[0])}, P[{literal(op.attrs['param'])}]{groups(op)})"
+    scale = c(op.args[1]) if len(op.args) == 2 else f"P[{literal(op.attrs['param'])}]"   # 2: in an objective
+    return f"fn.{op.op}({c(op.args[0])}, {scale}{groups(op)})"
 
 
 def _reduce(c: Within, op: Op) -> str:
@@ -426,11 +427,14 @@ def emit_model(spec: Spec, name: str | None = None) -> str:
 
     memories = per_block(lambda blk: [f"{literal(m)}: {blk.const(m)}" for m, mem in blk.block.memories.items()
                                       if mem.parametric and blk.kernel(m) is not Kernel.STATIC])
-    convs = per_block(lambda blk: [f"{literal(o.attrs['param'])}: ({o.width}, {o.attrs['kernel']})"
-                                   for a in blk.block.assignments for o in a.expr.walk() if o.op == OpKind.CONV])
-    sites = per_block(lambda blk: [f"{literal(attention_site(o))}: ({o.args[1].width}, {o.args[2].width})"
-                                   for a in blk.block.assignments for o in a.expr.walk()
-                                   if o.op == OpKind.READ and blk.kernel(o.attrs["memory"]) is Kernel.ATTENTION])
+    # every convolution and attention read the block evaluates: in its values, and in the parts of
+    # objectives and coefficients computed beside them
+    convs = per_block(lambda blk: list(dict.fromkeys(
+        f"{literal(o.attrs['param'])}: ({o.width}, {o.attrs['kernel']})"
+        for o in blk.lowered.ops() if o.op == OpKind.CONV)))
+    sites = per_block(lambda blk: list(dict.fromkeys(
+        f"{literal(attention_site(o))}: ({o.args[1].width}, {o.args[2].width})"
+        for o in blk.lowered.ops() if o.op == OpKind.READ and o.attrs.get("kernel") == Read.ATTENTION)))
     layers = tuple_of([f"({literal(b.name)}, {i})" for b in model.blocks for i in range(b.repeat)])
     lines += ["", f"class {cls}(CompiledModel):", *code_lines([
               "    PARAMS = PARAMS",

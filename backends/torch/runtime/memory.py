@@ -320,10 +320,16 @@ class _Segment:
         return self.last_a.exp()[..., None, None] * w
 
 
+def per_token(values: tuple) -> torch.Tensor:
+    """The first of an objective's hoisted values that has a token axis, (B, S, w): the others are
+    constants and parameters, which the objective takes whole."""
+    return next(v for v in values if isinstance(v, torch.Tensor) and v.dim() == 3)
+
+
 def _segment(mem: Mem, values: tuple, lr, retain, *extra) -> _Segment:
     spec = mem.spec
     theta, values, lr, retain, cur, *extra = _detach_for(spec, mem.ref, values, lr, retain, mem.cur, *extra)
-    like = values[0]
+    like = per_token(values)
     batch, length = like.shape[:2]
     if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged at the end
         theta = [w.expand(batch, *w.shape[1:]) for w in theta]
@@ -355,7 +361,7 @@ def period_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum,
     seg = _segment(mem, values, lr, retain, momentum, mem.momentum)
     momentum, mom = seg.extra
     batch, length, heads = seg.lr.shape
-    cum_b = cumulative_log(_heads(momentum, batch, length, heads, seg.values[0]))
+    cum_b = cumulative_log(_heads(momentum, batch, length, heads, per_token(seg.values)))
     carry, f = momentum_end(seg.lr, cum_b)                  # B_S (B, H, 1, 1); f_u = −lr_u B_S/B_u (B, H, S)
     # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u) (the last row of `recurrences.coefficients`);  φ = Σ_t (Γ_S/Γ_t) B_t
     pair = (seg.last_a.unsqueeze(1).unsqueeze(1) - seg.cum_a.unsqueeze(1) + cum_b.unsqueeze(1)
@@ -381,7 +387,7 @@ def _dgd_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], v
         assert delta is not None
         return grads, delta
     batch, length, heads = weight.shape
-    probe = values[0].new_zeros(batch, length, heads, theta[0].shape[-2])
+    probe = per_token(values).new_zeros(batch, length, heads, theta[0].shape[-2])
     losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values, at=theta),
                        *theta[1:], probe)
     return list(pull(weight)[:-1]), pull(torch.ones_like(losses))[-1]
@@ -397,7 +403,7 @@ def period_dgd(mem: Mem, objective: Objective, values: tuple, lr, key, retain=No
     batch, length, heads = seg.lr.shape
     grads, delta = _dgd_grads(spec, objective, seg.theta, seg.values, -seg.lr * seg.decay_w)
     keys = key.unflatten(-1, (spec.heads, -1))
-    alpha = _heads(alpha, batch, length, heads, seg.values[0]) if alpha is not None else None
+    alpha = _heads(alpha, batch, length, heads, per_token(seg.values)) if alpha is not None else None
     _, first = chunkwise.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
     _end_segment(mem, [first] + [seg.retained(w) + g for w, g in zip(seg.cur[1:], grads, strict=True)])
 
@@ -407,7 +413,7 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
     """Per-token gradients at the reference state (`torch.func`), then the rule token by token."""
     spec = mem.spec
     coeffs = {"lr": lr, "retain": retain, "momentum": momentum, "precond": precond, "key": key}
-    like = values[0] if values else key
+    like = per_token(values) if any(isinstance(v, torch.Tensor) and v.dim() == 3 for v in values) else key
     theta, values, cur, coeffs = _detach_for(spec, mem.ref, values, mem.cur, coeffs)
     if spec.backprop in ("first_order", "stop"):
         mem.momentum = _detached(mem.momentum)
@@ -418,13 +424,15 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
     if spec.persistent:     # one state, but each sequence's own gradient: the writes are averaged below
         theta = [w.expand(like.shape[0], *w.shape[1:]) for w in theta]
         cur = [w.expand(like.shape[0], *w.shape[1:]) for w in cur]
-    per_token = vmap(grad(total), in_dims=(None, *(1 for _ in values)), out_dims=1)(tuple(theta), *values)
+    # over tokens: per-token values along their token axis; constants and parameters whole
+    token_axes = tuple(1 if isinstance(v, torch.Tensor) and v.dim() == 3 else None for v in values)
+    grads = vmap(grad(total), in_dims=(None, *token_axes), out_dims=1)(tuple(theta), *values)
     new = cur
     coeffs = {k: (torch.as_tensor(v, dtype=like.dtype) if v is not None and not isinstance(v, torch.Tensor) else v)
               for k, v in coeffs.items()}
     for t in range(like.shape[1]):
         step = {k: (v[:, t] if isinstance(v, torch.Tensor) and v.dim() >= 2 else v) for k, v in coeffs.items()}
-        new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in per_token], step, mem)
+        new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in grads], step, mem)
         if spec.persistent:     # the shared state takes the mean of the sequences' writes, token by token
             new = [w.mean(0, keepdim=True).expand_as(w) for w in new]
     if spec.persistent:
