@@ -6,6 +6,7 @@ from nldsl import ast, catalog
 from nldsl.check_decl import CmsGroup, Mode
 from nldsl.check_expr import Context, ExprChecker, Header, bind, const_eval, const_int
 from nldsl.diagnostics import Diagnostics, did_you_mean
+from nldsl.ops import OpKind
 from nldsl.spec import Learn, Memory, Op, Rule, Time
 
 
@@ -149,6 +150,11 @@ class LearnChecker:
             elif not objective.reads_self():
                 diags.error("NL081", f"the objective never reads '{memory.name}': its gradient is zero",
                             learn.objective.span, "call the memory being learned as `self(...)`")
+                ok = False
+            elif not _differentiates_self(objective):
+                diags.error("NL081", f"the objective reads '{memory.name}' only inside `fixed` or `stopgrad`: its "
+                                     "gradient is zero", learn.objective.span,
+                            "leave at least one `self(...)` outside them, as in `l2(self(k), fixed(self(v)))`")
                 ok = False
         elif self.mode == "optimizer":
             diags.error("NL065", "`outer` is a model-level objective; optimizer states learn from gradients",
@@ -367,3 +373,12 @@ class LearnChecker:
             keys = _key_of(objective)
             key = keys[0] if keys else None
         return Learn(objective=objective, rule=rule, time=time, key=key, span=learn.span, **fields)  # type: ignore[arg-type]
+
+
+def _differentiates_self(op: Op) -> bool:
+    """Whether the memory's own gradient can reach a `self` read: one outside `fixed` and `stopgrad`."""
+    if op.op in (OpKind.FIXED, OpKind.STOPGRAD):
+        return False
+    if op.op == OpKind.SELF or (op.op == OpKind.STATE and op.attrs.get("self")):
+        return True
+    return any(_differentiates_self(a) for a in op.args)

@@ -48,9 +48,6 @@ RULES = {"period": "gd(lr = 0.3) every 4 tokens", "generic": "adam(lr = 0.01) ev
 KNOWN = {
     **{(name, "input", "in_chunk"): "in_chunk: a hoisted attention or convolution value has the wrong shape "
                                      "(RuntimeError in expand)" for name in ("attention", "conv")},
-    **{(name, "output", rule): "the memory's own gradient is zero (NL081 does not see through these): "
-                               "nan against the reference" for name in ("fixed", "stopgrad")
-       for rule in ("generic", "in_chunk")},
     **{(name, place, "generic"): "Adam with per-token gradients that are piecewise constant: off the reference "
                                  "(nan or 1e-2); not diagnosed"
        for name, place in (("relu", "output"), ("relu", "input"), ("sign", "output"), ("min", "output"),
