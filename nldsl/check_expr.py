@@ -469,9 +469,9 @@ class ExprChecker:
                              "it holds a value constant for the learned memory's own gradient; "
                              "elsewhere, `stopgrad` stops every gradient")
             return None
-        if name == "rope" and self.ctx.mode == "optimizer":
-            self.diags.error("NL022", "rope turns a value by its token's position: there are no tokens in an "
-                                      "optimizer spec", e.func.span, "use it on queries and keys in a model's block")
+        if name in OPS and OPS[OpKind(name)].sequence and self.ctx.mode == "optimizer":
+            self.diags.error("NL022", f"{name} reads the token's place in the sequence: there are no tokens in an "
+                                      "optimizer spec", e.func.span, "use it in a model's block")
             return None
         if name == "newton_schulz" and self.ctx.mode != "optimizer":
             self.diags.error("NL022", "newton_schulz applies to whole parameters, in optimizer specs", e.func.span,
