@@ -379,6 +379,6 @@ def _differentiates_self(op: Op) -> bool:
     """Whether the memory's own gradient can reach a `self` read: one outside `fixed` and `stopgrad`."""
     if op.op in (OpKind.FIXED, OpKind.STOPGRAD):
         return False
-    if op.op == OpKind.SELF or (op.op == OpKind.STATE and op.attrs.get("self")):
+    if op.is_self():
         return True
     return any(_differentiates_self(a) for a in op.args)

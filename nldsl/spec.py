@@ -42,9 +42,13 @@ class Op(Frozen):
         attrs = tuple(sorted((k, v) for k, v in self.attrs.items() if isinstance(v, str | int | float | bool)))
         return self.op, self.width, attrs, tuple(a.structure() for a in self.args)
 
+    def is_self(self) -> bool:
+        """Whether this node is a read of the memory being learned: `self(...)`, or a bare elementwise `self`."""
+        return self.op == OpKind.SELF or (self.op == OpKind.STATE and bool(self.attrs.get("self")))
+
     def reads_self(self) -> bool:
-        """Whether it reads the memory being learned: `self(...)`, or a bare elementwise `self`."""
-        return any(o.op == OpKind.SELF or (o.op == OpKind.STATE and o.attrs.get("self")) for o in self.walk())
+        """Whether it reads the memory being learned anywhere."""
+        return any(o.is_self() for o in self.walk())
 
 
 class Time(Frozen):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch.func import vjp
 
-from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment, per_token
+from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment
 from nldsl.backends.torch.runtime.recurrences import coefficients, cumulative_log, key_layer, momentum_end, ratios
 
 
@@ -41,12 +41,12 @@ def period_dgd_momentum(mem: Mem, objective: Objective, values: tuple, lr, momen
     assert mom is not None
     batch, length, heads = seg.lr.shape
     theta = seg.theta
-    cum_b = cumulative_log(_heads(momentum, batch, length, heads, per_token(seg.values)))
+    cum_b = cumulative_log(_heads(momentum, batch, length, heads, seg.tokens))
     coef, phi, gamma = coefficients(seg.lr, seg.cum_a, cum_b)
     assert phi is not None
     carry, fresh = momentum_end(seg.lr, cum_b)                            # B_S, −η_u B_S/B_u
     last = coef[:, :, -1]                                                 # c_{S,u} (B, H, u)
-    probe = per_token(seg.values).new_zeros(batch, length, heads, theta[0].shape[-2])
+    probe = seg.tokens.new_zeros(batch, length, heads, theta[0].shape[-2])
     losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *seg.values, at=theta),
                        *theta[1:], probe)
     grads_w = pull(last.transpose(1, 2))[:-1]

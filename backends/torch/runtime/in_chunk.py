@@ -29,7 +29,7 @@ import torch
 from torch.func import vjp
 
 from nldsl.backends import functional as fn
-from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment, per_token
+from nldsl.backends.torch.runtime.memory import Mem, Objective, _end_segment, _heads, _segment
 from nldsl.backends.torch.runtime.recurrences import (
     coefficients,
     cumulative_log,
@@ -73,10 +73,10 @@ def in_chunk(mem: Mem, objective: Objective, values: tuple, lr, retain=None, mom
     inputs = [_rows(key, heads)]
     for w in theta[:-1]:
         inputs.append(fn.ACTIVATIONS[spec.act](inputs[-1] @ w.transpose(-1, -2)))
-    probes = [per_token(seg.values).new_zeros(batch, length, heads, w.shape[-2]) for w in theta]
+    probes = [seg.tokens.new_zeros(batch, length, heads, w.shape[-2]) for w in theta]
     losses, pull = vjp(lambda *p: objective(theta, list(p), *seg.values, at=theta), *probes)
     deltas = [d.transpose(1, 2) for d in pull(torch.ones_like(losses))]
-    cum_b = None if momentum is None else cumulative_log(_heads(momentum, batch, length, heads, per_token(seg.values)))
+    cum_b = None if momentum is None else cumulative_log(_heads(momentum, batch, length, heads, seg.tokens))
     coef, phi, gamma = coefficients(seg.lr, seg.cum_a, cum_b)
     writes = Writes(list(seg.cur), mom, inputs, deltas, gamma, phi, coef)
     last = coef[:, :, -1].unsqueeze(-1)                      # c_{S,u} (B, H, u, 1)

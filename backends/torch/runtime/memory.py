@@ -310,6 +310,7 @@ class _Segment:
     theta: list[torch.Tensor]      # the committed state: where gradients are taken
     cur: list[torch.Tensor]        # the shadow state the writes land on
     values: tuple
+    tokens: torch.Tensor           # the first value with a token axis (B, S, w): the segment's shape and dtype
     lr: torch.Tensor               # (B, S, H)
     cum_a: torch.Tensor            # log Γ_t, Γ_t = α_1 ⋯ α_t (B, S, H)
     last_a: torch.Tensor           # log Γ_S (B, H)
@@ -320,10 +321,17 @@ class _Segment:
         return self.last_a.exp()[..., None, None] * w
 
 
-def per_token(values: tuple) -> torch.Tensor:
-    """The first of an objective's hoisted values that has a token axis, (B, S, w): the others are
-    constants and parameters, which the objective takes whole."""
-    return next(v for v in values if isinstance(v, torch.Tensor) and v.dim() == 3)
+def _has_tokens(value) -> bool:
+    """An objective's hoisted value with a token axis, (B, S, w): the others are constants and
+    parameters, which the objective takes whole."""
+    return isinstance(value, torch.Tensor) and value.dim() == 3
+
+
+def per_token(values: tuple, default: torch.Tensor | None = None) -> torch.Tensor:
+    """The first of an objective's hoisted values that has a token axis (else `default`)."""
+    found = next((v for v in values if _has_tokens(v)), default)
+    assert found is not None, "an objective with no per-token value"
+    return found
 
 
 def _segment(mem: Mem, values: tuple, lr, retain, *extra) -> _Segment:
@@ -338,7 +346,7 @@ def _segment(mem: Mem, values: tuple, lr, retain, *extra) -> _Segment:
     cum_a = cumulative_log(_heads(retain, batch, length, spec.heads, like)) if retain is not None else \
         torch.zeros_like(lr)
     last_a = cum_a[:, -1]
-    return _Segment(theta, cur, values, lr, cum_a, last_a, torch.exp(last_a.unsqueeze(1) - cum_a), extra)
+    return _Segment(theta, cur, values, like, lr, cum_a, last_a, torch.exp(last_a.unsqueeze(1) - cum_a), extra)
 
 
 def _end_segment(mem: Mem, new: list[torch.Tensor]) -> None:
@@ -361,7 +369,7 @@ def period_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum,
     seg = _segment(mem, values, lr, retain, momentum, mem.momentum)
     momentum, mom = seg.extra
     batch, length, heads = seg.lr.shape
-    cum_b = cumulative_log(_heads(momentum, batch, length, heads, per_token(seg.values)))
+    cum_b = cumulative_log(_heads(momentum, batch, length, heads, seg.tokens))
     carry, f = momentum_end(seg.lr, cum_b)                  # B_S (B, H, 1, 1); f_u = −lr_u B_S/B_u (B, H, S)
     # e_u = −lr_u Σ_{t≥u} (Γ_S/Γ_t)(B_t/B_u) (the last row of `recurrences.coefficients`);  φ = Σ_t (Γ_S/Γ_t) B_t
     pair = (seg.last_a.unsqueeze(1).unsqueeze(1) - seg.cum_a.unsqueeze(1) + cum_b.unsqueeze(1)
@@ -403,7 +411,7 @@ def period_dgd(mem: Mem, objective: Objective, values: tuple, lr, key, retain=No
     batch, length, heads = seg.lr.shape
     grads, delta = _dgd_grads(spec, objective, seg.theta, seg.values, -seg.lr * seg.decay_w)
     keys = key.unflatten(-1, (spec.heads, -1))
-    alpha = _heads(alpha, batch, length, heads, per_token(seg.values)) if alpha is not None else None
+    alpha = _heads(alpha, batch, length, heads, seg.tokens) if alpha is not None else None
     _, first = chunkwise.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
     _end_segment(mem, [first] + [seg.retained(w) + g for w, g in zip(seg.cur[1:], grads, strict=True)])
 
@@ -413,7 +421,7 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
     """Per-token gradients at the reference state (`torch.func`), then the rule token by token."""
     spec = mem.spec
     coeffs = {"lr": lr, "retain": retain, "momentum": momentum, "precond": precond, "key": key}
-    like = per_token(values) if any(isinstance(v, torch.Tensor) and v.dim() == 3 for v in values) else key
+    like = per_token(values, key)
     theta, values, cur, coeffs = _detach_for(spec, mem.ref, values, mem.cur, coeffs)
     if spec.backprop in ("first_order", "stop"):
         mem.momentum = _detached(mem.momentum)
@@ -425,7 +433,7 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
         theta = [w.expand(like.shape[0], *w.shape[1:]) for w in theta]
         cur = [w.expand(like.shape[0], *w.shape[1:]) for w in cur]
     # over tokens: per-token values along their token axis; constants and parameters whole
-    token_axes = tuple(1 if isinstance(v, torch.Tensor) and v.dim() == 3 else None for v in values)
+    token_axes = tuple(1 if _has_tokens(v) else None for v in values)
     grads = vmap(grad(total), in_dims=(None, *token_axes), out_dims=1)(tuple(theta), *values)
     new = cur
     coeffs = {k: (torch.as_tensor(v, dtype=like.dtype) if v is not None and not isinstance(v, torch.Tensor) else v)
