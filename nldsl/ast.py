@@ -1,86 +1,95 @@
 """The abstract syntax tree: what a `.nl` file says, before any name or shape is checked.
 
-Every node carries the `Span` it came from. Nodes are frozen pydantic models, so a tree can be
-compared, hashed into golden files (`model_dump`) and printed back by the formatter.
+Every node carries the `Span` it came from. Nodes are slotted dataclasses that the parser builds
+directly: a 100,000-line spec makes a million of them, so they cost what a plain Python object
+costs. They compare by value, `dump` turns a tree into plain data (tests, golden files), and the
+formatter prints them back. Nothing changes a node once the parser has built it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from nldsl.source import Span
 
-from nldsl.source import Span, unvalidated
-
-N = TypeVar("N", bound="Node")
+node = dataclass(slots=True, kw_only=True)
 
 
-class Node(BaseModel):
-    # Validators are built on first use, not at import: the parser builds nodes without validation
-    # (`make`), so `nldsl check` never needs them, and building them took half its start-up.
-    model_config = ConfigDict(frozen=True, defer_build=True)
+@node
+class Node:
     span: Span
+    # How deep an expression nests (operators and calls; parentheses only group), set by the parser,
+    # which refuses expressions deeper than `nldsl.parse.MAX_EXPRESSION_DEPTH` because every later
+    # stage recurses over them. Nodes that are not expressions nest nothing.
+    depth: ClassVar[int] = 0
 
 
+@node
 class Ident(Node):
     name: str
 
 
 # ---- expressions ------------------------------------------------------------------------------
 
-class Num(Node):
-    kind: Literal["num"] = "num"
+@node
+class ExprNode(Node):
+    depth: int = field(default=0, compare=False, repr=False)     # type: ignore[misc]
+
+
+@node
+class Num(ExprNode):
     value: float
     text: str
 
 
-class Name(Node):
-    kind: Literal["name"] = "name"
+@node
+class Name(ExprNode):
     id: str
 
 
-class SelfRef(Node):
+@node
+class SelfRef(ExprNode):
     """`self` in an objective: the state of the memory being learned."""
 
-    kind: Literal["self"] = "self"
 
-
-class Kwarg(Node):
+@node
+class Kwarg(ExprNode):
     name: str
     value: Expr
 
 
-class Call(Node):
-    kind: Literal["call"] = "call"
+@node
+class Call(ExprNode):
     func: Ident                    # `self` as a callee is spelled with func.name == "self"
-    args: list[Expr] = []
-    kwargs: list[Kwarg] = []
+    args: list[Expr] = field(default_factory=list)
+    kwargs: list[Kwarg] = field(default_factory=list)
     bare: bool = False             # written without parentheses (structures only: `elementwise`)
 
 
-class BinOp(Node):
-    kind: Literal["binop"] = "binop"
+@node
+class BinOp(ExprNode):
     op: Literal["+", "-", "*", "/", "@", "^"]
     left: Expr
     right: Expr
 
 
-class Neg(Node):
-    kind: Literal["neg"] = "neg"
+@node
+class Neg(ExprNode):
     operand: Expr
 
 
-Expr = Annotated[Num | Name | SelfRef | Call | BinOp | Neg, Field(discriminator="kind")]
+Expr = Num | Name | SelfRef | Call | BinOp | Neg
 
 
+@node
 class Outer(Node):
     """The objective `outer`: the outer loss' gradient at the memory's output (teach signal)."""
-
-    kind: Literal["outer"] = "outer"
 
 
 # ---- time -------------------------------------------------------------------------------------
 
+@node
 class Period(Node):
     """`token`, `16 tokens`, `step`, `period steps`, `never`."""
 
@@ -91,50 +100,53 @@ class Period(Node):
 
 # ---- declarations -----------------------------------------------------------------------------
 
+@node
 class Modifier(Node):
     key: Literal["per", "scope", "init", "level", "frozen"]
     value: str | int | None = None
     value_span: Span | None = None
 
 
+@node
 class CmsLevel(Node):
     structure: Call
     period: Period
 
 
+@node
 class Cms(Node):
-    kind: Literal["cms"] = "cms"
     mode: Ident | None = None          # `cms [..]` chains the levels; `cms parallel [..]` sums them
     levels: list[CmsLevel]
 
 
+@node
 class Assign(Node):
-    kind: Literal["assign"] = "assign"
     target: Ident
     value: Expr
 
 
+@node
 class Update(Node):
     """`param = expr` in an optimizer body: the new value of the parameter being optimized."""
 
-    kind: Literal["update"] = "update"
     value: Expr
 
 
+@node
 class ParamDecl(Node):
-    kind: Literal["param"] = "param"
     name: Ident
     type: Call
-    modifiers: list[Modifier] = []
+    modifiers: list[Modifier] = field(default_factory=list)
 
 
+@node
 class MemoryDecl(Node):
-    kind: Literal["memory"] = "memory"
     names: list[Ident]
     structure: Call | Cms
-    modifiers: list[Modifier] = []
+    modifiers: list[Modifier] = field(default_factory=list)
 
 
+@node
 class Clause(Node):
     key: Literal["every", "chunk", "anchor", "read", "backprop"]
     period: Period | None = None     # every
@@ -143,104 +155,89 @@ class Clause(Node):
     value_span: Span | None = None
 
 
+@node
 class Learn(Node):
-    kind: Literal["learn"] = "learn"
     memories: list[Ident]
-    objective: Annotated[Num | Name | SelfRef | Call | BinOp | Neg | Outer, Field(discriminator="kind")]
+    objective: Expr | Outer
     rule: Call
-    clauses: list[Clause] = []
+    clauses: list[Clause] = field(default_factory=list)
 
 
-Statement = Annotated[Assign | Update | ParamDecl | MemoryDecl | Learn, Field(discriminator="kind")]
+Statement = Assign | Update | ParamDecl | MemoryDecl | Learn
 
 
+@node
 class Block(Node):
-    kind: Literal["block"] = "block"
     name: Ident | None = None
     repeat: Expr | None = None
-    body: list[Statement] = []
+    body: list[Statement] = field(default_factory=list)
 
 
+@node
 class Optimize(Node):
-    kind: Literal["optimize"] = "optimize"
     targets: list[Ident]
     rule: Call
     period: Period | None = None
 
 
+@node
 class Setting(Node):
-    kind: Literal["setting"] = "setting"
     key: Ident
     value: Expr
 
 
+@node
 class Train(Node):
-    kind: Literal["train"] = "train"
-    items: list[Annotated[Optimize | Setting, Field(discriminator="kind")]] = []
+    items: list[Optimize | Setting] = field(default_factory=list)
 
 
+@node
 class HeaderParam(Node):
     name: Ident
     value: Expr
 
 
+@node
 class Model(Node):
-    kind: Literal["model"] = "model"
     name: Ident
-    params: list[HeaderParam] = []
-    items: list[Annotated[Block | ParamDecl | Train, Field(discriminator="kind")]] = []
+    params: list[HeaderParam] = field(default_factory=list)
+    items: list[Block | ParamDecl | Train] = field(default_factory=list)
 
 
+@node
 class Optimizer(Node):
-    kind: Literal["optimizer"] = "optimizer"
     name: Ident
-    params: list[HeaderParam] = []
-    body: list[Statement] = []
+    params: list[HeaderParam] = field(default_factory=list)
+    body: list[Statement] = field(default_factory=list)
 
 
+@node
 class Import(Node):
     path: str
 
 
+@node
 class Module(Node):
     """One parsed `.nl` file."""
 
     file: str
-    imports: list[Import] = []
-    units: list[Annotated[Model | Optimizer, Field(discriminator="kind")]] = []
+    imports: list[Import] = field(default_factory=list)
+    units: list[Model | Optimizer] = field(default_factory=list)
 
 
-class _Plan:
-    """How `make` fills in a node class: its fields in order with their defaults, the fields that
-    have none, and those whose default is a list (copied per node, as pydantic copies it)."""
-
-    __slots__ = ("defaults", "fields_sets", "lists", "required")
-
-    def __init__(self, cls: type[Node]) -> None:
-        fields = cls.model_fields
-        self.defaults = {name: None if f.is_required() else f.default for name, f in fields.items()}
-        self.required = frozenset(name for name, f in fields.items() if f.is_required())
-        self.lists = tuple(name for name, f in fields.items() if not f.is_required() and type(f.default) is list)
-        self.fields_sets: dict[tuple[str, ...], set[str]] = {}     # shared, per combination of fields given
-
-
-_PLANS = {cls: _Plan(cls) for cls in [Ident, Num, Name, SelfRef, Kwarg, Call, BinOp, Neg, Outer, Period, Modifier,
-                                       CmsLevel, Cms, Assign, Update, ParamDecl, MemoryDecl, Clause, Learn, Block,
-                                       Optimize, Setting, Train, HeaderParam, Model, Optimizer, Import, Module]}
-
-
-def make(cls: type[N], **fields: object) -> N:
-    """`cls(**fields)` without validation, for the parser (see `nldsl.source.unvalidated`): the
-    fields must already have their declared types, as the grammar guarantees for what it parses."""
-    plan = _PLANS[cls]
-    values = plan.defaults | fields          # the class's order of fields, with the values given
-    if len(values) != len(plan.defaults) or not plan.required <= fields.keys():
-        raise TypeError(f"{cls.__name__} takes {', '.join(plan.defaults)}; given {', '.join(fields)}")
-    for name in plan.lists:
-        if name not in fields:
-            values[name] = []
-    given = tuple(fields)
-    fields_set = plan.fields_sets.get(given)
-    if fields_set is None:
-        fields_set = plan.fields_sets[given] = set(given)
-    return unvalidated(cls, values, fields_set)
+def dump(tree: object, spans: bool = True) -> object:
+    """A node, and everything in it, as plain data: `{"node": class name, field: value, ...}`;
+    spans as dicts, or left out with `spans=False` (to compare what two texts say)."""
+    if isinstance(tree, Node):
+        out: dict[str, object] = {"node": type(tree).__name__}
+        for f in fields(tree):
+            value = getattr(tree, f.name)
+            if f.name == "depth" or (not spans and isinstance(value, Span | None) and f.name.endswith("span")):
+                continue
+            out[f.name] = dump(value, spans)
+        return out
+    if isinstance(tree, list):
+        return [dump(item, spans) for item in tree]
+    if isinstance(tree, Span):
+        return tree.as_dict()
+    return tree

@@ -237,7 +237,7 @@ class LearnChecker:
                              f"'{memory.name}' is {memory.structure.kind}; use gd")
             return False
         keys = _key_of(objective) if objective is not None else []
-        if len({k.model_dump_json(exclude={"span"}) for k in keys}) != 1:
+        if len({k.structure() for k in keys}) != 1:
             self.diags.error("NL084", "dgd needs one key: exactly one `self(k)` outside stopgrad and fixed", call.span,
                              "its `k k^T` term is built from the key the memory is trained on")
             return False

@@ -38,6 +38,8 @@ MAX_EXPRESSION_DEPTH = 100
 NESTING_RULES = {"add", "sub", "mul", "div", "matmul", "pow", "neg", "call", "kwarg"}
 # The rules that are part of an expression without adding a level: leaves and grouping parentheses.
 EXPRESSION_RULES = NESTING_RULES | {"atom", "number", "name", "self_state", "callee"}
+# The rules whose value is not a node of their own: a list, a pair, a token or a node passed on.
+PASSED_ON = {"atom", "callee", "unit", "header", "name_list", "int_count", "name_count"}
 
 # English for every terminal of the grammar; tests assert this covers the grammar exactly.
 PUNCTUATION = {"LPAR": "'('", "RPAR": "')'", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['",
@@ -136,7 +138,7 @@ def _parse_all(source: SourceFile, run: _ParseRun) -> tuple[ast.Module | None, l
     fast = _machine()
     built = scan.parse(fast, text) if fast is not None else None
     if built is not None:
-        return (None, run.too_deep) if run.too_deep else (built.node, [])
+        return (None, run.too_deep) if run.too_deep else (built, [])
     run.too_deep.clear()          # the fast path gave up part way: Lark parses the file again from scratch
     errors: list[Diagnostic] = []
     while True:
@@ -157,7 +159,7 @@ def _parse_all(source: SourceFile, run: _ParseRun) -> tuple[ast.Module | None, l
             continue
         if errors:
             return None, errors
-        return (None, run.too_deep) if run.too_deep else (built.node, [])
+        return (None, run.too_deep) if run.too_deep else (built, [])
     return None, errors
 
 
@@ -283,10 +285,10 @@ _RUN: ContextVar[_ParseRun] = ContextVar("nldsl_parse_run")
 
 
 class _Built:
-    """A reduced rule on Lark's parse stack: its AST node, the extent of the text it covers (with the
-    parentheses around it, which the node forgets; named as a token names its own, so that a rule's
-    extent is read alike from its first and last children, tokens or rules) and how deep it nests as
-    an expression."""
+    """A reduced rule whose value is not a node of its own (a list, a pair, a token passed on, or an
+    expression in parentheses): the value, the extent of the text it covers (for parentheses, wider
+    than the node they hold; named as a token names its own, so that a rule's extent is read alike
+    from its first and last children) and how deep it nests as an expression."""
 
     __slots__ = ("column", "depth", "end_column", "end_line", "line", "node")
 
@@ -300,47 +302,59 @@ class _Reducer:
     that `_ToAst` handles. Each turns the children into the rule's AST node and measures how deep
     expressions nest; the outermost expression nested deeper than `MAX_EXPRESSION_DEPTH` is reported
     once, where a statement or declaration holds it. This runs for every rule of every spec, so it is
-    written as one pass over the children."""
+    written as one pass over the children, and a rule that makes a node leaves it on the parse stack
+    as it is (its span is its extent); only the other values are wrapped (`_Built`)."""
 
     def __init__(self, builder: _ToAst) -> None:
         for rule in _ToAst.rules():
             setattr(self, rule, partial(self._reduce, rule in EXPRESSION_RULES, rule in NESTING_RULES,
-                                        getattr(builder, rule)))
+                                        rule not in PASSED_ON, getattr(builder, rule)))
 
     @staticmethod
-    def _reduce(in_expression: bool, nests: bool, handler: Callable[[Span | None, list], object],
-                children: list) -> _Built:
-        items: list = []
-        first = last = None           # the first and last children that cover text: tokens or _Built
+    def _reduce(in_expression: bool, nests: bool, makes_node: bool, handler: Callable[[Span | None, list], object],
+                children: list) -> object:
+        first = last = None           # the first and last children that cover text
         deepest = 0
+        wrapped = False
         for c in children:
             if c is not None:
                 last = c
                 if first is None:
                     first = c
                 if type(c) is _Built:
+                    wrapped = True
                     if c.depth > deepest:
                         deepest = c.depth
-                    c = c.node
-            items.append(c)
-        if first is None:             # an empty file
-            return _Built(handler(None, items), 1, 1, 1, 1, 0)
+                elif isinstance(c, ast.ExprNode) and c.depth > deepest:
+                    deepest = c.depth
         run = _RUN.get()
-        line, column, end_line, end_column = first.line, first.column, last.end_line, last.end_column
-        node = handler(_span(run.file, line, column, end_line, end_column), items)
-        if in_expression:
-            return _Built(node, line, column, end_line, end_column, deepest + nests)
-        if deepest > MAX_EXPRESSION_DEPTH:
+        if deepest > MAX_EXPRESSION_DEPTH and not in_expression:
             run.too_deep += [_too_deep(c, run.file) for c in children
-                             if type(c) is _Built and c.depth > MAX_EXPRESSION_DEPTH]
-        return _Built(node, line, column, end_line, end_column, 0)
+                             if isinstance(c, _Built | ast.ExprNode) and c.depth > MAX_EXPRESSION_DEPTH]
+        if wrapped:
+            children = [c.node if type(c) is _Built else c for c in children]
+        if first is None:             # an empty file
+            return handler(None, children)
+        if isinstance(first, ast.Node):
+            line, column = first.span.line, first.span.col
+        else:                         # a token (ours or Lark's) or a _Built: named alike
+            line, column = first.line, first.column
+        if isinstance(last, ast.Node):
+            end_line, end_column = last.span.end_line, last.span.end_col
+        else:
+            end_line, end_column = last.end_line, last.end_column
+        node = handler(Span(run.file, line, column, end_line, end_column), children)
+        depth = deepest + nests if in_expression else 0
+        if not makes_node:
+            return _Built(node, line, column, end_line, end_column, depth)
+        if depth:
+            node.depth = depth
+        return node
 
 
-_span = Span.of
-
-
-def _too_deep(expr: _Built, file: str) -> Diagnostic:
-    span = Span(file=file, line=expr.line, col=expr.column, end_line=expr.end_line, end_col=expr.end_column)
+def _too_deep(expr: _Built | ast.Node, file: str) -> Diagnostic:
+    """NL004 at the expression's extent (with any parentheses around it)."""
+    span = Span(file, expr.line, expr.column, expr.end_line, expr.end_column) if type(expr) is _Built else expr.span
     return Diagnostic(code="NL004", span=span,
                       message=f"this expression nests {expr.depth:,} levels deep (operators and calls); "
                               f"at most {MAX_EXPRESSION_DEPTH} are supported",
@@ -361,10 +375,10 @@ class _ToAst:
         return _RUN.get().file
 
     def _tspan(self, t: Token) -> Span:
-        return Span.of(self.file, t.line, t.column, t.end_line, t.end_column)
+        return Span(self.file, t.line, t.column, t.end_line, t.end_column)
 
     def _ident(self, t: Token) -> ast.Ident:
-        return ast.make(ast.Ident, name=t.value, span=self._tspan(t))
+        return ast.Ident(name=t.value, span=self._tspan(t))
 
     @staticmethod
     def _nodes(children, cls):
@@ -374,64 +388,64 @@ class _ToAst:
     def start(self, span, children):
         imports = self._nodes(children, ast.Import)
         units = self._nodes(children, (ast.Model, ast.Optimizer))
-        span = span or Span.of(self.file, 1, 1, 1, 1)   # an empty file
-        return ast.make(ast.Module, file=self.file, imports=imports, units=units, span=span)
+        span = span or Span(self.file, 1, 1, 1, 1)   # an empty file
+        return ast.Module(file=self.file, imports=imports, units=units, span=span)
 
     def import_stmt(self, span, children):
-        return ast.make(ast.Import, path=children[1].value[1:-1], span=span)
+        return ast.Import(path=children[1].value[1:-1], span=span)
 
     def model(self, span, children):
         items = self._nodes(children[3:], (ast.Block, ast.ParamDecl, ast.Train))
-        return ast.make(ast.Model, name=self._ident(children[1]), params=children[2], items=items, span=span)
+        return ast.Model(name=self._ident(children[1]), params=children[2], items=items, span=span)
 
     def optimizer(self, span, children):
         body = self._nodes(children[3:], (ast.Assign, ast.Update, ast.MemoryDecl, ast.Learn))
-        return ast.make(ast.Optimizer, name=self._ident(children[1]), params=children[2], body=body, span=span)
+        return ast.Optimizer(name=self._ident(children[1]), params=children[2], body=body, span=span)
 
     def header(self, span, children):
         return self._nodes(children, ast.HeaderParam)
 
     def header_param(self, span, children):
-        return ast.make(ast.HeaderParam, name=self._ident(children[0]), value=children[2], span=span)
+        return ast.HeaderParam(name=self._ident(children[0]), value=children[2], span=span)
 
     def block(self, span, children):
         _, name, _, repeat, _, *rest = children
         body = [c for c in rest if isinstance(c, ast.Node)]
-        return ast.make(ast.Block, name=self._ident(name) if name is not None else None, repeat=repeat,
+        return ast.Block(name=self._ident(name) if name is not None else None, repeat=repeat,
                          body=body, span=span)
 
     # -- declarations
     def assign(self, span, children):
-        return ast.make(ast.Assign, target=self._ident(children[0]), value=children[2], span=span)
+        return ast.Assign(target=self._ident(children[0]), value=children[2], span=span)
 
     def update(self, span, children):
-        return ast.make(ast.Update, value=children[2], span=span)
+        return ast.Update(value=children[2], span=span)
 
     def param_decl(self, span, children):
-        return ast.make(ast.ParamDecl, name=self._ident(children[1]), type=children[3],
+        return ast.ParamDecl(name=self._ident(children[1]), type=children[3],
                              modifiers=self._nodes(children[4:], ast.Modifier), span=span)
 
     def memory_decl(self, span, children):
-        return ast.make(ast.MemoryDecl, names=children[1], structure=children[3],
+        return ast.MemoryDecl(names=children[1], structure=children[3],
                               modifiers=self._nodes(children[4:], ast.Modifier), span=span)
 
     def name_list(self, span, children):
         return [self._ident(t) for t in children if t.type == "NAME"]
 
     def bare_structure(self, span, children):
-        return ast.make(ast.Call, func=self._ident(children[0]), bare=True, span=span)
+        return ast.Call(func=self._ident(children[0]), bare=True, span=span)
 
     def cms(self, span, children):
         mode = self._ident(children[1]) if children[1] is not None else None
-        return ast.make(ast.Cms, mode=mode, levels=self._nodes(children, ast.CmsLevel), span=span)
+        return ast.Cms(mode=mode, levels=self._nodes(children, ast.CmsLevel), span=span)
 
     def cms_level(self, span, children):
-        return ast.make(ast.CmsLevel, structure=children[0], period=children[2], span=span)
+        return ast.CmsLevel(structure=children[0], period=children[2], span=span)
 
     def _modifier(self, span, key, value_tok):
         value = None if value_tok is None else (int(value_tok.value) if value_tok.type == "INT" else value_tok.value)
         vspan = None if value_tok is None else self._tspan(value_tok)
-        return ast.make(ast.Modifier, key=key, value=value, value_span=vspan, span=span)
+        return ast.Modifier(key=key, value=value, value_span=vspan, span=span)
 
     def per(self, span, children):
         return self._modifier(span, "per", children[1])
@@ -450,44 +464,44 @@ class _ToAst:
 
     # -- learning
     def learn(self, span, children):
-        return ast.make(ast.Learn, memories=children[1], objective=children[3], rule=children[5],
+        return ast.Learn(memories=children[1], objective=children[3], rule=children[5],
                          clauses=self._nodes(children[6:], ast.Clause), span=span)
 
     def outer(self, span, children):
-        return ast.make(ast.Outer, span=span)
+        return ast.Outer(span=span)
 
     def every(self, span, children):
-        return ast.make(ast.Clause, key="every", period=children[1], span=span)
+        return ast.Clause(key="every", period=children[1], span=span)
 
     def chunk(self, span, children):
         value, vspan = children[1]
-        return ast.make(ast.Clause, key="chunk", value=value, value_span=vspan, span=span)
+        return ast.Clause(key="chunk", value=value, value_span=vspan, span=span)
 
     def anchor(self, span, children):
-        return ast.make(ast.Clause, key="anchor", value=children[2].value, value_span=self._tspan(children[2]),
+        return ast.Clause(key="anchor", value=children[2].value, value_span=self._tspan(children[2]),
                           span=span)
 
     def read(self, span, children):
-        return ast.make(ast.Clause, key="read", value=children[1].value, value_span=self._tspan(children[1]),
+        return ast.Clause(key="read", value=children[1].value, value_span=self._tspan(children[1]),
                           span=span)
 
     def backprop(self, span, children):
         arg = int(children[2].value) if children[2] is not None else None
-        return ast.make(ast.Clause, key="backprop", value=children[1].value, arg=arg,
+        return ast.Clause(key="backprop", value=children[1].value, arg=arg,
                           value_span=self._tspan(children[1]), span=span)
 
     def unit(self, span, children):
         return children[0]
 
     def period_unit(self, span, children):
-        return ast.make(ast.Period, unit=children[0].value.rstrip("s"), span=span)
+        return ast.Period(unit=children[0].value.rstrip("s"), span=span)
 
     def period_count(self, span, children):
         (value, vspan), unit = children
-        return ast.make(ast.Period, unit=unit.value.rstrip("s"), count=value, count_span=vspan, span=span)
+        return ast.Period(unit=unit.value.rstrip("s"), count=value, count_span=vspan, span=span)
 
     def period_never(self, span, children):
-        return ast.make(ast.Period, unit="never", span=span)
+        return ast.Period(unit="never", span=span)
 
     def int_count(self, span, children):
         return int(children[0].value), self._tspan(children[0])
@@ -497,17 +511,17 @@ class _ToAst:
 
     # -- the outer level
     def train(self, span, children):
-        return ast.make(ast.Train, items=self._nodes(children, (ast.Optimize, ast.Setting)), span=span)
+        return ast.Train(items=self._nodes(children, (ast.Optimize, ast.Setting)), span=span)
 
     def optimize(self, span, children):
-        return ast.make(ast.Optimize, targets=children[1], rule=children[3], period=children[5], span=span)
+        return ast.Optimize(targets=children[1], rule=children[3], period=children[5], span=span)
 
     def setting(self, span, children):
-        return ast.make(ast.Setting, key=self._ident(children[0]), value=children[1], span=span)
+        return ast.Setting(key=self._ident(children[0]), value=children[1], span=span)
 
     # -- expressions
     def _binop(self, span, children, op):
-        return ast.make(ast.BinOp, op=op, left=children[0], right=children[2], span=span)
+        return ast.BinOp(op=op, left=children[0], right=children[2], span=span)
 
     def add(self, span, children):
         return self._binop(span, children, "+")
@@ -528,16 +542,16 @@ class _ToAst:
         return self._binop(span, children, "^")
 
     def neg(self, span, children):
-        return ast.make(ast.Neg, operand=children[1], span=span)
+        return ast.Neg(operand=children[1], span=span)
 
     def number(self, span, children):
-        return ast.make(ast.Num, value=float(children[0].value), text=children[0].value, span=span)
+        return ast.Num(value=float(children[0].value), text=children[0].value, span=span)
 
     def name(self, span, children):
-        return ast.make(ast.Name, id=children[0].value, span=span)
+        return ast.Name(id=children[0].value, span=span)
 
     def self_state(self, span, children):
-        return ast.make(ast.SelfRef, span=span)
+        return ast.SelfRef(span=span)
 
     def atom(self, span, children):  # `( expr )`: the parentheses leave no trace in the AST
         return children[1]
@@ -549,9 +563,9 @@ class _ToAst:
         func, _, *rest = children
         args = [c for c in rest if isinstance(c, ast.Node) and not isinstance(c, ast.Kwarg)]
         kwargs = self._nodes(rest, ast.Kwarg)
-        return ast.make(ast.Call, func=func, args=args, kwargs=kwargs, span=span)
+        return ast.Call(func=func, args=args, kwargs=kwargs, span=span)
 
     def kwarg(self, span, children):
-        return ast.make(ast.Kwarg, name=children[0].value, value=children[2], span=span)
+        return ast.Kwarg(name=children[0].value, value=children[2], span=span)
 
 

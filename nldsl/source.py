@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import core_schema
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -19,14 +20,14 @@ _set_private = BaseModel.__pydantic_private__.__set__
 
 
 def unvalidated(cls: type[Model], values: dict, fields_set: set[str]) -> Model:
-    """`cls(**values)` without pydantic's validation, for the parser's and checker's hot loops, which
-    build a great many nodes from values that are already of their fields' types: the object is the
+    """`cls(**values)` without pydantic's validation, for the checker's hot loop, which builds a
+    great many nodes from values that are already of their fields' types: the object is the
     one validation makes (`values` holds every field, in the order the class declares them;
     `fields_set` names those passed, which pydantic records as set), at a third of the cost.
     `fields_set` is shared by every node built alike: a set is 700 bytes, more than the node, and
     pydantic never changes a frozen model's set in place (`model_copy` copies it first).
-    `tests/test_scan.py` validates whole parsed trees and checked specs to hold the callers to this,
-    and checks that every class built so is frozen."""
+    `tests/test_scan.py` validates whole checked specs to hold the callers to this, and checks that
+    every class built so is frozen."""
     obj = _new(cls)
     _set_dict(obj, "__dict__", values)
     _set_fields_set(obj, fields_set)
@@ -35,33 +36,51 @@ def unvalidated(cls: type[Model], values: dict, fields_set: set[str]) -> Model:
     return obj
 
 
-class Span(BaseModel):
-    """A region of a source file. Lines and columns are 1-based; `end_col` is exclusive."""
+class Span:
+    """A region of a source file. Lines and columns are 1-based; `end_col` is exclusive.
 
-    model_config = ConfigDict(frozen=True)
+    A plain slotted class rather than a pydantic model: the parser makes one per node, a million for
+    a 100,000-line spec. Models that hold one (diagnostics, the checked spec) take it as it is (see
+    `__get_pydantic_core_schema__`). Nothing changes a span once made."""
 
-    file: str
-    line: int
-    col: int
-    end_line: int
-    end_col: int
+    __slots__ = ("col", "end_col", "end_line", "file", "line")
+
+    def __init__(self, file: str, line: int, col: int, end_line: int, end_col: int) -> None:
+        self.file, self.line, self.col, self.end_line, self.end_col = file, line, col, end_line, end_col
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
-    @staticmethod
-    def of(file: str, line: int, col: int, end_line: int, end_col: int) -> Span:
-        """A span from values known to be a str and four ints, built without validation."""
-        return unvalidated(Span, {"file": file, "line": line, "col": col, "end_line": end_line, "end_col": end_col},
-                           _SPAN_FIELDS)
+    def __repr__(self) -> str:
+        return f"Span({self.file!r}, {self.line}, {self.col}, {self.end_line}, {self.end_col})"
+
+    def _key(self) -> tuple[str, int, int, int, int]:
+        return self.file, self.line, self.col, self.end_line, self.end_col
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Span and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"file": self.file, "line": self.line, "col": self.col, "end_line": self.end_line,
+                "end_col": self.end_col}
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: object, handler: object) -> core_schema.CoreSchema:
+        """In a pydantic model: a `Span` as it is (or from its dict), dumped as its dict."""
+        from_dict = core_schema.no_info_after_validator_function(
+            lambda d: cls(**d), core_schema.typed_dict_schema(
+                {k: core_schema.typed_dict_field(core_schema.str_schema() if k == "file" else core_schema.int_schema())
+                 for k in ("file", "line", "col", "end_line", "end_col")}))
+        return core_schema.union_schema(
+            [core_schema.is_instance_schema(cls), from_dict],
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda s: s.as_dict()))
 
     def to(self, other: Span) -> Span:
         """The span from the start of `self` to the end of `other`."""
-        return Span(file=self.file, line=self.line, col=self.col,
-                    end_line=other.end_line, end_col=other.end_col)
-
-
-_SPAN_FIELDS = set(Span.model_fields)
+        return Span(self.file, self.line, self.col, other.end_line, other.end_col)
 
 
 class SourceFile(BaseModel):

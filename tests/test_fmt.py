@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nldsl import ast
 from nldsl.api import check_text
 from nldsl.fmt import collect_comments, format_source
 from nldsl.parse import parse, parser
@@ -22,7 +23,6 @@ from nldsl.source import SourceFile
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("**/*.nl"))
 GOLDEN = Path(__file__).resolve().parent / "golden" / "fmt"
-SPAN_FIELDS = {"span", "count_span", "value_span"}
 
 
 def fmt(text: str) -> str:
@@ -35,15 +35,7 @@ def tree(text: str) -> object:
     """The parsed file with every position removed."""
     module, diagnostics = parse(SourceFile(path="t.nl", text=text))
     assert module is not None, [d.render() for d in diagnostics]
-    return _without_spans(module.model_dump())
-
-
-def _without_spans(node: object) -> object:
-    if isinstance(node, dict):
-        return {k: _without_spans(v) for k, v in node.items() if k not in SPAN_FIELDS}
-    if isinstance(node, list):
-        return [_without_spans(v) for v in node]
-    return node
+    return ast.dump(module, spans=False)
 
 
 def comments(text: str) -> Counter[str]:

@@ -16,7 +16,7 @@ from hypothesis.extra.lark import from_lark
 from lark import Lark
 from lark.lexer import PatternStr
 
-from nldsl import catalog
+from nldsl import ast, catalog
 from nldsl.api import CheckResult, check_text
 from nldsl.codes import CODES
 from nldsl.fmt import collect_comments, format_source
@@ -26,7 +26,6 @@ from nldsl.source import SourceFile
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_TEXTS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "specs").glob("**/*.nl"))]
 SYNTAX_CODES = {"NL001", "NL002", "NL003"}
-SPAN_FIELDS = {"span", "count_span", "value_span"}
 
 # Keywords and punctuation: the terminals the grammar spells out literally.
 LITERALS = {t.name: t.pattern.value for t in parser().terminals if isinstance(t.pattern, PatternStr)}
@@ -162,12 +161,12 @@ def shape(text: str) -> object:
     reorders them; their order carries no meaning)."""
     module, diagnostics = parse(SourceFile(path="t.nl", text=text))
     assert module is not None, [d.render() for d in diagnostics]
-    return _canonical(module.model_dump())
+    return _canonical(ast.dump(module, spans=False))
 
 
 def _canonical(tree: object) -> object:
     if isinstance(tree, dict):
-        out = {k: _canonical(v) for k, v in tree.items() if k not in SPAN_FIELDS}
+        out = {k: _canonical(v) for k, v in tree.items()}
         for key in ("modifiers", "clauses"):
             if key in out:
                 out[key] = sorted(out[key], key=lambda item: str(item["key"]))
