@@ -65,11 +65,11 @@ def unused(lines: int) -> str:
 
 
 def blocks(lines: int) -> str:
-    """Many blocks of a linear-attention layer, 10 lines each."""
+    """Many blocks of a linear-attention layer, 10 lines each, each with a memory of its own name."""
     layer = ["  block layer{i} {{", "    x = rmsnorm(h)", "    param W_k{i} : matrix(dim, dim)",
              "    param W_v{i} : matrix(dim, dim)", "    k = x @ W_k{i}", "    v = x @ W_v{i}",
-             "    memory M : matrix per head init zeros",
-             "    learn M : dot(self(k), v) by gd(lr = 0.1) every token read after", "    h = h + M(k)", "  }}"]
+             "    memory M{i} : matrix per head init zeros",
+             "    learn M{i} : dot(self(k), v) by gd(lr = 0.1) every token read after", "    h = h + M{i}(k)", "  }}"]
     count = max(1, (lines - 5) // len(layer))
     body = "\n".join(line.format(i=i) for i in range(count) for line in layer)
     return IMPORT + f"model Huge({HEADER}) {{\n{body}\n" + TRAIN + "}\n"

@@ -227,7 +227,7 @@ def check_block(block: ast.Block, index: int, config: Header, model_params: dict
     repeat = 1 if block.repeat is None else const_int(block.repeat, config, diags, "a repeat count",
                                                        maximum=catalog.MAX_REPEAT)
     ctx = Context(diags=diags, config=config, scope=_scope_for(config, model_params),
-                  elsewhere={k: v for k, v in (elsewhere or {}).items() if v != name})
+                  block=name, elsewhere=elsewhere or {})   # shared, not copied: linear in the number of blocks
     ctx.scope["h"] = Binding(kind="input", width=int(config["dim"]))
     params: dict[str, Param] = {}
     memories: dict[str, Memory] = {}

@@ -52,7 +52,8 @@ class Context:
     self_memory: Memory | None = None
     implicit: dict[str, Param] = field(default_factory=dict)
     base: str = "value"                                     # names implicit parameters
-    elsewhere: dict[str, str] = field(default_factory=dict)  # memories of other blocks → their block
+    block: str = ""                                         # the block being checked
+    elsewhere: dict[str, str] = field(default_factory=dict)  # memories of the model's blocks → their block
     next_suffix: dict[str, int] = field(default_factory=dict)  # implicit names: the first number to try
 
     def memory_names(self) -> list[str]:
@@ -228,6 +229,9 @@ def new_op(kind: str, width: int, span: Span, args: tuple[Op, ...] | None = None
     return unvalidated(Op, values, _FIELDS_SET[args is not None, attrs is not None])
 
 
+_ARITHMETIC = {"+": OpKind.ADD, "-": OpKind.SUB, "*": OpKind.MUL, "/": OpKind.DIV, "^": OpKind.POW}
+
+
 def _width_name(w: int) -> str:
     return "the parameter's shape" if w == PARAM_SHAPED else f"width {w}"
 
@@ -308,7 +312,7 @@ class ExprChecker:
         a, b = self.check(e.left), self.check(e.right)
         if a is None or b is None:
             return None
-        op = {"+": OpKind.ADD, "-": OpKind.SUB, "*": OpKind.MUL, "/": OpKind.DIV, "^": OpKind.POW}[e.op]
+        op = _ARITHMETIC[e.op]
         w = a.width if a.width == b.width else result_width(op, (a.width, b.width), {}, self.heads)  # common case first
         if w is None:
             self.diags.error("NL050", f"cannot combine {_width_name(a.width)} with {_width_name(b.width)} "
@@ -405,8 +409,9 @@ class ExprChecker:
             self.diags.error("NL022", f"'{name}' is {kind}, not a function", e.func.span,
                              "structures follow `memory M :`, rules follow `by`")
             return None
-        if name in self.ctx.elsewhere:
-            self.diags.error("NL022", f"memory '{name}' belongs to block '{self.ctx.elsewhere[name]}'", e.func.span,
+        owner = self.ctx.elsewhere.get(name)
+        if owner is not None and owner != self.ctx.block:
+            self.diags.error("NL022", f"memory '{name}' belongs to block '{owner}'", e.func.span,
                              "memories are local to their block; declare it here or read it in its own block")
             return None
         self.diags.error("NL022", f"unknown function '{name}'", e.func.span,

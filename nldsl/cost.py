@@ -7,6 +7,7 @@ would not fit in memory is visible before it is compiled.
 
 from __future__ import annotations
 
+from collections import Counter
 from math import ceil, prod
 
 from pydantic import BaseModel, ConfigDict
@@ -41,16 +42,16 @@ def _read_flops(m: Memory, context: int) -> float:
     return 2.0 * s.state_size() * m.heads
 
 
-def _count_reads(block: Block, name: str) -> int:
-    return sum(1 for a in block.assignments for o in a.expr.walk() if o.op == OpKind.READ and o.attrs["memory"] == name)
+def _count_reads(block: Block) -> Counter[str]:
+    """How many times the block reads each memory (one walk of the block, whatever its size)."""
+    return Counter(o.attrs["memory"] for a in block.assignments for o in a.expr.walk() if o.op == OpKind.READ)
 
 
 def _self_calls(ops: list[Op]) -> int:
     return sum(1 for e in ops for o in e.walk() if o.op == OpKind.SELF)
 
 
-def _memory_cost(block: Block, m: Memory, context: int) -> Cost:
-    reads = _count_reads(block, m.name)
+def _memory_cost(m: Memory, reads: int, context: int) -> Cost:
     read = _read_flops(m, context)
     if not m.parametric:
         return Cost(flops_per_token=read * reads, activation_bytes=3 * context * m.structure.in_dim * m.heads * BYTES)
@@ -89,7 +90,8 @@ def component_costs(ng: NestingGraph) -> dict[str, Cost]:
     if model is None:
         return {}
     blocks = {b.name: b for b in model.blocks}
-    out = {c.id: _component(c, model, blocks) for c in ng.components()}
+    reads = {b.name: _count_reads(b) for b in model.blocks if b.memories}   # only memories are read
+    out = {c.id: _component(c, model, blocks, reads) for c in ng.components()}
     for c in ng.components():
         if c.kind == "state" and c.block is None:   # an outer optimizer buffer: one number per parameter
             owned = sum(out[dst].slow_params for _, dst, d in ng.g.out_edges(c.id, data=True) if d["kind"] == "update")
@@ -97,14 +99,13 @@ def component_costs(ng: NestingGraph) -> dict[str, Cost]:
     return out
 
 
-def _component(c: Component, model: Model, blocks: dict[str, Block]) -> Cost:
+def _component(c: Component, model: Model, blocks: dict[str, Block], reads: dict[str, Counter[str]]) -> Cost:
     if c.kind == "param":
         n = prod(c.shape) * c.repeat
         flops = 2.0 * model.dim * int(model.config["vocab"]) if c.name == "unembed" else 0.0
         return Cost(slow_params=n, flops_per_token=flops)
     if c.kind in ("memory", "attention") and c.memory is not None and c.block in blocks:
-        block = blocks[c.block]
-        cost = _memory_cost(block, c.memory, model.context)
+        cost = _memory_cost(c.memory, reads[c.block][c.memory.name], model.context)
         if c.memory.learn is not None and c.memory.init == "learned":
             cost = cost.model_copy(update={"slow_params": 0})   # counted on the init component
         return Cost(**{k: v * c.repeat for k, v in cost.model_dump().items()})

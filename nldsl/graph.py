@@ -58,13 +58,15 @@ class NestingGraph:
         self.needs: nx.DiGraph = nx.DiGraph()   # A → B: B's state at t needs A's state at t
         self.model: Model | None = None
         self.optimizer: Optimizer | None = None
+        self._edges: set[tuple[str, str, str]] = set()    # (src, dst, kind): one edge of each kind
 
     def add(self, c: Component) -> None:
         self.g.add_node(c.id, component=c)
 
     def edge(self, src: str, dst: str, kind: str, policy: str = "") -> None:
-        if src in self.g and dst in self.g and not any(
-                d.get("kind") == kind for d in self.g.get_edge_data(src, dst, default={}).values()):
+        key = (src, dst, kind)
+        if key not in self._edges and src in self.g and dst in self.g:
+            self._edges.add(key)
             self.g.add_edge(src, dst, kind=kind, policy=policy)
 
     def component(self, node: str) -> Component:
