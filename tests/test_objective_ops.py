@@ -44,13 +44,8 @@ RULES = {"period": "gd(lr = 0.3) every 4 tokens", "generic": "adam(lr = 0.01) ev
 
 
 # Found by this test and not fixed yet (strict: each turns red when it starts to pass, so that its
-# entry goes). The period and in_chunk kernels pass every case.
-KNOWN = {
-    **{(name, place, "generic"): "Adam where every gradient of an entry was exactly 0: the outer gradient is nan "
-                                 "(autograd's derivative of √v̂ at 0 is ∞, times 0), in the reference and compiled"
-       for name, place in (("relu", "output"), ("relu", "input"), ("sign", "output"), ("min", "output"),
-                           ("max", "output"), ("learned memory", "input"))},
-}
+# entry goes): (name, place, rule) → why. Every case passes now.
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
