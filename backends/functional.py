@@ -170,6 +170,21 @@ def coefficient(value: torch.Tensor | None, like: torch.Tensor, heads: int) -> t
     return value.reshape((value.shape[0], heads if per_head else 1) + (1,) * (like.dim() - 2))
 
 
+def adam_direction(first: torch.Tensor, second: torch.Tensor, updates: int, rule) -> torch.Tensor:
+    """Adam's step before the learning rate, m̂ / (√v̂ + ε), from the moments after `updates` updates.
+
+    v̂ is 0 exactly where every gradient so far was 0 (relu, sign, min and max make such gradients).
+    There √ has an infinite derivative, and differentiating the step (the outer level trains through
+    it) would give ∞ · 0 = nan. √v̂ is a norm of the past gradients: its derivative at 0 is taken as
+    0, the subgradient `torch.linalg.norm` takes, which leaves the step's finite derivative, through m̂.
+    Where v̂ > 0 this is m̂ / (√v̂ + ε) exactly."""
+    mhat = first / (1 - rule.beta1 ** updates)
+    vhat = second / (1 - rule.beta2 ** updates)
+    positive = vhat > 0
+    root = torch.where(positive, torch.where(positive, vhat, 1.0).sqrt(), 0.0)
+    return mhat / (root + rule.eps)
+
+
 def rule_step(rule, heads: int, cur: list[torch.Tensor], grads: list[torch.Tensor], coeffs: dict,
               buffers) -> list[torch.Tensor]:
     """One token's application of an update rule (`spec.Rule`) to a memory's state.
@@ -188,9 +203,7 @@ def rule_step(rule, heads: int, cur: list[torch.Tensor], grads: list[torch.Tenso
         for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
             first[j] = rule.beta1 * first[j] + (1 - rule.beta1) * g
             second[j] = rule.beta2 * second[j] + (1 - rule.beta2) * g * g
-            mhat = first[j] / (1 - rule.beta1 ** buffers.updates)
-            vhat = second[j] / (1 - rule.beta2 ** buffers.updates)
-            new.append(w - lr * mhat / (vhat.sqrt() + rule.eps))
+            new.append(w - lr * adam_direction(first[j], second[j], buffers.updates, rule))
         return new
     for j, (w, g) in enumerate(zip(cur, grads, strict=True)):
         if precond is not None:

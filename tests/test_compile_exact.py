@@ -80,6 +80,17 @@ UNSHIPPED = {
     x = rmsnorm(h)
     h = h + C(x) + C(h * 0.5)
 """,
+    # keys that advance a cache, one value per token however many uses: dgd's key a convolution, and
+    # an MLP memory's in-chunk key an attention read
+    "keys_with_caches": """
+    memory A : attention(window = 4) per head
+    memory M : matrix per head init zeros
+    memory N : mlp(expand = 2, act = tanh, residual) per head init learned
+    k = l2norm(h, groups = heads)
+    learn M : l2(self(conv(k, 2)), h) by dgd(lr = 0.2) every 4 tokens
+    learn N : l2(self(A(k, k, k)), h) by dgd(lr = 0.2) every token chunk 4
+    h = h + M(k) + N(k) + A(k, k, h)
+""",
     # preconditioned momentum with a Newton-Schulz output map (Muon-like) on a matrix memory
     "matrix_memory_precond_ns": """
     memory s : matrix per head init zeros

@@ -44,17 +44,8 @@ RULES = {"period": "gd(lr = 0.3) every 4 tokens", "generic": "adam(lr = 0.01) ev
 
 
 # Found by this test and not fixed yet (strict: each turns red when it starts to pass, so that its
-# entry goes). The period kernel passes every case.
-KNOWN = {
-    **{(name, "input", "in_chunk"): "in_chunk: a hoisted attention or convolution value has the wrong shape "
-                                     "(RuntimeError in expand)" for name in ("attention", "conv")},
-    **{(name, place, "generic"): "Adam with per-token gradients that are piecewise constant: off the reference "
-                                 "(nan or 1e-2); not diagnosed"
-       for name, place in (("relu", "output"), ("relu", "input"), ("sign", "output"), ("min", "output"),
-                           ("max", "output"))},
-    ("learned memory", "input", "generic"): "Adam reading another learned memory in its hoisted part: 4e-4 off "
-                                            "the reference; not diagnosed",
-}
+# entry goes): (name, place, rule) → why. Every case passes now.
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

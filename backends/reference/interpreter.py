@@ -74,6 +74,7 @@ class Ctx:
     self_memory: Memory | None = None
     self_weights: list[torch.Tensor] | None = None
     fixed_weights: list[torch.Tensor] | None = None      # the same state, as the outer level sees it
+    key: tuple[Op, torch.Tensor] | None = None           # dgd's key and its value at this token
 
 
 def _time_period(m: Memory) -> int:
@@ -238,7 +239,9 @@ class Reference(nn.Module):
     def _self(self, op: Op, ctx: Ctx) -> torch.Tensor:
         m = ctx.self_memory
         assert m is not None and ctx.self_weights is not None
-        return self._apply(m, ctx.self_weights, self._eval(op.args[0], ctx))
+        key = ctx.key
+        x = key[1] if key is not None and op.args[0].structure() == key[0].structure() else self._eval(op.args[0], ctx)
+        return self._apply(m, ctx.self_weights, x)
 
     def _param(self, ctx: Ctx, name: str) -> torch.Tensor:
         return self.params[ctx.view[name]]
@@ -286,14 +289,14 @@ class Reference(nn.Module):
         return torch.einsum("bht,bthd->bhd", scores.softmax(-1), vh).flatten(-2)
 
     # ---- writes -----------------------------------------------------------------------------------
-    def _coefficients(self, m: Memory, ctx: Ctx) -> dict[str, torch.Tensor | None]:
+    def _coefficients(self, m: Memory, ctx: Ctx, key: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         assert m.learn is not None
-        rule, learn = m.learn.rule, m.learn
+        rule = m.learn.rule
         out: dict[str, torch.Tensor | None] = {}
         for k in ("lr", "retain", "momentum", "precond"):
             e = getattr(rule, k)
             out[k] = None if e is None else self._eval(e, ctx)
-        out["key"] = self._eval(learn.key, ctx) if rule.kind == "dgd" and learn.key is not None else None
+        out["key"] = key
         return out
 
     def _update(self, m: Memory, ms: MemoryState, ctx: Ctx, pos: int) -> None:
@@ -308,14 +311,18 @@ class Reference(nn.Module):
         # a fresh node per weight: the inner gradient flows through the self(...) calls only, not
         # through values the memory produced earlier (self-generated keys are data to the objective)
         leaves = [w.clone() if w.requires_grad else w.detach().requires_grad_(True) for w in ref]
+        # dgd's key is one value per token, the one its self(...) call reads: evaluated once, since a
+        # convolution or attention read in it advances its cache each time it is evaluated
+        key = self._eval(learn.key, ctx) if learn.rule.kind == "dgd" and learn.key is not None else None
         with torch.enable_grad():
             ctx.self_memory, ctx.self_weights, ctx.fixed_weights = m, leaves, ref
+            ctx.key = None if key is None else (learn.key, key)
             loss = self._eval(learn.objective, ctx).sum()
-            ctx.self_memory = ctx.self_weights = ctx.fixed_weights = None
+            ctx.self_memory = ctx.self_weights = ctx.fixed_weights = ctx.key = None
             graph = policy in ("through", "truncate") and torch.is_grad_enabled() and loss.requires_grad
             grads = torch.autograd.grad(loss, leaves, create_graph=graph, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves, strict=True)]
-        coeffs = self._coefficients(m, ctx)
+        coeffs = self._coefficients(m, ctx, key)
         self._step(m, ms, list(grads), coeffs, persistent, batch)
         period = _time_period(m)
         if learn.time.base == "token" and period > 1 and (pos + 1) % period == 0:

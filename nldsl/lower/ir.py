@@ -61,7 +61,7 @@ class Update(Statement):
     retain: Op | None = None
     momentum: Op | None = None
     precond: Op | None = None
-    key: Op | None = None         # dgd: the key whose k kᵀ decorrelates
+    key: Op | None = None         # the key (dgd's k kᵀ, in_chunk's inputs): an `arg` when it is hoisted
 
 
 class Commit(Statement):
@@ -246,6 +246,11 @@ class _Lowering:
         body, hoisted = self.objective(learn, len(members), keyed)
         names = tuple(m.name for m in members)
         key = self.reads(learn.key) if keyed and learn.key is not None else None
+        shared = [i for i, h in enumerate(hoisted) if key is not None and h.structure() == key.structure()]
+        if key is not None and shared:
+            # the key is the objective's hoisted input of self(...): that one value, computed once (a
+            # convolution or attention read in it advances its cache each time it is computed)
+            key = Op(op=OpKind.ARG, attrs={"index": shared[0]}, width=key.width, span=key.span)
         return [Update(line=learn.span.line, kernel=kernel, memories=names, objective=body,
                        hoisted=hoisted, lr=self.reads(rule.lr), retain=self.optional(rule.retain),
                        momentum=self.optional(rule.momentum), precond=self.optional(rule.precond), key=key),

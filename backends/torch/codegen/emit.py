@@ -302,14 +302,22 @@ class BlockEmitter(Emitter):
                     f"   # {where(st.line, st.query.width)}"]
         if isinstance(st, Update):
             spec = self.spec_of(st.memories)
-            values = tuple_of([self.expr(v) for v in st.hoisted])
-            coeffs = self.coefficients(st) + (f", key={self.expr(st.key)}" if st.key is not None else "")
+            hoisted = [self.expr(v) for v in st.hoisted]
+            out = []
+            if st.key is not None and st.key.op == OpKind.ARG:     # a hoisted value, passed twice
+                i = st.key.attrs["index"]
+                if st.hoisted[i].op not in (OpKind.VALUE, OpKind.INPUT):    # computed: once, into a local
+                    name = self.scope.name(("key", st.memories), f"{st.memories[0]}_key")
+                    out.append(f"{name} = {hoisted[i]}   # {where(st.line, st.key.width)}")
+                    hoisted[i] = name
+            values = tuple_of(hoisted)
+            coeffs = self.coefficients(st) + (f", key={self.expr(st.key, hoisted)}" if st.key is not None else "")
             states = ", ".join(f"S[{literal(m)}]" for m in st.memories)
             objective = self.objectives[st.memories]
             if len(st.memories) > 1:
-                return [f"rt.stacked(rt.{st.kernel}, [{states}], {spec}, {objective}, {values}, {coeffs})"
-                        f"   # {where(st.line)}"]
-            return [f"rt.{st.kernel}({states}, {objective}, {values}, {coeffs})   # {where(st.line)}"]
+                return [*out, f"rt.stacked(rt.{st.kernel}, [{states}], {spec}, {objective}, {values}, {coeffs})"
+                              f"   # {where(st.line)}"]
+            return [*out, f"rt.{st.kernel}({states}, {objective}, {values}, {coeffs})   # {where(st.line)}"]
         if isinstance(st, Commit):
             return [f"rt.commit(S[{literal(m)}], fires[{literal(m)}])" for m in st.memories]
         if isinstance(st, TeachCoefficients):

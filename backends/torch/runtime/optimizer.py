@@ -65,9 +65,7 @@ def learn(s: OptState, objective: Callable, values: tuple, step: int, rule, lr, 
         for j, (w, gj) in enumerate(zip(s.cur, g, strict=True)):
             first[j] = rule.beta1 * first[j] + (1 - rule.beta1) * gj
             second[j] = rule.beta2 * second[j] + (1 - rule.beta2) * gj * gj
-            mhat = first[j] / (1 - rule.beta1 ** s.updates)
-            vhat = second[j] / (1 - rule.beta2 ** s.updates)
-            new.append(w - lr * mhat / (vhat.sqrt() + rule.eps))
+            new.append(w - lr * fn.adam_direction(first[j], second[j], s.updates, rule))
     else:
         for j, (w, gj) in enumerate(zip(s.cur, g, strict=True)):
             if precond is not None:
