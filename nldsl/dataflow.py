@@ -20,27 +20,90 @@ class Deps:
     uses_input: bool = False
 
 
-def op_deps(op: Op, assignments: tuple[Assignment, ...], out: Deps | None = None) -> Deps:
-    """Transitive dependencies of an expression, through the block's earlier assignments. Values
-    already in `out` are not walked again, so sharing one `Deps` keeps a whole pass linear; a work list
-    rather than recursion lets a chain of any number of values through."""
-    out = out or Deps()
-    pending = [op]
-    while pending:                  # every node, in no particular order (what is collected are sets)
+@dataclass(slots=True)
+class Uses:
+    """What one expression uses itself, not counting what the values it names use: each value is
+    summarised once (`Flow`), so questions about whole chains of values walk values, not operators."""
+
+    reads: set[str] = field(default_factory=set)
+    params: set[str] = field(default_factory=set)
+    values: set[int] = field(default_factory=set)
+    uses_input: bool = False
+    # the same, less whatever sits under `stopgrad`: where the outer gradient flows on
+    graded_reads: set[str] = field(default_factory=set)
+    graded_params: set[str] = field(default_factory=set)
+    graded_values: set[int] = field(default_factory=set)
+    read_inputs: list[tuple[str, Uses]] = field(default_factory=list)   # per read: its memory, its arguments' uses
+
+
+def uses(ops: list[Op]) -> Uses:
+    """One walk of the expressions `ops` (work lists: a chain of any depth goes through)."""
+    u = Uses()
+    held: list[Op] = []       # operands of stopgrad, walked after the rest, as not graded
+    _collect(u, list(ops), True, held)
+    _collect(u, held, False, held)
+    return u
+
+
+def _collect(u: Uses, pending: list[Op], graded: bool, held: list[Op]) -> None:
+    while pending:
         o = pending.pop()
+        kind, attrs = o.op, o.attrs
+        if kind == "stopgrad" and graded:
+            held += o.args
+            continue
+        if kind == "value":
+            u.values.add(attrs["index"])
+            if graded:
+                u.graded_values.add(attrs["index"])
+        elif kind == "input":
+            u.uses_input = True
+        elif kind in READ_OPS and not attrs.get("self"):
+            u.reads.add(attrs["memory"])
+            if graded:
+                u.graded_reads.add(attrs["memory"])
+            if kind == "read":
+                u.read_inputs.append((attrs["memory"], uses(list(o.args))))
+        param = attrs.get("name") if kind == "param" else attrs.get("param")
+        if param is not None:
+            u.params.add(param)
+            if graded:
+                u.graded_params.add(param)
         pending += o.args
-        if o.op in READ_OPS and not o.attrs.get("self"):
-            out.reads.add(o.attrs["memory"])
-        if o.op == "param":
-            out.params.add(o.attrs["name"])
-        if "param" in o.attrs and o.op not in ("param",):
-            out.params.add(o.attrs["param"])
-        if o.op == "input":
-            out.uses_input = True
-        if o.op == "value" and o.attrs["index"] not in out.values:
-            out.values.add(o.attrs["index"])
-            pending.append(assignments[o.attrs["index"]].expr)
-    return out
+
+
+class Flow:
+    """The assignments of a block (or optimizer), each summarised by `uses` once, when first asked."""
+
+    def __init__(self, assignments: tuple[Assignment, ...]) -> None:
+        self.assignments = assignments
+        self._uses: list[Uses | None] = [None] * len(assignments)
+
+    def of(self, index: int) -> Uses:
+        u = self._uses[index]
+        if u is None:
+            u = self._uses[index] = uses([self.assignments[index].expr])
+        return u
+
+    def deps(self, op: Op | Uses, out: Deps | None = None) -> Deps:
+        """Transitive dependencies of an expression through the assignments. Values already in
+        `out` are not followed again, so sharing one `Deps` keeps a whole pass linear."""
+        out = out or Deps()
+        pending = [op if isinstance(op, Uses) else uses([op])]
+        while pending:
+            u = pending.pop()
+            out.reads |= u.reads
+            out.params |= u.params
+            out.uses_input = out.uses_input or u.uses_input
+            for i in u.values - out.values:
+                out.values.add(i)
+                pending.append(self.of(i))
+        return out
+
+
+def op_deps(op: Op, assignments: tuple[Assignment, ...], out: Deps | None = None) -> Deps:
+    """Transitive dependencies of an expression, through `assignments` (see `Flow.deps`)."""
+    return Flow(assignments).deps(op, out)
 
 
 def learn_exprs(learn: Learn) -> dict[str, list[Op]]:
@@ -64,16 +127,17 @@ class Usage:
     graded: set[str] = field(default_factory=set)    # parameters and learned inits the loss reaches
 
 
-def usage(block: Block) -> Usage:
+def usage(block: Block, flow: Flow | None = None) -> Usage:
     """Which components of a block influence its output, and which get an outer gradient."""
+    flow = flow or Flow(block.assignments)
     u = Usage()
     out = block_output(block)
     if out is None:
         return u
-    reached = Deps()     # shared by every expression below: each value is walked once
+    reached = Deps()     # shared by every expression below: each value is followed once
     frontier = [block.assignments[out].expr]
     while frontier:
-        op_deps(frontier.pop(), block.assignments, reached)
+        flow.deps(frontier.pop(), reached)
         for m in reached.reads - u.memories:
             u.memories.add(m)
             mem = block.memories.get(m)
@@ -82,36 +146,29 @@ def usage(block: Block) -> Usage:
                     frontier += exprs
     u.values = reached.values | {out}
     u.params = reached.params
-    u.graded = _gradient_reach(block, out)
+    u.graded = _gradient_reach(block, out, flow)
     return u
 
 
-def _gradient_reach(block: Block, out: int) -> set[str]:
+def _gradient_reach(block: Block, out: int, flow: Flow) -> set[str]:
     """Parameters and learned initial states that the outer loss differentiates: everything the
     output reaches except through stopgrad, and through a memory's writes only when its gradient
     policy lets the outer gradient through them."""
     reached: set[str] = set()
     seen_values: set[int] = set()
     seen_memories: set[str] = set()
-    pending = [block.assignments[out].expr]
+    pending = [flow.of(out)]
     while pending:
-        op = pending.pop()
-        if op.op == "stopgrad":
-            continue
-        if op.op == "param":
-            reached.add(op.attrs["name"])
-        if "param" in op.attrs and op.op != "param":
-            reached.add(op.attrs["param"])
-        if op.op == "value":
-            i = op.attrs["index"]
-            if i not in seen_values:
-                seen_values.add(i)
-                pending.append(block.assignments[i].expr)
-            continue
-        if op.op in READ_OPS and not op.attrs.get("self") and op.attrs["memory"] not in seen_memories:
-            seen_memories.add(op.attrs["memory"])
-            pending += _memory_gradient(block.memories.get(op.attrs["memory"]), reached)
-        pending.extend(op.args)
+        u = pending.pop()
+        reached |= u.graded_params
+        for i in u.graded_values - seen_values:
+            seen_values.add(i)
+            pending.append(flow.of(i))
+        for m in u.graded_reads - seen_memories:
+            seen_memories.add(m)
+            exprs = _memory_gradient(block.memories.get(m), reached)
+            if exprs:
+                pending.append(uses(exprs))
     return reached
 
 

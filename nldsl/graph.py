@@ -18,7 +18,7 @@ from typing import Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict
 
-from nldsl.dataflow import Deps, block_output, learn_exprs, op_deps, usage
+from nldsl.dataflow import Deps, Flow, block_output, learn_exprs, op_deps, usage
 from nldsl.diagnostics import Diagnostics
 from nldsl.parse import gc_paused
 from nldsl.source import Span
@@ -140,9 +140,10 @@ def build_model(spec: Spec, model: Model, diags: Diagnostics, lint: bool = True)
         ng.edge(pname, "loss", "data")
     used: set[str] = set()
     for block in model.blocks:
-        _add_block(ng, block, model, add_param, outer_time, diags)
+        flow = Flow(block.assignments)      # each value summarised once, for every question below
+        _add_block(ng, block, flow, model, add_param, outer_time)
         if lint:
-            used |= _usage_diagnostics(block, diags)
+            used |= _usage_diagnostics(block, flow, diags)
     if lint:
         for pname, p in model.params.items():
             if not p.implicit and not p.frozen and pname not in used:
@@ -156,7 +157,7 @@ def _node(block: Block, name: str) -> str:
     return f"{block.name}.{name}"
 
 
-def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_time, diags: Diagnostics) -> None:
+def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_param, outer_time) -> None:
     ctx, batch = model.context, model.train.batch
     for pname, p in block.params.items():
         add_param(_node(block, pname), pname, block, p.shape, p.frozen, p.span, p.level,
@@ -201,7 +202,7 @@ def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_ti
         nid = _node(block, mname)
         for role, exprs in learn_exprs(m.learn).items():
             for e in exprs:
-                d = op_deps(e, block.assignments)
+                d = flow.deps(e)
                 for src in d.reads:
                     ng.edge(_node(block, src), nid, role)
                     if _read_now(block.memories.get(src)):
@@ -213,11 +214,11 @@ def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_ti
         if m.learn.objective is None:  # teach signal: needs every state the output reads now
             out = block_output(block)
             if out is not None:
-                for src in op_deps(block.assignments[out].expr, block.assignments).reads:
+                for src in flow.deps(flow.of(out)).reads:
                     if src != mname and _read_now(block.memories.get(src)):
                         ng.needs.add_edge(_node(block, src), nid)
             ng.edge("loss", nid, "write", "teach signal")
-    for memory, d in _read_inputs(block).items():
+    for memory, d in _read_inputs(flow).items():
         target = _node(block, memory)
         for src in d.reads:
             ng.edge(_node(block, src), target, "data")
@@ -225,26 +226,20 @@ def _add_block(ng: NestingGraph, block: Block, model: Model, add_param, outer_ti
             ng.edge(_node(block, p) if p in block.params else p, target, "data")
     out = block_output(block)
     if out is not None:
-        d = op_deps(block.assignments[out].expr, block.assignments)
+        d = flow.deps(flow.of(out))
         for src in d.reads:
             ng.edge(_node(block, src), "loss", "data")
         for p in d.params:
             ng.edge(_node(block, p) if p in block.params else p, "loss", "data")
 
 
-def _read_inputs(block: Block) -> dict[str, Deps]:
+def _read_inputs(flow: Flow) -> dict[str, Deps]:
     """What the inputs of every read of each memory depend on, one `Deps` per memory: a value shared
-    by many reads is walked once (a long chain of values read step by step stays linear)."""
+    by many reads is followed once (a long chain of values read step by step stays linear)."""
     inputs: dict[str, Deps] = {}
-    for a in block.assignments:
-        pending = [a.expr]
-        while pending:              # `Op.walk`'s order (depth first, left to right), without its generators
-            o = pending.pop()
-            pending += reversed(o.args)
-            if o.op == "read":
-                deps = inputs.setdefault(o.attrs["memory"], Deps())
-                for arg in o.args:
-                    op_deps(arg, block.assignments, deps)
+    for i in range(len(flow.assignments)):
+        for memory, args in flow.of(i).read_inputs:
+            flow.deps(args, inputs.setdefault(memory, Deps()))
     return inputs
 
 
@@ -253,9 +248,9 @@ def _read_now(m: Memory | None) -> bool:
     return m is not None and m.learn is not None and m.learn.read == "after"
 
 
-def _usage_diagnostics(block: Block, diags: Diagnostics) -> set[str]:
+def _usage_diagnostics(block: Block, flow: Flow, diags: Diagnostics) -> set[str]:
     """Warn about what a block declares but never uses; returns the parameter names it does use."""
-    u = usage(block)
+    u = usage(block, flow)
     if block_output(block) is None:
         diags.warn("NL073", f"block '{block.name}' never assigns `h`: it has no effect on the output", block.span,
                    "end the block with `h = h + ...`")
