@@ -172,8 +172,9 @@ def check_model(unit: ast.Model, optimizers: dict[str, ast.Optimizer], checked_o
     owners = {n.name: (b.name.name if b.name else f"block{i}") for i, b in enumerate(ast_blocks)
               for st in b.body if isinstance(st, ast.MemoryDecl) for n in st.names}
     first_of: dict[str, Block] = {}
+    scope = _scope_for(config, params)      # what every block sees first: copied per block, not rebuilt
     for i, item in enumerate(ast_blocks):
-        block = check_block(item, i, config, params, diags, owners)
+        block = check_block(item, i, config, params, scope, diags, owners)
         if block is not None:
             first = first_of.setdefault(block.name, block)
             if first is not block:
@@ -222,11 +223,11 @@ def _scope_for(config: Header, params: dict[str, Param]) -> dict[str, Binding]:
 
 
 def check_block(block: ast.Block, index: int, config: Header, model_params: dict[str, Param],
-                diags: Diagnostics, elsewhere: dict[str, str] | None = None) -> Block | None:
+                scope: dict[str, Binding], diags: Diagnostics, elsewhere: dict[str, str] | None = None) -> Block | None:
     name = block.name.name if block.name else f"block{index}"
     repeat = 1 if block.repeat is None else const_int(block.repeat, config, diags, "a repeat count",
                                                        maximum=catalog.MAX_REPEAT)
-    ctx = Context(diags=diags, config=config, scope=_scope_for(config, model_params),
+    ctx = Context(diags=diags, config=config, scope=dict(scope),
                   block=name, elsewhere=elsewhere or {})   # shared, not copied: linear in the number of blocks
     ctx.scope["h"] = Binding(kind="input", width=int(config["dim"]))
     params: dict[str, Param] = {}

@@ -52,12 +52,13 @@ def _self_calls(ops: list[Op]) -> int:
 
 
 def _memory_cost(m: Memory, reads: int, context: int) -> Cost:
+    """One layer's cost of a memory, but its parameters (`slow_params`)."""
     read = _read_flops(m, context)
     if not m.parametric:
         return Cost(flops_per_token=read * reads, activation_bytes=3 * context * m.structure.in_dim * m.heads * BYTES)
     state = m.structure.state_size() * m.heads
     if m.learn is None:
-        return Cost(slow_params=state, flops_per_token=read * reads)
+        return Cost(flops_per_token=read * reads)
     learn = m.learn
     selves = max(1, _self_calls(learn_exprs(learn)["write"]))
     # the update: forward of each self(...) call, its backward (≈2× forward), the state write
@@ -68,8 +69,7 @@ def _memory_cost(m: Memory, reads: int, context: int) -> Cost:
         update = 2.0 * read + 2.0 * state
     anchors = ceil(context / (learn.time.period * learn.chunk)) if learn.time.base == "token" else 1
     kept = {"through": anchors, "truncate": min(anchors, learn.truncate), "first_order": 1, "stop": 1}
-    slow = state if m.init == "learned" else 0
-    return Cost(slow_params=slow, fast_state=state, flops_per_token=read * reads + update,
+    return Cost(fast_state=state, flops_per_token=read * reads + update,
                 activation_bytes=kept[learn.backprop] * state * BYTES)
 
 
@@ -100,19 +100,27 @@ def component_costs(ng: NestingGraph) -> dict[str, Cost]:
 
 
 def _component(c: Component, model: Model, blocks: dict[str, Block], reads: dict[str, Counter[str]]) -> Cost:
+    slow = slow_params(c, blocks)
     if c.kind == "param":
-        n = prod(c.shape) * c.repeat
         flops = 2.0 * model.dim * int(model.config["vocab"]) if c.name == "unembed" else 0.0
-        return Cost(slow_params=n, flops_per_token=flops)
+        return Cost(slow_params=slow, flops_per_token=flops)
     if c.kind in ("memory", "attention") and c.memory is not None and c.block in blocks:
         cost = _memory_cost(c.memory, reads[c.block][c.memory.name], model.context)
-        if c.memory.learn is not None and c.memory.init == "learned":
-            cost = cost.model_copy(update={"slow_params": 0})   # counted on the init component
-        return Cost(**{k: v * c.repeat for k, v in cost.model_dump().items()})
+        return Cost(slow_params=slow, **{k: v * c.repeat for k, v in cost.model_dump(exclude={"slow_params"}).items()})
+    return Cost(slow_params=slow)
+
+
+def slow_params(c: Component, blocks: dict[str, Block]) -> int:
+    """The parameters of a component that the outer optimizer trains, all layers of its block: a
+    parameter, a static memory, a learned initial state (a learned memory's own state is fast)."""
+    if c.kind == "param":
+        return prod(c.shape) * c.repeat
+    if c.kind == "memory" and c.memory is not None and c.memory.parametric and c.memory.learn is None:
+        return c.memory.structure.state_size() * c.memory.heads * c.repeat
     if c.kind == "init" and c.block in blocks:
         mem = blocks[c.block].memories[c.name.rstrip("₀")]
-        return Cost(slow_params=mem.structure.state_size() * mem.heads * c.repeat)
-    return Cost()
+        return mem.structure.state_size() * mem.heads * c.repeat
+    return 0
 
 
 def block_flops(model: Model) -> float:
@@ -134,16 +142,17 @@ def size_diagnostics(ng: NestingGraph, diags: Diagnostics) -> None:
     caught at `check`. Whether a model fits a given machine is for the command that allocates it."""
     if ng.model is None:
         return
-    costs = component_costs(ng)
-    params = sum(c.slow_params for c in costs.values())
+    blocks = {b.name: b for b in ng.model.blocks}
+    counts = {c.id: slow_params(c, blocks) for c in ng.components()}     # not the whole preview: large specs
+    params = sum(counts.values())
     if params * BYTES <= MACHINE_BYTES:
         return
-    largest = max((n for n in costs if ng.component(n).span is not None), key=lambda n: costs[n].slow_params)
+    largest = max((n for n in counts if ng.component(n).span is not None), key=counts.__getitem__)
     part = ng.component(largest)
     assert part.span is not None
     diags.warn("NL043", f"model '{ng.model.name}' has {params:.3g} parameters, {binary_bytes(params * BYTES)} in "
                         f"float32: more than any one machine holds; the largest part is '{part.name}' "
-                        f"({costs[largest].slow_params:.3g})", part.span,
+                        f"({counts[largest]:.3g})", part.span,
                "check the sizes in the header and here; `nldsl explain` lists the parameters of every part")
 
 

@@ -123,14 +123,23 @@ def build_model(spec: Spec, model: Model, diags: Diagnostics, lint: bool = True)
     ng.model = model
     ctx, batch = model.context, model.train.batch
 
+    times: dict[tuple[int, int], tuple[Time, Fraction]] = {}     # one per optimize group: shared, frozen
+
     def outer_time(name: str, frozen: bool) -> Time:
+        return outer_clock(name, frozen)[0]
+
+    def outer_clock(name: str, frozen: bool) -> tuple[Time, Fraction]:
         gi, period = _group_of(model, name)
-        return Time(base="never") if frozen or gi < 0 else Time(base="step", period=period)
+        key = (-1, 0) if frozen or gi < 0 else (gi, period)
+        if key not in times:
+            t = Time(base="never") if key[0] < 0 else Time(base="step", period=period)
+            times[key] = (t, frequency(t, ctx, batch))
+        return times[key]
 
     def add_param(pid: str, name: str, block: Block | None, shape, frozen, span, level=None, note="") -> None:
-        t = outer_time(name, frozen)
+        t, f = outer_clock(name, frozen)
         ng.add(Component(id=pid, kind="param", name=name, block=block.name if block else None,
-                         repeat=block.repeat if block else 1, time=t, frequency=frequency(t, ctx, batch),
+                         repeat=block.repeat if block else 1, time=t, frequency=f,
                          asserted=level, span=span, shape=shape, note=note))
 
     ng.add(Component(id="loss", kind="loss", name=model.train.loss, time=Time(base="step"),
