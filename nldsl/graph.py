@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from nldsl.dataflow import Deps, Flow, block_output, learn_exprs, op_deps, usage
 from nldsl.diagnostics import Diagnostics
 from nldsl.parse import gc_paused
-from nldsl.source import Span
+from nldsl.source import Span, unvalidated
 from nldsl.spec import Block, Memory, Model, Optimizer, Spec, Time
 
 INFINITE = Fraction(10**12)   # attention: re-solved per query, faster than anything with a period
@@ -46,6 +46,10 @@ class Component(BaseModel):
     shape: tuple[int, ...] = ()
     note: str = ""
 
+    def with_level(self, level: int) -> Component:
+        """This component at its derived level (`model_copy` without its cost: one per component)."""
+        return unvalidated(Component, {**self.__dict__, "level": level}, self.model_fields_set | {"level"})
+
 
 class NestingGraph:
     """A networkx MultiDiGraph of components plus the derived levels."""
@@ -59,18 +63,24 @@ class NestingGraph:
         self.model: Model | None = None
         self.optimizer: Optimizer | None = None
         self._edges: set[tuple[str, str, str]] = set()    # (src, dst, kind): one edge of each kind
+        self._components: dict[str, Component] = {}        # the nodes' `component`, read without networkx' views
 
     def add(self, c: Component) -> None:
         self.g.add_node(c.id, component=c)
+        self._components[c.id] = c
+
+    def replace(self, c: Component) -> None:
+        """Put `c` in place of the component with its id."""
+        self.g.nodes[c.id]["component"] = self._components[c.id] = c
 
     def edge(self, src: str, dst: str, kind: str, policy: str = "") -> None:
         key = (src, dst, kind)
-        if key not in self._edges and src in self.g and dst in self.g:
+        if key not in self._edges and src in self._components and dst in self._components:
             self._edges.add(key)
             self.g.add_edge(src, dst, kind=kind, policy=policy)
 
     def component(self, node: str) -> Component:
-        return self.g.nodes[node]["component"]
+        return self._components[node]
 
     def components(self) -> list[Component]:
         return [self.component(n) for n in self.g.nodes]
@@ -379,8 +389,7 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
             level += 1
             levels.append(layer)
             for n in layer:
-                c = ng.component(n)
-                ng.g.nodes[n]["component"] = c.model_copy(update={"level": level})
+                ng.replace(ng.component(n).with_level(level))
     ng.levels = levels
     for n in nodes:
         c = ng.component(n)

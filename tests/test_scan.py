@@ -178,6 +178,8 @@ def test_checked_specs_are_what_validation_builds() -> None:
         result = check_text(path.read_text(encoding="utf-8"), file=str(path))
         assert result.spec is not None
         _assert_validated(result.spec)
+        for graph in result.graphs.values():     # components at their derived levels (`with_level`)
+            _assert_validated(graph.components())
 
 
 def test_keywords_follow_the_parser_state() -> None:
