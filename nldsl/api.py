@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nldsl import report
 from nldsl.check import check
 from nldsl.diagnostics import Diagnostic, Diagnostics, SpecError, render_all
 from nldsl.draw import Diagram, diagram
@@ -117,6 +116,8 @@ def render(path: str | Path, name: str | None = None, timeline: bool = False, ov
 
 def explain(path: str | Path, name: str | None = None, width: int = 160, overrides: Overrides = None) -> str:
     """The `nldsl explain` table of a spec, as text."""
+    # the explain table, and the lowering it shows, are not needed to check: imported on first use
+    from nldsl import report
     result = check_file(path, overrides)
     result.raise_for_errors()
     return report.render(result.graph(name), result.sources, width=width)
