@@ -100,6 +100,8 @@ OUTPUT_MAPS: dict[str, Signature] = {
     "newton_schulz": Signature((), {"steps": Option("int", 5, doc="iterations")},
                                "orthogonalize each update matrix (Muon)"),
 }
+
+
 class Layers(NamedTuple):
     layers: slice                    # the memory's layers it picks, first layer first
     doc: str
@@ -112,6 +114,7 @@ DECORRELATE: dict[str, Layers] = {
     "last": Layers(slice(-1, None), "the last layer, along its own input (the hidden activation feeding it)"),
     "each": Layers(slice(None), "every layer, each along its own input"),
 }
+
 _RULE_COMMON = {
     "lr": Option("expr", None, doc="learning rate: a number, a parameter or a data-dependent value"),
     "retain": Option("expr", None, doc="retention gate: the state is multiplied by it (1 - forget)"),

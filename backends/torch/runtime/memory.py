@@ -407,7 +407,7 @@ def dgd_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], va
 
     def losses_of(*args):      # the other layers' weights, then the probes
         weights, probe = list(theta), [None] * len(theta)
-        for j, w in zip(others, args, strict=False):
+        for j, w in zip(others, args[:len(others)], strict=True):
             weights[j] = w
         for j, p in zip(layers, args[len(others):], strict=True):
             probe[j] = p
