@@ -121,6 +121,27 @@ def memory_apply(kind: str, weights: list[torch.Tensor], x: torch.Tensor, heads:
     return a.reshape(*lead, heads * a.shape[-1])
 
 
+def layer_inputs(weights: list[torch.Tensor], x: torch.Tensor, heads: int, act: str, depth: int) -> list[torch.Tensor]:
+    """The inputs of a matrix or MLP memory's first `depth` layers in a read of x (B, ..., H*in) at the
+    states `weights` (B, H, out, in): (B, H, N, in_j) per layer, N the read's tokens, as `memory_apply`
+    computes them (the norm and the residual come after the last layer)."""
+    a = x.unflatten(-1, (heads, -1))
+    inputs = [a.reshape(a.shape[0], -1, heads, a.shape[-1]).transpose(1, 2)]
+    for w in weights[:depth - 1]:
+        inputs.append(ACTIVATIONS[act](inputs[-1] @ w.transpose(-1, -2)))
+    return inputs
+
+
+def decorrelated_inputs(layers: tuple[int, ...], weights: list[torch.Tensor], x: torch.Tensor, heads: int,
+                        act: str) -> list[torch.Tensor | None]:
+    """dgd's input of each of the `layers` (0 first), (B, H, N, in_j), in the read at x (the key) of
+    the states `weights` (where the gradient is taken); None for the other layers."""
+    if not layers:
+        return [None] * len(weights)
+    xs = layer_inputs(weights, x, heads, act, max(layers) + 1)
+    return [xs[j] if j in layers else None for j in range(len(weights))]
+
+
 def memory_norm(a: torch.Tensor, norm: str) -> torch.Tensor:
     """An MLP memory's normalization of its branch (no learned scale: the memory is the weights)."""
     if norm == "layernorm":
@@ -186,11 +207,12 @@ def adam_direction(first: torch.Tensor, second: torch.Tensor, updates: int, rule
 
 
 def rule_step(rule, heads: int, cur: list[torch.Tensor], grads: list[torch.Tensor], coeffs: dict,
-              buffers) -> list[torch.Tensor]:
+              buffers, inputs: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
     """One token's application of an update rule (`spec.Rule`) to a memory's state.
 
     gd:  m ← β m − lr·P·g (with momentum) then W ← α W + output(m), or W ← α W + output(−lr·P·g);
-    dgd: the same plus −lr (W k) kᵀ on the first layer (the one that reads the key k);
+    dgd: the same plus −lr (W x) xᵀ on each layer given an input x (B, H, in) in `inputs` (the
+    layers its `decorrelate` picks, x their input where the gradient is taken; None elsewhere);
     adam: W ← W − lr m̂ / (√v̂ + ε). `buffers` holds `momentum`, `adam` and `updates`, updated in place."""
     lr = coefficient(coeffs["lr"], cur[0], heads)
     retain = coefficient(coeffs.get("retain"), cur[0], heads)
@@ -216,8 +238,9 @@ def rule_step(rule, heads: int, cur: list[torch.Tensor], grads: list[torch.Tenso
         if rule.output_steps:
             d = newton_schulz(d, rule.output_steps)
         base = w if retain is None else retain * w
-        if rule.kind == "dgd" and j == 0:          # decorrelate the keys the first layer reads
-            k = coeffs["key"].unflatten(-1, (heads, -1)).unsqueeze(-1)     # (B, H, in, 1)
-            base = base - lr * (w @ k) @ k.transpose(-2, -1)
+        x = inputs[j] if inputs is not None else None
+        if x is not None:                          # dgd: decorrelate the inputs this layer reads
+            x = x.unsqueeze(-1)                    # (B, H, in, 1)
+            base = base - lr * (w @ x) @ x.transpose(-2, -1)
         new.append(base + d)
     return new

@@ -100,6 +100,21 @@ OUTPUT_MAPS: dict[str, Signature] = {
     "newton_schulz": Signature((), {"steps": Option("int", 5, doc="iterations")},
                                "orthogonalize each update matrix (Muon)"),
 }
+
+
+class Layers(NamedTuple):
+    layers: slice                    # the memory's layers it picks, first layer first
+    doc: str
+
+
+# dgd's decorrelating term −lr·W x xᵀ is defined per linear map, x the map's own input (NL eq. 57,
+# 121); on an MLP memory the paper leaves open which maps take it. One layer for a matrix memory.
+DECORRELATE: dict[str, Layers] = {
+    "first": Layers(slice(0, 1), "the first layer, along the key k it reads"),
+    "last": Layers(slice(-1, None), "the last layer, along its own input (the hidden activation feeding it)"),
+    "each": Layers(slice(None), "every layer, each along its own input"),
+}
+
 _RULE_COMMON = {
     "lr": Option("expr", None, doc="learning rate: a number, a parameter or a data-dependent value"),
     "retain": Option("expr", None, doc="retention gate: the state is multiplied by it (1 - forget)"),
@@ -109,8 +124,11 @@ _RULE_COMMON = {
 }
 RULES: dict[str, Signature] = {
     "gd": Signature((), dict(_RULE_COMMON), "gradient descent on the objective"),
-    "dgd": Signature((), dict(_RULE_COMMON),
-                     "delta gradient descent: gd plus the decorrelating term -lr * M k k^T"),
+    "dgd": Signature((), {
+        **_RULE_COMMON,
+        "decorrelate": Option("name", "first", tuple(DECORRELATE), "the layers of an MLP memory that take the "
+                                                                   "decorrelating term, each along its own input"),
+    }, "delta gradient descent: gd plus the decorrelating term -lr * M k k^T"),
     "adam": Signature((), {
         "lr": _RULE_COMMON["lr"],
         "beta1": Option("number", 0.9), "beta2": Option("number", 0.999), "eps": Option("number", 1e-8),

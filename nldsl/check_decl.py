@@ -8,7 +8,7 @@ from itertools import pairwise
 from typing import Literal
 
 from nldsl import ast, catalog
-from nldsl.check_expr import MAX_EXACT_INT, Header, bind, const_eval, const_int
+from nldsl.check_expr import MAX_EXACT_INT, Header, bind, const_eval, const_int, name_option
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.source import Span
 from nldsl.spec import Memory, Param, Structure
@@ -107,12 +107,10 @@ def check_structure(call: ast.Call, heads: int, config: Header, diags: Diagnosti
     for key, expr in named.items():
         opt = sig.options.get(key, catalog.Option("int"))
         if opt.type == "name":
-            if not isinstance(expr, ast.Name) or expr.id not in opt.choices:
-                got = expr.id if isinstance(expr, ast.Name) else "an expression"
-                diags.error("NL034", f"'{key}' must be one of {', '.join(opt.choices)}; got {got}", expr.span,
-                            did_you_mean(got, opt.choices) if "did you mean" in did_you_mean(got, opt.choices) else "")
+            word = name_option(key, expr, opt, diags)
+            if word is None:
                 return None
-            values[key] = expr.id
+            values[key] = word
         elif opt.type == "number":
             v = const_eval(expr, config, diags, f"'{key}'")
             if v is None:

@@ -210,6 +210,17 @@ def bind(call: ast.Call, sig: catalog.Signature, what: str, diags: Diagnostics) 
     return Bound(args=args, options=options, flags={f for f in seen if f in flags}, spans=spans) if ok else None
 
 
+def name_option(key: str, expr: ast.Expr, opt: catalog.Option, diags: Diagnostics) -> str | None:
+    """The value of a word-valued option (`act = tanh`), or None once one outside its choices is reported."""
+    if isinstance(expr, ast.Name) and expr.id in opt.choices:
+        return expr.id
+    got = expr.id if isinstance(expr, ast.Name) else "an expression"
+    hint = did_you_mean(got, opt.choices)
+    diags.error("NL034", f"'{key}' must be one of {', '.join(opt.choices)}; got {got}", expr.span,
+                hint if "did you mean" in hint else "")
+    return None
+
+
 # ---- expressions --------------------------------------------------------------------------------
 
 _KINDS = {k.value: k for k in OpKind}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nldsl import ast, catalog
 from nldsl.check_decl import CmsGroup, Mode
-from nldsl.check_expr import Context, ExprChecker, Header, bind, const_eval, const_int
+from nldsl.check_expr import Context, ExprChecker, Header, bind, const_eval, const_int, name_option
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.ops import OpKind
 from nldsl.spec import Learn, Memory, Op, Rule, Time
@@ -201,7 +201,11 @@ class LearnChecker:
                 ok = False
                 continue
             coeffs[key] = op
-        extra: dict[str, float | int | None] = {}
+        extra: dict[str, float | int | str | None] = {}
+        for key, opt in sig.options.items():
+            if opt.type == "name" and key in bound.options:
+                extra[key] = name_option(key, bound.options[key], opt, diags)
+                ok = extra[key] is not None and ok
         for key in ("beta1", "beta2", "eps"):
             if key in bound.options:
                 v = const_eval(bound.options[key], self.ctx.config, diags, f"'{key}'")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from nldsl.catalog import DECORRELATE, RULES
 from nldsl.ops import OBJECTIVES, OpKind
 from nldsl.source import Span
 
@@ -108,13 +109,22 @@ class Rule(Frozen):
     momentum: Op | None = None
     precond: Op | None = None
     output_steps: int | None = None   # Newton-Schulz iterations on the update, when set
+    decorrelate: str = str(RULES["dgd"].options["decorrelate"].default)   # dgd's layers: `catalog.DECORRELATE`
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
     span: Span
 
+    def decorrelated(self, depth: int) -> tuple[int, ...]:
+        """The layers (0 first) of a memory of `depth` layers whose state dgd decorrelates along their input."""
+        if self.kind != "dgd":
+            return ()
+        return tuple(range(depth)[DECORRELATE[self.decorrelate].layers])
+
     def describe(self) -> str:
         parts = [self.kind]
+        if self.decorrelate != Rule.model_fields["decorrelate"].default:
+            parts.append(f"decorrelate {self.decorrelate}")
         if self.retain is not None:
             parts.append("retention")
         if self.momentum is not None:

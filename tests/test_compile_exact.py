@@ -11,6 +11,7 @@ import nldsl
 from nldsl.backends.reference import Reference
 from nldsl.backends.torch.codegen.load import model_class
 from nldsl.backends.torch.runtime import chunkwise as kernels
+from nldsl.lower import Kernel, bind
 
 TINY = {"dim": 8, "heads": 2, "layers": 1, "context": 32, "vocab": 13, "window": 5}
 SHIPPED = ["linear_attention", "deltanet", "gated_deltanet", "transformer", "mlp_gd", "titans",
@@ -91,6 +92,15 @@ UNSHIPPED = {
     learn N : l2(self(A(k, k, k)), h) by dgd(lr = 0.2) every token chunk 4
     h = h + M(k) + N(k) + A(k, k, h)
 """,
+    # dgd's `decorrelate` on normalized 3-layer MLP memories, whose pullback the tape does not follow
+    # (period kernels by vector-Jacobian products with a probe at each decorrelated layer)
+    "dgd_layers_normed_mlp3": """
+    k = l2norm(h, groups = heads)
+    memory A, B : mlp(depth = 3, expand = 2, act = silu, norm = layernorm) per head init learned
+    learn A : l2(self(k), h) by dgd(lr = 0.2, retain = 0.9, decorrelate = each) every 4 tokens
+    learn B : l2(self(k), h) by dgd(lr = 0.2, momentum = 0.5, decorrelate = last) every 4 tokens
+    h = h + A(k) + B(h)
+""",
     # preconditioned momentum with a Newton-Schulz output map (Muon-like) on a matrix memory
     "matrix_memory_precond_ns": """
     memory s : matrix per head init zeros
@@ -159,6 +169,33 @@ def test_shipped_spec_matches_reference(name):
 @pytest.mark.parametrize("name", list(UNSHIPPED))
 def test_unshipped_spec_matches_reference(name):
     compare(unshipped(name))
+
+
+# dgd's `decorrelate` on a 2-layer MLP memory, in every kernel that runs dgd: which layers take the
+# term −lr (W x) xᵀ, each along its own input x at the state the gradient is taken at
+DGD_LAYERS = """
+    param W_g : matrix(dim, heads)
+    k = l2norm(h, groups = heads)
+    g = sigmoid(h @ W_g)
+    memory M : mlp(depth = 2, expand = 2, act = tanh, residual) per head init learned
+    learn M : l2(self(k), h) by dgd(lr = 0.3 * g, retain = 0.95{momentum}, decorrelate = {layers}) {time}
+    h = h + M(k)
+"""
+DGD_TIMES = {Kernel.GENERIC: "", Kernel.PERIOD_DGD: "every 4 tokens", Kernel.IN_CHUNK: "every token chunk 4"}
+
+
+@pytest.mark.parametrize("layers", ["first", "last", "each"])
+@pytest.mark.parametrize("momentum", [False, True], ids=["plain", "momentum"])
+@pytest.mark.parametrize("kernel", list(DGD_TIMES))
+def test_dgd_decorrelated_layers_match_reference(layers, momentum, kernel):
+    body = DGD_LAYERS.format(momentum=", momentum = 0.6" if momentum else "", layers=layers, time=DGD_TIMES[kernel])
+    text = f"model X(vocab = 13, dim = 8, heads = 2, context = 32) {{\n  block {{\n{body}\n  }}\n}}\n"
+    r = nldsl.check_text(text, "dgd_layers.nl")
+    assert r.ok, r.render()
+    (block,) = r.spec.models["X"].blocks
+    want = Kernel.PERIOD_DGD_MOMENTUM if kernel is Kernel.PERIOD_DGD and momentum else kernel
+    assert bind(block.memories["M"], block).kernel is want
+    compare(r.spec, tok=tokens(length=23))
 
 
 @pytest.mark.parametrize("name", ["linear_attention", "titans", "hope"])

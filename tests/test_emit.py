@@ -89,3 +89,31 @@ def test_wrap_keeps_meaning() -> None:
                  f"    return ({long} + h(1, (2,)))", f"z = (({long}))"]:
         wrapped = wrap(line)
         assert ast.dump(ast.parse("\n".join(wrapped).strip())) == ast.dump(ast.parse(line.strip())), wrapped
+
+
+def _dgd_model(structure: str, option: str) -> str:
+    text = f"""model X(vocab = 13, dim = 8, heads = 2, context = 32) {{
+  block {{
+    k = l2norm(h, groups = heads)
+    memory M : {structure} per head init learned
+    learn M : l2(self(k), h) by dgd(lr = 0.1{option}) every 4 tokens
+    h = h + M(k)
+  }}
+}}
+"""
+    r = nldsl.check_text(text, "x.nl")
+    assert r.ok, r.render()
+    return emit_model(r.spec)
+
+
+def test_dgd_decorrelate_is_printed_only_where_it_picks_other_layers() -> None:
+    """`decorrelate = first` is the default: the same code as without it. A matrix memory has one
+    layer, so every choice is that code too. An MLP's other choices name their layers in the rule
+    and in the kernel's description."""
+    mlp = "mlp(depth = 2, expand = 2, act = tanh)"
+    assert _dgd_model(mlp, ", decorrelate = first") == _dgd_model(mlp, "")
+    for choice in ("first", "last", "each"):
+        assert _dgd_model("matrix", f", decorrelate = {choice}") == _dgd_model("matrix", "")
+    last, each = _dgd_model(mlp, ", decorrelate = last"), _dgd_model(mlp, ", decorrelate = each")
+    assert "rt.Rule(kind='dgd', decorrelate=(1,))" in last and "dgd on the last layer" in last
+    assert "rt.Rule(kind='dgd', decorrelate=(0, 1))" in each and "dgd on every layer" in each

@@ -1,6 +1,7 @@
 """The tape's hand-written pullback through an MLP memory (`runtime.tape`) against `torch.func.vjp`
 through the whole objective, the path it replaces: the weighted gradients of every layer, dgd's
-first-layer error signal, and the outer gradients through both (second order), in float64."""
+error signals at the layers it decorrelates, and the outer gradients through both (second order),
+in float64."""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def inputs(s: rt.MemSpec, seed: int = 0):
 
 
 def by_vjp(objective, theta, values, cotangents, first: int):
-    """The naive reference: vjp of the whole objective in the layers from `first` and a probe at the
-    first layer's output; one pullback per weighting, and one of ones for the error signal."""
-    probe = values[0].new_zeros(BATCH, LENGTH, HEADS, theta[0].shape[-2])
-    losses, pull = vjp(lambda *args: objective([*theta[:first], *args[:-1]], args[-1], *values, at=theta),
-                       *theta[first:], probe)
-    return [list(pull(c)[:-1]) for c in cotangents], pull(torch.ones_like(losses))[-1]
+    """The naive reference: vjp of the whole objective in the layers from `first` and a probe at
+    each layer's output; one pullback per weighting, and one of ones for the error signals."""
+    probes = [values[0].new_zeros(BATCH, LENGTH, HEADS, w.shape[-2]) for w in theta]
+    rest = len(theta) - first
+    losses, pull = vjp(lambda *args: objective([*theta[:first], *args[:rest]], list(args[rest:]), *values, at=theta),
+                       *theta[first:], *probes)
+    return [list(pull(c)[:rest]) for c in cotangents], list(pull(torch.ones_like(losses))[rest:])
 
 
 @pytest.mark.parametrize("act", ["silu", "tanh", "gelu", "relu", "sigmoid"])
@@ -58,13 +60,16 @@ def test_tape_equals_vjp(act: str, residual: bool, depth: int, loss: str) -> Non
     objective = objective_for(s, loss)
     theta, values, weights = inputs(s)
     for first in (0, 1):
-        got, delta = tape.weighted_grads(s, objective, theta, values, weights, first=first, signal=True)
-        want, want_delta = by_vjp(objective, theta, values, weights, first)
+        signals = range(depth)       # dgd `decorrelate = each`; the first alone, or the last, are parts of it
+        got, deltas = tape.weighted_grads(s, objective, theta, values, weights, range(first, depth), signals)
+        want, want_deltas = by_vjp(objective, theta, values, weights, first)
         for g, w in zip(got, want, strict=True):
             assert len(g) == len(w) == depth - first
             for a, b in zip(g, w, strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(delta, want_delta, rtol=1e-12, atol=1e-12)
+        assert len(deltas) == depth
+        for a, b in zip(deltas, want_deltas, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_outer_gradients_through_the_tape_equal_those_through_vjp() -> None:
@@ -79,10 +84,10 @@ def test_outer_gradients_through_the_tape_equal_those_through_vjp() -> None:
         for t in leaves:
             t.requires_grad_(True)
         if hand:
-            (grads,), delta = tape.weighted_grads(s, objective, theta, values, weights[:1], first=1, signal=True)
+            (grads,), deltas = tape.weighted_grads(s, objective, theta, values, weights[:1], [1], [0, 1])
         else:
-            (grads,), delta = by_vjp(objective, theta, values, weights[:1], first=1)
-        outer = sum((g.sin() * g).sum() for g in grads) + (delta.cos() * delta).sum()
+            (grads,), deltas = by_vjp(objective, theta, values, weights[:1], first=1)
+        outer = sum((g.sin() * g).sum() for g in grads) + sum((d.cos() * d).sum() for d in deltas)
         runs.append(torch.autograd.grad(outer, leaves))
     for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -289,15 +289,24 @@ class Reference(nn.Module):
         return torch.einsum("bht,bthd->bhd", scores.softmax(-1), vh).flatten(-2)
 
     # ---- writes -----------------------------------------------------------------------------------
-    def _coefficients(self, m: Memory, ctx: Ctx, key: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+    def _coefficients(self, m: Memory, ctx: Ctx) -> dict[str, torch.Tensor | None]:
         assert m.learn is not None
         rule = m.learn.rule
         out: dict[str, torch.Tensor | None] = {}
         for k in ("lr", "retain", "momentum", "precond"):
             e = getattr(rule, k)
             out[k] = None if e is None else self._eval(e, ctx)
-        out["key"] = key
         return out
+
+    @staticmethod
+    def _decorrelated(m: Memory, weights: list[torch.Tensor], key: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """dgd's input x (B, H, in) of each layer its `decorrelate` picks, in the read self(k) at the
+        state the gradient is taken at (the first layer's is the key); None for the other layers."""
+        assert m.learn is not None
+        if key is None:
+            return [None] * len(weights)
+        inputs = fn.decorrelated_inputs(m.learn.rule.decorrelated(len(weights)), weights, key, m.heads, m.structure.act)
+        return [x if x is None else x.squeeze(-2) for x in inputs]
 
     def _update(self, m: Memory, ms: MemoryState, ctx: Ctx, pos: int) -> None:
         learn = m.learn
@@ -322,15 +331,14 @@ class Reference(nn.Module):
             graph = policy in ("through", "truncate") and torch.is_grad_enabled() and loss.requires_grad
             grads = torch.autograd.grad(loss, leaves, create_graph=graph, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, leaves, strict=True)]
-        coeffs = self._coefficients(m, ctx, key)
-        self._step(m, ms, list(grads), coeffs, persistent, batch)
+        self._step(m, ms, list(grads), self._coefficients(m, ctx), persistent, batch, self._decorrelated(m, ref, key))
         period = _time_period(m)
         if learn.time.base == "token" and period > 1 and (pos + 1) % period == 0:
             ms.ref = list(ms.cur)
 
     def _step(self, m: Memory, ms: MemoryState, grads: list[torch.Tensor], coeffs: dict, persistent: bool,
-              batch: int) -> None:
-        """One application of the update rule to the evolving state."""
+              batch: int, inputs: list[torch.Tensor | None] | None = None) -> None:
+        """One application of the update rule to the evolving state (`inputs`: dgd's, `_decorrelated`)."""
         learn = m.learn
         assert learn is not None
         policy = learn.backprop
@@ -339,7 +347,9 @@ class Reference(nn.Module):
         if detach:
             grads = [g.detach() for g in grads]
             coeffs = {k: (v.detach() if v is not None else None) for k, v in coeffs.items()}
-        new = fn.rule_step(learn.rule, m.heads, [w.detach() if detach else w for w in cur], grads, coeffs, ms)
+            inputs = None if inputs is None else [x if x is None else x.detach() for x in inputs]
+        new = fn.rule_step(learn.rule, m.heads, [w.detach() if detach else w for w in cur], grads, coeffs, ms,
+                           inputs)
         if policy == "first_order":
             new = [w + (n - w.detach()) for w, n in zip(cur, new, strict=True)]
         if persistent:    # one state shared by every sequence: writes are averaged over the batch

@@ -23,8 +23,8 @@ class Kernel(StrEnum):
     CHUNK_DELTA_RULE = "chunk_delta_rule"              # reads and writes fused, chunkwise (WY form)
     PERIOD_GD = "period_gd"                            # a segment's gradients at its start, closed form
     PERIOD_MOMENTUM = "period_momentum"                # the same with a momentum buffer
-    PERIOD_DGD = "period_dgd"                          # the same with dgd on the layer that reads the key
-    PERIOD_DGD_MOMENTUM = "period_dgd_momentum"        # dgd and momentum: the key's layer in UT form
+    PERIOD_DGD = "period_dgd"                          # the same with dgd's layers as delta rules
+    PERIOD_DGD_MOMENTUM = "period_dgd_momentum"        # dgd and momentum: dgd's layers in UT form
     IN_CHUNK = "in_chunk"                              # per-token writes, gradients at the chunk's start;
                                                        # reads see them through the dual form
     GENERIC = "generic_update"                         # per-token gradients, the rule token by token
@@ -155,7 +155,8 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
             (rule.retain is None or all(o.op == OpKind.CONST for o in rule.retain.walk()))
     if learn.time.base == "token" and learn.time.period > 1 and closed_form and rule.precond is None \
             and rule.output_steps is None and learn.objective.op in OBJECTIVES:
-        kernel, form = period_kernel(rule.kind == "dgd", rule.momentum is not None)
+        kernel, form = period_kernel(rule.kind == "dgd", rule.momentum is not None,
+                                     rule.decorrelated(m.structure.depth), m.structure.depth)
         return Binding(memory=m.name, kernel=kernel,
                        reason=f"state fixed for {learn.time.period} tokens: all gradients of a chunk at its start "
                               f"state in one vector-Jacobian product, {form} in closed form")
@@ -163,13 +164,20 @@ def bind(m: Memory, block: Block | None = None) -> Binding:
                    reason="generic path: torch.func gradients of the declared objective, the rule token by token")
 
 
-def period_kernel(dgd: bool, momentum: bool) -> tuple[Kernel, str]:
-    """The closed form of a rule over a segment whose gradients sit at its start state."""
+def period_kernel(dgd: bool, momentum: bool, layers: tuple[int, ...] = (0,), depth: int = 1) -> tuple[Kernel, str]:
+    """The closed form of a rule over a segment whose gradients sit at its start state (`layers`:
+    those of the memory's `depth` that dgd decorrelates, by default the first)."""
+    gd = "gd with momentum" if momentum else "gd"
+    if layers == (0,):                         # the default, worded as it always was
+        which, delta, others = "the key's layer", "dgd's first layer", f", the others by {gd}"
+    else:
+        which = "every layer" if len(layers) == depth else "the last layer" if layers == (depth - 1,) else \
+            "layers " + ", ".join(str(j + 1) for j in layers)
+        delta, others = f"dgd on {which}", f", the others by {gd}" if len(layers) < depth else ""
     if dgd and momentum:
-        return Kernel.PERIOD_DGD_MOMENTUM, "dgd with momentum: the key's layer by a triangular solve (UT form), " \
-            "the others by gd with momentum"
+        return Kernel.PERIOD_DGD_MOMENTUM, f"dgd with momentum: {which} by a triangular solve (UT form){others}"
     if dgd:
-        return Kernel.PERIOD_DGD, "dgd's first layer as a delta rule, the others by gd"
+        return Kernel.PERIOD_DGD, f"{delta} as a delta rule{others}"
     if momentum:
         return Kernel.PERIOD_MOMENTUM, "gd with momentum (and retention)"
     return Kernel.PERIOD_GD, "gd (with retention)"

@@ -365,9 +365,11 @@ class BlockEmitter(Emitter):
                 "act": s.act, "residual": s.residual, "norm": s.norm}
             if learn is not None:
                 r = learn.rule
+                # dgd's layers that take the decorrelating term, printed where they are not the first alone
+                layers = {"decorrelate": r.decorrelated(s.depth)} if r.kind == "dgd" else {}
                 fields["rule"] = Code(fields_literal("rt.Rule", {
                     "kind": r.kind, "momentum": r.momentum is not None, "output_steps": r.output_steps or 0,
-                    "beta1": r.beta1, "beta2": r.beta2, "eps": r.eps}, Rule))
+                    **layers, "beta1": r.beta1, "beta2": r.beta2, "eps": r.eps}, Rule))
                 if fields["rule"] == "rt.Rule()":
                     fields["rule"] = Rule()     # the default: not printed
                 # a per-step memory commits between sequences only (its shadow runs over the tokens)

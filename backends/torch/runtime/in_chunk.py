@@ -13,8 +13,8 @@ never needs W_t itself, since
     W_t x = Γ_t (W_0 x) + φ_t (S_0 x) + Σ_u c_{t,u} (a_u · x) δ_u:
 
 a masked product of the segment's queries with its keys, as linear attention reads a matrix
-memory (the dual form of test-time training). dgd's key layer adds Σ_u (Γ_t/Γ_u)(k_u · x) ρ_u, ρ
-from `recurrences.key_layer`. `in_chunk` takes the segment's error signals in one
+memory (the dual form of test-time training). Each layer dgd decorrelates adds Σ_u (Γ_t/Γ_u)(a_u · x) ρ_u,
+ρ from `recurrences.key_layer`. `in_chunk` takes the segment's error signals in one
 pass, keeps them for the reads and writes the segment's end state; `read_in_chunk` reads through
 the per-token states. Equal to the per-token reference, with no per-token copy of any weight.
 
@@ -51,7 +51,7 @@ class Writes:
     gamma: torch.Tensor                    # Γ_t (B, H, S, 1)
     phi: torch.Tensor | None               # φ_t (B, H, S, 1)
     coef: torch.Tensor                     # c_{t,u} (B, H, t, u)
-    rho: torch.Tensor | None = None        # dgd: ρ_u of the key's layer (B, H, S, out)
+    rho: list[torch.Tensor | None] | None = None   # dgd: ρ_u of each layer it decorrelates (B, H, S, out)
     decay: torch.Tensor | None = None      # dgd: Γ_t/Γ_u (B, H, t, u)
 
 
@@ -63,16 +63,14 @@ def _rows(x: torch.Tensor, heads: int) -> torch.Tensor:
 def in_chunk(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momentum=None, *, key) -> None:
     """A segment of per-token gd or dgd writes whose gradients sit at the chunk's start state: the
     error signals of every layer in one vector-Jacobian product (a probe at each layer's output),
-    kept for the segment's reads; the state and momentum at its end in closed form (dgd's key layer
-    by `recurrences.key_layer`)."""
+    kept for the segment's reads; the state and momentum at its end in closed form (the layers dgd
+    decorrelates by `recurrences.key_layer`)."""
     spec = mem.spec
     seg = _segment(mem, values, lr, retain, key, momentum, mem.momentum)
     key, momentum, mom = seg.extra
     batch, length, heads = seg.lr.shape
     theta = seg.theta
-    inputs = [_rows(key, heads)]
-    for w in theta[:-1]:
-        inputs.append(fn.ACTIVATIONS[spec.act](inputs[-1] @ w.transpose(-1, -2)))
+    inputs = fn.layer_inputs(theta, key, heads, spec.act, len(theta))
     probes = [seg.tokens.new_zeros(batch, length, heads, w.shape[-2]) for w in theta]
     losses, pull = vjp(lambda *p: objective(theta, list(p), *seg.values, at=theta), *probes)
     deltas = [d.transpose(1, 2) for d in pull(torch.ones_like(losses))]
@@ -82,10 +80,12 @@ def in_chunk(mem: Mem, objective: Objective, values: tuple, lr, retain=None, mom
     last = coef[:, :, -1].unsqueeze(-1)                      # c_{S,u} (B, H, u, 1)
     columns = [last * d for d in deltas]                     # what each token wrote into the end state
     if spec.rule.kind == "dgd":
-        writes.rho = key_layer(inputs[0], deltas[0], seg.cur[0], mom[0] if mom else None, seg.lr, seg.cum_a,
-                               coef, phi, gamma)
         writes.decay = ratios(seg.cum_a)
-        columns[0] = columns[0] + writes.decay[:, :, -1].unsqueeze(-1) * writes.rho
+        starts = mom or [None] * len(theta)
+        writes.rho = [key_layer(inputs[j], deltas[j], seg.cur[j], starts[j], seg.lr, seg.cum_a, coef, phi, gamma)
+                      if j in spec.rule.decorrelate else None for j in range(len(theta))]
+        columns = [c if r is None else c + writes.decay[:, :, -1].unsqueeze(-1) * r
+                   for c, r in zip(columns, writes.rho, strict=True)]
     mem.scratch.append(writes)
     written = [c.transpose(-1, -2) @ a for c, a in zip(columns, inputs, strict=True)]
     end = gamma[:, :, -1:]                                   # Γ_S (B, H, 1, 1)
@@ -115,8 +115,9 @@ def read_in_chunk(mem: Mem, x: torch.Tensor) -> torch.Tensor:
         z = gamma * (a @ w.transpose(-1, -2)) + (scores * coef) @ writes.deltas[j]
         if phi is not None:
             z = z + phi * (a @ writes.momentum[j].transpose(-1, -2))
-        if j == 0 and writes.rho is not None:
-            z = z + (scores * decay) @ writes.rho
+        rho = writes.rho[j] if writes.rho is not None else None
+        if rho is not None:
+            z = z + (scores * decay) @ rho
         a = fn.ACTIVATIONS[spec.act](z) if j < len(writes.start) - 1 else z
     a = fn.memory_norm(a, spec.norm)
     if spec.residual:

@@ -11,7 +11,8 @@ lowering chose for each memory; nothing here dispatches on what a memory is:
   memory's read;
 - `period_gd` / `period_momentum` / `period_dgd`: gradients of all the segment's tokens at the
   committed state in one vector-Jacobian product, weighted so that the rule's recurrence
-  (retention, momentum) is applied in closed form; dgd's first layer runs the delta-rule kernel.
+  (retention, momentum) is applied in closed form; each layer dgd decorrelates runs the
+  delta-rule kernel.
   Reads (`read_committed`) see the committed state;
 - `generic_update`: per-token gradients (`torch.func`) and the rule applied token by token;
 - `teach`: δ = ∂(the window's losses)/∂(outputs) by autograd once the window's last loss is known.
@@ -383,46 +384,69 @@ def period_momentum(mem: Mem, objective: Objective, values: tuple, lr, momentum,
                        for w, s, g in zip(seg.cur, mom, grads_w, strict=True)])
 
 
-def _dgd_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], values: tuple,
-               weight: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Σ_t c_t ∇ loss_t for the layers after the first, and the per-token error signal δ at the
-    first layer's output (B, S, H, out): by hand where the tape follows the layers, else by one
-    vector-Jacobian product with respect to those layers and a probe added at that output."""
-    by_hand = weighted_grads(spec, objective, theta, values, [weight], first=1, signal=True) \
-        if follows(spec) else None
+def decorrelated(spec: MemSpec, theta: list[torch.Tensor], key: torch.Tensor) -> list[torch.Tensor | None]:
+    """dgd's input of each layer its rule decorrelates, (B, H, S, in_j), in the read self(k) of the
+    segment's keys (B, S, H*in) at the state the gradients are taken at; None for the other layers."""
+    return fn.decorrelated_inputs(spec.rule.decorrelate, theta, key, spec.heads, spec.act)
+
+
+def dgd_grads(spec: MemSpec, objective: Objective, theta: list[torch.Tensor], values: tuple,
+              cotangents: list[torch.Tensor]) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """For each cotangent c (B, S, H), Σ_t c_t ∇ loss_t for the layers dgd does not decorrelate, and
+    the per-token error signal δ_j at the output of each layer it does (B, S, H, out_j), first layer
+    first: by hand where the tape follows the layers, else by one vector-Jacobian product with
+    respect to the other layers and a probe added at each of those outputs."""
+    layers = spec.rule.decorrelate
+    others = [j for j in range(len(theta)) if j not in layers]
+    by_hand = weighted_grads(spec, objective, theta, values, cotangents, others, layers) if follows(spec) else None
     if by_hand is not None:
-        (grads,), delta = by_hand
-        assert delta is not None
-        return grads, delta
-    batch, length, heads = weight.shape
-    probe = per_token(values).new_zeros(batch, length, heads, theta[0].shape[-2])
-    losses, pull = vjp(lambda *args: objective([theta[0], *args[:-1]], args[-1], *values, at=theta),
-                       *theta[1:], probe)
-    return list(pull(weight)[:-1]), pull(torch.ones_like(losses))[-1]
+        return by_hand
+    batch, length, heads = cotangents[0].shape
+    like = per_token(values)
+    probes = [like.new_zeros(batch, length, heads, theta[j].shape[-2]) for j in layers]
+
+    def losses_of(*args):      # the other layers' weights, then the probes
+        weights, probe = list(theta), [None] * len(theta)
+        for j, w in zip(others, args[:len(others)], strict=True):
+            weights[j] = w
+        for j, p in zip(layers, args[len(others):], strict=True):
+            probe[j] = p
+        return objective(weights, probe, *values, at=theta)
+
+    losses, pull = vjp(losses_of, *(theta[j] for j in others), *probes)
+    grads = [list(pull(c)[:len(others)]) for c in cotangents]
+    return grads, list(pull(torch.ones_like(losses))[len(others):])
 
 
 def period_dgd(mem: Mem, objective: Objective, values: tuple, lr, key, retain=None) -> None:
-    """dgd over a segment: the layer that reads the key follows W ← W(αI − lr k kᵀ) − lr δ kᵀ, a
-    delta rule whose values are the per-token error signals δ at that layer's output (taken at the
-    committed state); the other layers follow gd in closed form (`_dgd_grads`)."""
+    """dgd over a segment: each layer it decorrelates follows W ← W(αI − lr x xᵀ) − lr δ xᵀ, x its
+    input, a delta rule whose values are the per-token error signals δ at the layer's output (x and
+    δ taken at the committed state); the other layers follow gd in closed form (`dgd_grads`)."""
     seg = _segment(mem, values, lr, retain, key, retain)
     key, alpha = seg.extra
     spec = mem.spec
     batch, length, heads = seg.lr.shape
-    grads, delta = _dgd_grads(spec, objective, seg.theta, seg.values, -seg.lr * seg.decay_w)
-    keys = key.unflatten(-1, (spec.heads, -1))
+    (grads,), deltas = dgd_grads(spec, objective, seg.theta, seg.values, [-seg.lr * seg.decay_w])
     alpha = _heads(alpha, batch, length, heads, seg.tokens) if alpha is not None else None
-    _, first = chunkwise.delta_rule(seg.cur[0], None, keys, -delta, seg.lr, seg.lr, alpha, read_after=True)
-    _end_segment(mem, [first] + [seg.retained(w) + g for w, g in zip(seg.cur[1:], grads, strict=True)])
+    others, signals = iter(grads), iter(deltas)
+    new = []
+    for w, x in zip(seg.cur, decorrelated(spec, seg.theta, key), strict=True):
+        if x is None:
+            new.append(seg.retained(w) + next(others))
+            continue
+        _, state = chunkwise.delta_rule(w, None, x.transpose(1, 2), -next(signals), seg.lr, seg.lr, alpha,
+                                        read_after=True)
+        new.append(state)
+    _end_segment(mem, new)
 
 
 def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=None, momentum=None, precond=None,
                    key=None) -> None:
     """Per-token gradients at the reference state (`torch.func`), then the rule token by token."""
     spec = mem.spec
-    coeffs = {"lr": lr, "retain": retain, "momentum": momentum, "precond": precond, "key": key}
+    coeffs = {"lr": lr, "retain": retain, "momentum": momentum, "precond": precond}
     like = per_token(values, key)
-    theta, values, cur, coeffs = _detach_for(spec, mem.ref, values, mem.cur, coeffs)
+    theta, values, cur, coeffs, key = _detach_for(spec, mem.ref, values, mem.cur, coeffs, key)
     if spec.backprop in ("first_order", "stop"):
         mem.momentum = _detached(mem.momentum)
 
@@ -435,12 +459,14 @@ def generic_update(mem: Mem, objective: Objective, values: tuple, lr, retain=Non
     # over tokens: per-token values along their token axis; constants and parameters whole
     token_axes = tuple(1 if _has_tokens(v) else None for v in values)
     grads = vmap(grad(total), in_dims=(None, *token_axes), out_dims=1)(tuple(theta), *values)
+    inputs = decorrelated(spec, theta, key) if spec.rule.kind == "dgd" else [None] * len(theta)
     new = cur
     coeffs = {k: (torch.as_tensor(v, dtype=like.dtype) if v is not None and not isinstance(v, torch.Tensor) else v)
               for k, v in coeffs.items()}
     for t in range(like.shape[1]):
         step = {k: (v[:, t] if isinstance(v, torch.Tensor) and v.dim() >= 2 else v) for k, v in coeffs.items()}
-        new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in grads], step, mem)
+        new = fn.rule_step(spec.rule, spec.heads, new, [g[:, t] for g in grads], step, mem,
+                           [x if x is None else x[:, :, t] for x in inputs])
         if spec.persistent:     # the shared state takes the mean of the sequences' writes, token by token
             new = [w.mean(0, keepdim=True).expand_as(w) for w in new]
     if spec.persistent:

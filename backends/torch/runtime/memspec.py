@@ -14,6 +14,7 @@ class Rule:
     kind: str = "gd"             # gd | dgd | adam
     momentum: bool = False
     output_steps: int = 0
+    decorrelate: tuple[int, ...] = (0,)   # dgd: the layers (0 first) that take −lr (W x) xᵀ, x the layer's input
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8

@@ -5,9 +5,10 @@ Per token t of a segment, with g_t = δ_tᵀ a_t a layer's gradient (δ its outp
 its input), learning rate η, retention α and momentum β (Γ_t = α_1⋯α_t, B_t = β_1⋯β_t):
 
     gd:    S_t = β_t S_{t−1} − η_t g_t,   W_t = α_t W_{t−1} + S_t      (no momentum: S_t = −η_t g_t)
-    dgd:   the same, with −η_t (W_{t−1} k_t) k_tᵀ added on the layer that reads the key k.
+    dgd:   the same, with −η_t (W_{t−1} k_t) k_tᵀ added on each layer it decorrelates, k_t that
+           layer's input (the key, for the first layer).
 
-gd unrolls to W_t = Γ_t W_0 + φ_t S_0 + Σ_{u≤t} c_{t,u} g_u (`coefficients`). dgd's key layer is
+gd unrolls to W_t = Γ_t W_0 + φ_t S_0 + Σ_{u≤t} c_{t,u} g_u (`coefficients`). A layer dgd decorrelates is
 W_t = Γ_t W_0 + φ_t S_0 + Σ_{u≤t} [(Γ_t/Γ_u) ρ_u + c_{t,u} δ_u] k_uᵀ, where ρ solves a unit
 lower-triangular system over the segment's tokens (`key_layer`; the UT form of the delta rule).
 Only ratios of later to earlier products are formed, so nothing overflows however small the gates.
@@ -64,7 +65,8 @@ def previous(x: torch.Tensor, first: float) -> torch.Tensor:
 
 def key_layer(k: torch.Tensor, delta: torch.Tensor, w0: torch.Tensor, s0: torch.Tensor | None, lr: torch.Tensor,
               cum_a: torch.Tensor, coef: torch.Tensor, phi: torch.Tensor | None, gamma: torch.Tensor) -> torch.Tensor:
-    """ρ (B, H, S, out) of dgd's key layer: with r_t the part of W_t's k_t-column written at t,
+    """ρ (B, H, S, out) of a layer dgd decorrelates, k (B, H, S, in) its inputs (the keys, for the
+    first layer): with r_t the part of W_t's k_t-column written at t,
 
         r_t + η_t Σ_{u<t} (Γ_{t−1}/Γ_u)(k_u·k_t) r_u
             = −η_t [Γ_{t−1} W_0 k_t + φ_{t−1} S_0 k_t + Σ_{u<t} c'_{t−1,u} (k_u·k_t) δ_u] − η_t δ_t,

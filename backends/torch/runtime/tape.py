@@ -1,7 +1,7 @@
 """The weighted gradients an update takes of its objective, by hand for MLP and matrix memories.
 
 The period kernels need Σ_t c_t ∇_W loss_t for a few weightings c (and, for dgd, the per-token
-error signal at the first layer's output). `torch.func.vjp` through the whole objective gets them,
+error signal at the output of each layer it decorrelates). `torch.func.vjp` through the whole objective gets them,
 but it differentiates the memory's products twice over (once per weighting, every layer each time)
 and its pullback is a second graph that the outer backward must differentiate again. Here the
 objective runs once with a `Tape` standing for the weights: each read of the memory records its
@@ -16,7 +16,7 @@ value) leave the caller on the `torch.func` path.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +25,7 @@ from torch.func import vjp
 from nldsl.backends import functional as fn
 from nldsl.backends.torch.runtime.memspec import MemSpec
 
-PROBE = object()   # passed as the objective's `probe`: marks the read whose first-layer signal dgd needs
+PROBE = object()   # passed as the objective's `probe`: marks the read whose layers' signals dgd needs
 
 
 def _silu_grad(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -117,49 +117,50 @@ class Tape:
 
 
 def _pull_layers(read: _Read, weights: list[torch.Tensor], act: str, g: torch.Tensor, heads: int,
-                 first: int, signal: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """A read's output gradient g (B, S, H*out) → Σ_t g a_jᵀ for layers j ≥ `first`, and with
-    `signal` the gradient at the first layer's output z_0 (B, S, H, out_0)."""
+                 layers: Collection[int], signals: Collection[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A read's output gradient g (B, S, H*out) → Σ_t g a_jᵀ for the `layers` j, and the gradient
+    at the output z_j (B, S, H, out_j) of each of the `signals` layers, both first layer first."""
     g = g.unflatten(-1, (heads, -1)).transpose(1, 2)                     # (B, H, S, out)
     grads: list[torch.Tensor] = []
-    bottom = 0 if signal else first
+    found: list[torch.Tensor] = []
+    bottom = min([*layers, *signals], default=len(weights))
     for j in range(len(weights) - 1, bottom - 1, -1):
-        if j >= first:
+        if j in layers:
             grads.insert(0, g.transpose(-1, -2) @ read.inputs[j])
+        if j in signals:
+            found.insert(0, g.transpose(1, 2))
         if j > bottom:
             g = ACT_GRADS[act](read.pre[j - 1], g @ weights[j])
-    return grads, (g.transpose(1, 2) if signal else None)
+    return grads, found
 
 
 def weighted_grads(spec: MemSpec, objective: Callable, theta: list[torch.Tensor], values: tuple,
-                   cotangents: list[torch.Tensor], first: int = 0, signal: bool = False
-                   ) -> tuple[list[list[torch.Tensor]], torch.Tensor | None] | None:
-    """For each cotangent c (B, S, losses), Σ_t c_t ∇ loss_t for the layers from `first` on, at
-    `theta`; with `signal`, the unweighted gradient at the first layer's output of the read that
-    takes dgd's probe (B, S, H, out_0). None when the objective uses the weights other than by
+                   cotangents: list[torch.Tensor], layers: Collection[int] | None = None,
+                   signals: Collection[int] = ()) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]] | None:
+    """For each cotangent c (B, S, losses), Σ_t c_t ∇ loss_t for the `layers` (default: all), at
+    `theta`; and for each of the `signals` layers the unweighted gradient at its output in the read
+    that takes dgd's probe (B, S, H, out_j). None when the objective uses the weights other than by
     reading them (the caller then differentiates it whole)."""
+    layers = range(len(theta)) if layers is None else layers
     tape, at = Tape(theta), Tape(theta, differentiable=False)
     objective(tape, PROBE, *values, at=at)
-    if tape.opaque or at.opaque or not tape.reads or (signal and not any(r.probed for r in tape.reads)):
+    if tape.opaque or at.opaque or not tape.reads or (signals and not any(r.probed for r in tape.reads)):
         return None
 
     def of_outputs(*outputs):
         return objective(tape.replay(list(outputs)), PROBE, *values, at=at.replay())
 
     losses, pull = vjp(of_outputs, *tape.outputs)
-    pulls = [pull(c) for c in cotangents]
-    if signal:
-        pulls.append(pull(torch.ones_like(losses)))
     out = []
-    for gs in pulls[:len(cotangents)]:
+    for c in cotangents:
         total: list[torch.Tensor] | None = None
-        for read, g in zip(tape.reads, gs, strict=True):
-            grads, _ = _pull_layers(read, theta, spec.act, g, spec.heads, first, signal=False)
+        for read, g in zip(tape.reads, pull(c), strict=True):
+            grads, _ = _pull_layers(read, theta, spec.act, g, spec.heads, layers, ())
             total = grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
         assert total is not None
         out.append(total)
-    delta = None
-    if signal:
-        read, g = next((r, g) for r, g in zip(tape.reads, pulls[-1], strict=True) if r.probed)
-        _, delta = _pull_layers(read, theta, spec.act, g, spec.heads, len(theta), signal=True)
-    return out, delta
+    deltas: list[torch.Tensor] = []
+    if signals:
+        read, g = next((r, g) for r, g in zip(tape.reads, pull(torch.ones_like(losses)), strict=True) if r.probed)
+        _, deltas = _pull_layers(read, theta, spec.act, g, spec.heads, (), signals)
+    return out, deltas
