@@ -44,6 +44,18 @@ UNSHIPPED = {
     learn C, P : outer by gd(lr = 0.05) read before
     h = h + P(C(rmsnorm(h)))
 """,
+    # first-order inner updates with learned coefficients (lr, retention): the coefficients are held
+    # out of the outer gradient as the state is, in the per-token (generic) kernel and in closed form
+    "first_order_learned_coefficients": """
+    param W_a : matrix(dim, heads)
+    k = l2norm(h, groups = heads)
+    a = sigmoid(h @ W_a)
+    memory M : matrix per head init learned
+    memory N : mlp(expand = 2, act = tanh, residual) per head init learned
+    learn M : huber(self(k), h, delta = 0.5) by adam(lr = 0.05 * a) every 2 tokens backprop first_order
+    learn N : l2(self(k), h) by gd(lr = 0.3 * a, retain = 1 - 0.1 * a) every 4 tokens backprop first_order
+    h = h + M(k) + N(k)
+""",
     # a matrix memory learned by Adam inside a chunk, next to sliding-window attention
     "adam_memory_with_attention": """
     memory M : matrix per head init zeros

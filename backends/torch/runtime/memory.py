@@ -209,10 +209,14 @@ def _detach_for(spec: MemSpec, *things):
 
 
 def _detached(t):
+    """`t` with every tensor in it detached: tensors, and lists, tuples and dicts of them (the
+    coefficients come as a dict)."""
     if isinstance(t, torch.Tensor):
         return t.detach()
     if isinstance(t, list | tuple):
         return type(t)(_detached(x) for x in t)
+    if isinstance(t, dict):
+        return {k: _detached(v) for k, v in t.items()}
     return t
 
 
@@ -265,6 +269,22 @@ def merged(spec: MemSpec, copies: int) -> MemSpec:
 
 
 def commit(mem: Mem, fires: bool) -> None:
+    """The commit that follows a memory's update in a block. A memory read after its update
+    commits here: its segment's last token reads the state committed at the segment's end. Any
+    other memory commits after the block (`end_segment`): nothing in the block reads its committed
+    state again, and a compiled block then has one graph, not one per pattern of periods ending."""
+    if mem.spec.read_after:
+        commit_now(mem, fires)
+
+
+def end_segment(mem: Mem, fires: bool) -> None:
+    """After a segment's block: the commit that `commit` left for now (memories updated in the
+    block, not read after their update; a teach-signal memory commits after its own update)."""
+    if mem.spec.teach is None and not mem.spec.read_after:
+        commit_now(mem, fires)
+
+
+def commit_now(mem: Mem, fires: bool) -> None:
     """At a period boundary the shadow state becomes the committed one. (A memory updated every
     token has no shadow: its gradient reference moves at chunk starts, in `begin_segment`.)
     The committed tensors are views, never the shadow's own objects: compiled segments then see

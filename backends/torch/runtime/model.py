@@ -35,7 +35,8 @@ class State:
 class CompiledModel(nn.Module):
     """Subclasses (generated) set the class attributes below; BLOCKS holds one function per block,
     `block(P, S, cache, h, fires) -> h`, running one segment of tokens through one layer. `compile()`
-    specializes each block once per distinct pattern of which memories commit at its end."""
+    specializes each block once, and again per pattern of the periods that end in a segment only for
+    memories read after their update (`rt.commit`)."""
 
     PARAMS: tuple[ParamInfo, ...] = ()       # the parameter table (nldsl.lower.parameter_table)
     BLOCKS: dict[str, Callable] = {}         # block → its function
@@ -137,7 +138,7 @@ class CompiledModel(nn.Module):
                 for mems in due.values():
                     rt.teach(mems, torch.cat(mems[0].losses, 1), at_state=self.teach_at_state)
                     for mem in mems:
-                        rt.commit(mem, not mem.spec.steps)     # per-step memories commit between steps
+                        rt.commit_now(mem, not mem.spec.steps)     # per-step memories commit between steps
                         mem.losses = []
             st.pos += seg.stop - seg.start
         if final:
@@ -163,6 +164,8 @@ class CompiledModel(nn.Module):
             ls = st.layers[i]
             ls.cache.positions = positions
             h = self.blocks[block](views[i], ls.memories, ls.cache, h, fires[i])
+            for name, mem in ls.memories.items():
+                rt.end_segment(mem, fires[i][name])
         return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]
 
     def compile(self, **options) -> CompiledModel:
