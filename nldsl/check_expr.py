@@ -472,8 +472,7 @@ class ExprChecker:
                              e.args[0].span, f"declare it with `in = {x.width // m.heads}`"
                              if m.heads and x.width % m.heads == 0 else "")
             return None
-        return Op(op="self" if is_self else "read", args=(x,), attrs={"memory": m.name},
-                  width=self._memory_width(m, "out"), span=e.span)
+        return new_op("self" if is_self else "read", self._memory_width(m, "out"), e.span, (x,), {"memory": m.name})
 
     def _builtin(self, e: ast.Call, sig: catalog.Signature) -> Op | None:
         name = e.func.name
@@ -530,7 +529,7 @@ class ExprChecker:
         if name in ("rmsnorm", "layernorm"):
             shape, init = ((width,), "ones") if name == "rmsnorm" else ((2, width), "layernorm")
             attrs["param"] = self.ctx.fresh_param(name, shape, e.span, init=init)
-        return Op(op=name, args=tuple(ops), attrs=attrs, width=width, span=e.span)
+        return new_op(name, width, e.span, tuple(ops), attrs)
 
     def _rope(self, e: ast.Call, x: Op, attrs: dict[str, object]) -> bool:
         """rope's own rules: it turns pairs, by positions only the block knows."""
@@ -573,7 +572,7 @@ class ExprChecker:
             attrs["delta"] = v
         elif name == "huber":
             attrs["delta"] = 1.0
-        return Op(op=name, args=(pred, target), attrs=attrs, width=result_width(OpKind(name), (), attrs), span=e.span)
+        return new_op(name, result_width(OpKind(name), (), attrs), e.span, (pred, target), attrs)
 
 
 # The method that checks each kind of expression: `_num` for `ast.Num`, and so on.

@@ -78,6 +78,7 @@ class Flow:
     def __init__(self, assignments: tuple[Assignment, ...]) -> None:
         self.assignments = assignments
         self._uses: list[Uses | None] = [None] * len(assignments)
+        self._exprs: dict[int, tuple[Op, Uses]] = {}     # other expressions (a memory's objective, ...)
 
     def of(self, index: int) -> Uses:
         u = self._uses[index]
@@ -85,11 +86,18 @@ class Flow:
             u = self._uses[index] = uses([self.assignments[index].expr])
         return u
 
+    def expr(self, op: Op) -> Uses:
+        """`uses` of an expression outside the assignments, walked once however often it is asked."""
+        known = self._exprs.get(id(op))
+        if known is None:
+            known = self._exprs[id(op)] = (op, uses([op]))    # the op is kept: its id stays its own
+        return known[1]
+
     def deps(self, op: Op | Uses, out: Deps | None = None) -> Deps:
         """Transitive dependencies of an expression through the assignments. Values already in
         `out` are not followed again, so sharing one `Deps` keeps a whole pass linear."""
         out = out or Deps()
-        pending = [op if isinstance(op, Uses) else uses([op])]
+        pending = [op if isinstance(op, Uses) else self.expr(op)]
         while pending:
             u = pending.pop()
             out.reads |= u.reads
@@ -166,9 +174,7 @@ def _gradient_reach(block: Block, out: int, flow: Flow) -> set[str]:
             pending.append(flow.of(i))
         for m in u.graded_reads - seen_memories:
             seen_memories.add(m)
-            exprs = _memory_gradient(block.memories.get(m), reached)
-            if exprs:
-                pending.append(uses(exprs))
+            pending += [flow.expr(e) for e in _memory_gradient(block.memories.get(m), reached)]
     return reached
 
 

@@ -8,6 +8,7 @@ import networkx as nx
 from specutil import SPECS, model
 
 import nldsl
+from nldsl import report
 from nldsl.cost import component_costs, totals
 from nldsl.schedule import analyze
 
@@ -147,4 +148,4 @@ def test_huge_sizes_neither_overflow_nor_take_long_in_check_and_explain():
 """, header=f"vocab = {big}, dim = {2**40}, heads = 4, context = {big}")
     r = nldsl.check_text(text, "<test>.nl")
     assert r.ok and {d.code for d in r.warnings} == {"NL043", "NL060"}, r.render()
-    assert "parameters (outer level)" in nldsl.api.report.render(r.graph(), r.sources)
+    assert "parameters (outer level)" in report.render(r.graph(), r.sources)
