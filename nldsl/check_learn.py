@@ -236,6 +236,12 @@ class LearnChecker:
         return Rule(kind=name, span=call.span, **coeffs, **{k: v for k, v in extra.items() if v is not None})  # type: ignore[arg-type]
 
     def _dgd(self, call: ast.Call, memory: Memory, objective: Op | None) -> bool:
+        if self.mode == "optimizer":
+            # an optimizer's state memories apply one small map per element: their updates have no
+            # decorrelation term (it would have run as plain gd)
+            self.diags.error("NL084", "dgd decorrelates the keys of a model's memory; an optimizer's state "
+                                      "memories learn by gd or adam", call.span, "use gd")
+            return False
         if memory.structure.kind not in ("matrix", "mlp"):
             self.diags.error("NL084", "dgd decorrelates the keys of a matrix or MLP memory", call.span,
                              f"'{memory.name}' is {memory.structure.kind}; use gd")
