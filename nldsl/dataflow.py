@@ -5,6 +5,7 @@ Shared by the graph stage (edges, levels, cycles, unused components) and the cos
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from nldsl.spec import Assignment, Block, Learn, Memory, Op
@@ -25,51 +26,74 @@ class Uses:
     """What one expression uses itself, not counting what the values it names use: each value is
     summarised once (`Flow`), so questions about whole chains of values walk values, not operators."""
 
-    reads: set[str] = field(default_factory=set)
-    params: set[str] = field(default_factory=set)
-    values: set[int] = field(default_factory=set)
-    uses_input: bool = False
+    reads: AbstractSet[str]
+    params: AbstractSet[str]
+    values: AbstractSet[int]
+    uses_input: bool
     # the same, less whatever sits under `stopgrad`: where the outer gradient flows on
-    graded_reads: set[str] = field(default_factory=set)
-    graded_params: set[str] = field(default_factory=set)
-    graded_values: set[int] = field(default_factory=set)
-    read_inputs: list[tuple[str, Uses]] = field(default_factory=list)   # per read: its memory, its arguments' uses
+    graded_reads: AbstractSet[str]
+    graded_params: AbstractSet[str]
+    graded_values: AbstractSet[int]
+    read_inputs: list[tuple[str, Uses]]     # per read: its memory, its arguments' uses
 
 
 def uses(ops: list[Op]) -> Uses:
     """One walk of the expressions `ops` (work lists: a chain of any depth goes through)."""
-    u = Uses()
+    w = _Walk()
     held: list[Op] = []       # operands of stopgrad, walked after the rest, as not graded
-    _collect(u, list(ops), True, held)
-    _collect(u, held, False, held)
-    return u
+    w.collect(list(ops), True, held)
+    w.collect(held, False, held)
+    # A block keeps one summary per value and most of its sets are empty, or the same with and
+    # without what sits under stopgrad: those share one object (a summary is never changed).
+    reads, params, values = w.reads or _EMPTY, w.params or _EMPTY, w.values or _EMPTY
+    return Uses(reads=reads, params=params, values=values, uses_input=w.uses_input,
+                graded_reads=reads if w.graded_reads == w.reads else w.graded_reads or _EMPTY,
+                graded_params=params if w.graded_params == w.params else w.graded_params or _EMPTY,
+                graded_values=values if w.graded_values == w.values else w.graded_values or _EMPTY,
+                read_inputs=w.read_inputs)
 
 
-def _collect(u: Uses, pending: list[Op], graded: bool, held: list[Op]) -> None:
-    while pending:
-        o = pending.pop()
-        kind, attrs = o.op, o.attrs
-        if kind == "stopgrad" and graded:
-            held += o.args
-            continue
-        if kind == "value":
-            u.values.add(attrs["index"])
-            if graded:
-                u.graded_values.add(attrs["index"])
-        elif kind == "input":
-            u.uses_input = True
-        elif kind in READ_OPS and not attrs.get("self"):
-            u.reads.add(attrs["memory"])
-            if graded:
-                u.graded_reads.add(attrs["memory"])
-            if kind == "read":
-                u.read_inputs.append((attrs["memory"], uses(list(o.args))))
-        param = attrs.get("name") if kind == "param" else attrs.get("param")
-        if param is not None:
-            u.params.add(param)
-            if graded:
-                u.graded_params.add(param)
-        pending += o.args
+_EMPTY: frozenset = frozenset()
+
+
+@dataclass(slots=True)
+class _Walk:
+    """`Uses` as one walk fills it in."""
+
+    reads: set[str] = field(default_factory=set)
+    params: set[str] = field(default_factory=set)
+    values: set[int] = field(default_factory=set)
+    uses_input: bool = False
+    graded_reads: set[str] = field(default_factory=set)
+    graded_params: set[str] = field(default_factory=set)
+    graded_values: set[int] = field(default_factory=set)
+    read_inputs: list[tuple[str, Uses]] = field(default_factory=list)
+
+    def collect(self, pending: list[Op], graded: bool, held: list[Op]) -> None:
+        while pending:
+            o = pending.pop()
+            kind, attrs = o.op, o.attrs
+            if kind == "stopgrad" and graded:
+                held += o.args
+                continue
+            if kind == "value":
+                self.values.add(attrs["index"])
+                if graded:
+                    self.graded_values.add(attrs["index"])
+            elif kind == "input":
+                self.uses_input = True
+            elif kind in READ_OPS and not attrs.get("self"):
+                self.reads.add(attrs["memory"])
+                if graded:
+                    self.graded_reads.add(attrs["memory"])
+                if kind == "read":
+                    self.read_inputs.append((attrs["memory"], uses(list(o.args))))
+            param = attrs.get("name") if kind == "param" else attrs.get("param")
+            if param is not None:
+                self.params.add(param)
+                if graded:
+                    self.graded_params.add(param)
+            pending += o.args
 
 
 class Flow:
