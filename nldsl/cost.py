@@ -61,8 +61,11 @@ def _memory_cost(m: Memory, reads: int, context: int) -> Cost:
         return Cost(flops_per_token=read * reads)
     learn = m.learn
     selves = max(1, _self_calls(learn_exprs(learn)["write"]))
-    # the update: forward of each self(...) call, its backward (≈2× forward), the state write
-    update = 3.0 * read * selves + 2.0 * state * (2 if learn.rule.kind == "dgd" else 1)
+    # the update: forward of each self(...) call, its backward (≈2× forward), the state write, and
+    # dgd's W x xᵀ term on each layer it decorrelates
+    shapes = m.structure.layer_shapes()
+    decorrelated = sum(o * i for j, (o, i) in enumerate(shapes) if j in learn.rule.decorrelated(len(shapes)))
+    update = 3.0 * read * selves + 2.0 * state + 2.0 * decorrelated * m.heads
     if learn.rule.momentum is not None or learn.rule.kind == "adam":
         update += 2.0 * state
     if learn.objective is None:       # teach signal: a backward through the level per token
