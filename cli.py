@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -277,13 +278,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with trained.model.held_out():
             result, n, note = _evaluate(trained.model, c, task, args)
         for i, (metric, value) in enumerate(result.items()):
-            table.add_row(task if i == 0 else "", metric, f"{value:.4g}" if value > 1e4 else f"{value:.4f}",
-                          str(n) if i == 0 else "", note if i == 0 else "")
+            table.add_row(task if i == 0 else "", metric, _shown(metric, value), str(n) if i == 0 else "",
+                          note if i == 0 else "")
         records.append({"task": task, "step": trained.run.step, **result, "n": n})
     out.print(table)
     with open(trained.run.directory / "evals.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return 0
+
+
+def _shown(metric: str, value: float) -> str:
+    """A metric for the eval table: a perplexity past 10⁶ says only that the model has not learned
+    the task, so it is shown as such, with its bits (log₂ of the perplexity), not as `9.8e+08`."""
+    if metric == "ppl" and value > 1e6:
+        return f"≫ 10⁶ ({math.log2(value):.1f} bits)"
+    return f"{value:.4g}" if value > 1e4 else f"{value:.4f}"
 
 
 def _require_evaluable(model, c, task: str, args: argparse.Namespace) -> None:

@@ -208,3 +208,9 @@ def test_generate_escapes(trained: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert out.startswith("A:\nB")
     out = generated(trained, capsys, "--prompt", r"A:\nB", "--bytes", "4")
     assert out.startswith("A:\\nB")
+
+
+def test_a_perplexity_past_a_million_is_shown_as_such_with_its_bits():
+    from nldsl.cli import _shown
+    assert _shown("ppl", 9.8e8) == "≫ 10⁶ (29.9 bits)"
+    assert _shown("ppl", 123.4) == "123.4000" and _shown("bpb", 3.2) == "3.2000"
