@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -275,8 +275,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
     records = []
     for task in args.task:
-        with trained.model.held_out():
-            result, n, note = _evaluate(trained.model, c, task, args)
+        with trained.model.held_out(), _progress(f"eval {task}") as tick:
+            result, n, note = _evaluate(trained.model, c, task, args, tick)
         for i, (metric, value) in enumerate(result.items()):
             table.add_row(task if i == 0 else "", metric, _shown(metric, value), str(n) if i == 0 else "",
                           note if i == 0 else "")
@@ -307,7 +307,18 @@ def _require_evaluable(model, c, task: str, args: argparse.Namespace) -> None:
         tasks.require(task, model.VOCAB, args.context or c.context, args.pairs or c.pairs)
 
 
-def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, float], int, str]:
+@contextlib.contextmanager
+def _progress(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on standard error (on a terminal only, gone when done), advanced by `tick(done, total)`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _evaluate(model, c, task: str, args: argparse.Namespace,
+              tick: Callable[[int, int], None]) -> tuple[dict[str, float], int, str]:
     """One evaluation task of `nldsl eval`: its metrics, how many items it scored, a note."""
     from nldsl.backends.torch.app import evals
     from nldsl.backends.torch.app.data import corpus
@@ -315,19 +326,19 @@ def _evaluate(model, c, task: str, args: argparse.Namespace) -> tuple[dict[str, 
     if task == "bpb":
         name, windows = args.corpus or c.corpus or "shakespeare", args.limit or 64
         value = bits_per_byte(model, corpus(name)[1], args.context or c.context, windows=windows,
-                              precision=c.precision)
+                              precision=c.precision, tick=tick)
         return {"bpb": value}, windows, f"held-out {name}"
     if task == "lambada":
-        result = evals.lambada(model, args.limit, args.batch, args.window)
+        result = evals.lambada(model, args.limit, args.batch, args.window, tick)
         return result, int(result.pop("docs")), "last word: greedy accuracy, bits per byte, perplexity"
     if task in evals.SUITE:
-        result = evals.multiple_choice(model, task, args.limit, args.batch, args.window)
+        result = evals.multiple_choice(model, task, args.limit, args.batch, args.window, tick)
         n, chance = int(result.pop("docs")), result.pop("chance")
         return result, n, f"chance {chance:.2f}; small models sit near chance: a pipeline check, not a signal"
     if c.task != task:
         out.print(f"note: this run trained on {c.task or 'text'}, not {task}")
     length, pairs = args.context or c.context, args.pairs or c.pairs
-    result = evals.memory_task(model, task, length, pairs, args.limit or 256)
+    result = evals.memory_task(model, task, length, pairs, args.limit or 256, tick=tick)
     n = int(result.pop("queries", result.pop("examples", 0)))
     return result, n, f"length {length}" + (f", {pairs} pairs" if task == "mqar" else "")
 

