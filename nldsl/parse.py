@@ -290,11 +290,11 @@ class _Built:
     than the node they hold; named as a token names its own, so that a rule's extent is read alike
     from its first and last children) and how deep it nests as an expression."""
 
-    __slots__ = ("column", "depth", "end_column", "end_line", "line", "node")
+    __slots__ = ("column", "depth", "end_column", "end_line", "line", "value")
 
-    def __init__(self, node: object, line: int, column: int, end_line: int, end_column: int, depth: int) -> None:
-        self.node, self.line, self.column, self.end_line, self.end_column, self.depth = \
-            node, line, column, end_line, end_column, depth
+    def __init__(self, value: object, line: int, column: int, end_line: int, end_column: int, depth: int) -> None:
+        self.value, self.line, self.column, self.end_line, self.end_column, self.depth = \
+            value, line, column, end_line, end_column, depth
 
 
 class _Reducer:
@@ -332,7 +332,7 @@ class _Reducer:
             run.too_deep += [_too_deep(c, run.file) for c in children
                              if isinstance(c, _Built | ast.ExprNode) and c.depth > MAX_EXPRESSION_DEPTH]
         if wrapped:
-            children = [c.node if type(c) is _Built else c for c in children]
+            children = [c.value if type(c) is _Built else c for c in children]
         if first is None:             # an empty file
             return handler(None, children)
         if isinstance(first, ast.Node):
