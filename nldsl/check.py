@@ -13,7 +13,7 @@ from nldsl import ast, catalog
 from nldsl.check_decl import CmsGroup, Mode, check_memory, check_param
 from nldsl.check_expr import MAX_EXACT_INT, Binding, Context, ExprChecker, Header, bind, const_eval, const_int
 from nldsl.check_learn import LearnChecker, period_of
-from nldsl.dataflow import Deps, learn_exprs, op_deps
+from nldsl.dataflow import Deps, Flow, learn_exprs
 from nldsl.diagnostics import Diagnostics, did_you_mean
 from nldsl.load import Loaded, library_specs
 from nldsl.parse import MAX_EXPRESSION_DEPTH, gc_paused
@@ -591,8 +591,9 @@ def check_optimizer(unit: ast.Optimizer, diags: Diagnostics) -> Optimizer | None
     for mem_name, learn in results.items():
         memories[mem_name] = memories[mem_name].model_copy(update={"learn": learn})
     used = Deps()     # values the update reads, directly or through other values
+    flow = Flow(tuple(assignments))
     for e in [update, *(e for learn in results.values() for g in learn_exprs(learn).values() for e in g)]:
-        op_deps(e, tuple(assignments), used)
+        flow.deps(e, used)
     for i, a in enumerate(assignments):
         if i not in used.values:
             diags.warn("NL073", f"'{a.target}' is computed but never used", a.span, "use it or delete it")

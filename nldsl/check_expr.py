@@ -501,8 +501,7 @@ class ExprChecker:
                 return None
             attrs["param"] = self.ctx.fresh_param("conv", (x.width, k), e.span, init="conv")
             attrs["kernel"] = k
-            width = result_width(OpKind.CONV, (x.width,), attrs)
-            return Op(op="conv", args=(x,), attrs=attrs, width=width, span=e.span)
+            return new_op("conv", result_width(OpKind.CONV, (x.width,), attrs), e.span, (x,), attrs)
         args = [self.check(a) for a in bound.args]
         if any(a is None for a in args):
             return None

@@ -133,11 +133,6 @@ class Flow:
         return out
 
 
-def op_deps(op: Op, assignments: tuple[Assignment, ...], out: Deps | None = None) -> Deps:
-    """Transitive dependencies of an expression, through `assignments` (see `Flow.deps`)."""
-    return Flow(assignments).deps(op, out)
-
-
 def learn_exprs(learn: Learn) -> dict[str, list[Op]]:
     """The expressions a memory's update reads, split by role: written data and coefficients."""
     rule = learn.rule

@@ -18,7 +18,7 @@ from typing import Literal
 import networkx as nx
 from pydantic import BaseModel, ConfigDict
 
-from nldsl.dataflow import Deps, Flow, block_output, learn_exprs, op_deps, usage
+from nldsl.dataflow import Deps, Flow, block_output, learn_exprs, usage
 from nldsl.diagnostics import Diagnostics
 from nldsl.parse import gc_paused
 from nldsl.source import Span, unvalidated
@@ -135,10 +135,8 @@ def build_model(spec: Spec, model: Model, diags: Diagnostics, lint: bool = True)
 
     times: dict[tuple[int, int], tuple[Time, Fraction]] = {}     # one per optimize group: shared, frozen
 
-    def outer_time(name: str, frozen: bool) -> Time:
-        return outer_clock(name, frozen)[0]
-
     def outer_clock(name: str, frozen: bool) -> tuple[Time, Fraction]:
+        """When the outer optimizer updates `name`, and how often that is per token."""
         gi, period = _group_of(model, name)
         key = (-1, 0) if frozen or gi < 0 else (gi, period)
         if key not in times:
@@ -160,7 +158,7 @@ def build_model(spec: Spec, model: Model, diags: Diagnostics, lint: bool = True)
     used: set[str] = set()
     for block in model.blocks:
         flow = Flow(block.assignments)      # each value summarised once, for every question below
-        _add_block(ng, block, flow, model, add_param, outer_time)
+        _add_block(ng, block, flow, model, add_param, outer_clock)
         if lint:
             used |= _usage_diagnostics(block, flow, diags)
     if lint:
@@ -176,8 +174,9 @@ def _node(block: Block, name: str) -> str:
     return f"{block.name}.{name}"
 
 
-def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_param, outer_time) -> None:
+def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_param, outer_clock) -> None:
     ctx, batch = model.context, model.train.batch
+    out = block_output(block)
     for pname, p in block.params.items():
         add_param(_node(block, pname), pname, block, p.shape, p.frozen, p.span, p.level,
                   "from " + pname.rsplit("_", 1)[-1] if p.implicit else "")
@@ -189,9 +188,9 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
                              frequency=INFINITE, asserted=m.level, span=m.span, memory=m))
             continue
         if m.learn is None:
-            t = outer_time(mname, m.frozen)
+            t, f = outer_clock(mname, m.frozen)
             ng.add(Component(id=nid, kind="memory", name=mname, block=block.name, repeat=block.repeat, time=t,
-                             frequency=frequency(t, ctx, batch), asserted=m.level, span=m.span, memory=m,
+                             frequency=f, asserted=m.level, span=m.span, memory=m,
                              note="static: changes only through the outer optimizer"))
             continue
         learn = m.learn
@@ -208,9 +207,9 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
                 ng.needs.add_edge(sid, nid)
         if m.init == "learned":
             iid = f"{nid}.init"
-            t = outer_time(mname, False)
+            t, f = outer_clock(mname, False)
             ng.add(Component(id=iid, kind="init", name=f"{mname}₀", block=block.name, repeat=block.repeat,
-                             time=t, frequency=frequency(t, ctx, batch), span=m.span,
+                             time=t, frequency=f, span=m.span,
                              note=f"learned initial state of {mname}"))
             ng.edge(iid, nid, "init")
             ng.edge(nid, iid, "grad", learn.backprop)
@@ -231,7 +230,6 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
                     if m.learn.backprop in ("through", "truncate"):
                         ng.edge(nid, _node(block, p) if p in block.params else p, "grad", m.learn.backprop)
         if m.learn.objective is None:  # teach signal: needs every state the output reads now
-            out = block_output(block)
             if out is not None:
                 for src in flow.deps(flow.of(out)).reads:
                     if src != mname and _read_now(block.memories.get(src)):
@@ -243,7 +241,6 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
             ng.edge(_node(block, src), target, "data")
         for p in d.params:
             ng.edge(_node(block, p) if p in block.params else p, target, "data")
-    out = block_output(block)
     if out is not None:
         d = flow.deps(flow.of(out))
         for src in d.reads:
@@ -333,7 +330,8 @@ def build_optimizer(opt: Optimizer, diags: Diagnostics) -> NestingGraph:
                      note="any parameter this optimizer updates"))
     ng.add(Component(id="loss", kind="loss", name="loss", time=t, frequency=Fraction(0), span=opt.span))
     ng.edge("param", "loss", "data")
-    update_reads = op_deps(opt.update, opt.assignments).reads
+    flow = Flow(opt.assignments)
+    update_reads = flow.deps(opt.update).reads
     for mname, m in opt.memories.items():
         mt = m.learn.time if m.learn else Time(base="never")
         ng.add(Component(id=mname, kind="state", name=mname, time=mt,
@@ -347,7 +345,7 @@ def build_optimizer(opt: Optimizer, diags: Diagnostics) -> NestingGraph:
         if m.learn is not None:
             for exprs in learn_exprs(m.learn).values():
                 for e in exprs:
-                    for src in op_deps(e, opt.assignments).reads:
+                    for src in flow.deps(e).reads:
                         ng.edge(src, mname, "write")
                         if _read_now(opt.memories.get(src)):
                             ng.needs.add_edge(src, mname)

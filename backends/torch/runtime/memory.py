@@ -271,13 +271,13 @@ def merged(spec: MemSpec, copies: int) -> MemSpec:
 def commit(mem: Mem, fires: bool) -> None:
     """The commit that follows a memory's update in a block. A memory read after its update
     commits here: its segment's last token reads the state committed at the segment's end. Any
-    other memory commits after the block (`end_segment`): nothing in the block reads its committed
+    other memory commits after the block (`commit_after_block`): nothing in the block reads its committed
     state again, and a compiled block then has one graph, not one per pattern of periods ending."""
     if mem.spec.read_after:
         commit_now(mem, fires)
 
 
-def end_segment(mem: Mem, fires: bool) -> None:
+def commit_after_block(mem: Mem, fires: bool) -> None:
     """After a segment's block: the commit that `commit` left for now (memories updated in the
     block, not read after their update; a teach-signal memory commits after its own update)."""
     if mem.spec.teach is None and not mem.spec.read_after:

@@ -165,7 +165,7 @@ class CompiledModel(nn.Module):
             ls.cache.positions = positions
             h = self.blocks[block](views[i], ls.memories, ls.cache, h, fires[i])
             for name, mem in ls.memories.items():
-                rt.end_segment(mem, fires[i][name])
+                rt.commit_after_block(mem, fires[i][name])
         return fn.rmsnorm(h, self.params["final_norm"]) @ self.params["unembed"]
 
     def compile(self, **options) -> CompiledModel:
