@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 
@@ -31,6 +31,9 @@ from nldsl.api import CheckResult, check_file
 from nldsl.backends.torch.app import config
 from nldsl.backends.torch.app.config import RunError, UsageError
 from nldsl.diagnostics import render_all
+
+if TYPE_CHECKING:      # the trainer imports torch, which `check` never needs
+    from nldsl.backends.torch.app.trainer import Tick
 
 
 def console(**options) -> Console:
@@ -308,7 +311,7 @@ def _require_evaluable(model, c, task: str, args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _progress(what: str) -> Iterator[Callable[[int, int], None]]:
+def _progress(what: str) -> Iterator[Tick]:
     """A progress bar on standard error (on a terminal only, gone when done), advanced by `tick(done, total)`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -318,7 +321,7 @@ def _progress(what: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _evaluate(model, c, task: str, args: argparse.Namespace,
-              tick: Callable[[int, int], None]) -> tuple[dict[str, float], int, str]:
+              tick: Tick) -> tuple[dict[str, float], int, str]:
     """One evaluation task of `nldsl eval`: its metrics, how many items it scored, a note."""
     from nldsl.backends.torch.app import evals
     from nldsl.backends.torch.app.data import corpus
