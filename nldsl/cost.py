@@ -95,10 +95,13 @@ def component_costs(ng: NestingGraph) -> dict[str, Cost]:
     blocks = {b.name: b for b in model.blocks}
     reads = {b.name: _count_reads(b) for b in model.blocks if b.memories}   # only memories are read
     out = {c.id: _component(c, model, blocks, reads) for c in ng.components()}
+    updated: dict[str, list[str]] = {}          # a component -> what it updates
+    for src, dst, kind, _ in ng.edges():
+        if kind == "update":
+            updated.setdefault(src, []).append(dst)
     for c in ng.components():
         if c.kind == "state" and c.block is None:   # an outer optimizer buffer: one number per parameter
-            owned = sum(out[dst].slow_params for _, dst, d in ng.g.out_edges(c.id, data=True) if d["kind"] == "update")
-            out[c.id] = Cost(optimizer_state=owned)
+            out[c.id] = Cost(optimizer_state=sum(out[dst].slow_params for dst in updated.get(c.id, ())))
     return out
 
 

@@ -39,18 +39,20 @@ class Uses:
 
 def uses(ops: list[Op]) -> Uses:
     """One walk of the expressions `ops` (work lists: a chain of any depth goes through)."""
-    w = _Walk()
-    held: list[Op] = []       # operands of stopgrad, walked after the rest, as not graded
-    w.collect(list(ops), True, held)
-    w.collect(held, False, held)
+    everything = _Walk()
+    if not everything.collect(list(ops), through_stopgrad=True):
+        graded = everything   # most expressions: the gradient reaches everything they use
+    else:                     # walk again, stopping at stopgrad, for what the gradient reaches
+        graded = _Walk()
+        graded.collect(list(ops), through_stopgrad=False)
     # A block keeps one summary per value and most of its sets are empty, or the same with and
     # without what sits under stopgrad: those share one object (a summary is never changed).
-    reads, params, values = w.reads or _EMPTY, w.params or _EMPTY, w.values or _EMPTY
-    return Uses(reads=reads, params=params, values=values, uses_input=w.uses_input,
-                graded_reads=reads if w.graded_reads == w.reads else w.graded_reads or _EMPTY,
-                graded_params=params if w.graded_params == w.params else w.graded_params or _EMPTY,
-                graded_values=values if w.graded_values == w.values else w.graded_values or _EMPTY,
-                read_inputs=w.read_inputs)
+    reads, params, values = everything.reads or _EMPTY, everything.params or _EMPTY, everything.values or _EMPTY
+    return Uses(reads=reads, params=params, values=values, uses_input=everything.uses_input,
+                graded_reads=reads if graded.reads == everything.reads else graded.reads or _EMPTY,
+                graded_params=params if graded.params == everything.params else graded.params or _EMPTY,
+                graded_values=values if graded.values == everything.values else graded.values or _EMPTY,
+                read_inputs=everything.read_inputs)
 
 
 _EMPTY: frozenset = frozenset()
@@ -58,42 +60,39 @@ _EMPTY: frozenset = frozenset()
 
 @dataclass(slots=True)
 class _Walk:
-    """`Uses` as one walk fills it in."""
+    """What one walk of an expression finds: memories read, parameters and values used, and each
+    read's arguments (summarised on their own)."""
 
     reads: set[str] = field(default_factory=set)
     params: set[str] = field(default_factory=set)
     values: set[int] = field(default_factory=set)
     uses_input: bool = False
-    graded_reads: set[str] = field(default_factory=set)
-    graded_params: set[str] = field(default_factory=set)
-    graded_values: set[int] = field(default_factory=set)
     read_inputs: list[tuple[str, Uses]] = field(default_factory=list)
 
-    def collect(self, pending: list[Op], graded: bool, held: list[Op]) -> None:
+    def collect(self, pending: list[Op], through_stopgrad: bool) -> bool:
+        """Walk `pending`, into stopgrad's operands or not (then it finds what the gradient
+        reaches, and skips the reads' arguments); whether it met a stopgrad."""
+        stopped = False
         while pending:
             o = pending.pop()
             kind, attrs = o.op, o.attrs
-            if kind == "stopgrad" and graded:
-                held += o.args
-                continue
-            if kind == "value":
+            if kind == "stopgrad":
+                stopped = True
+                if not through_stopgrad:
+                    continue
+            elif kind == "value":
                 self.values.add(attrs["index"])
-                if graded:
-                    self.graded_values.add(attrs["index"])
             elif kind == "input":
                 self.uses_input = True
             elif kind in READ_OPS and not attrs.get("self"):
                 self.reads.add(attrs["memory"])
-                if graded:
-                    self.graded_reads.add(attrs["memory"])
-                if kind == "read":
+                if kind == "read" and through_stopgrad:
                     self.read_inputs.append((attrs["memory"], uses(list(o.args))))
             param = attrs.get("name") if kind == "param" else attrs.get("param")
             if param is not None:
                 self.params.add(param)
-                if graded:
-                    self.graded_params.add(param)
             pending += o.args
+        return stopped
 
 
 class Flow:

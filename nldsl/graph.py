@@ -52,38 +52,60 @@ class Component(BaseModel):
 
 
 class NestingGraph:
-    """A networkx MultiDiGraph of components plus the derived levels."""
+    """Components and the edges between them, plus the derived levels. Built in plain dicts (a
+    100,000-line spec adds a hundred thousand edges); `g` is the same graph as a networkx
+    MultiDiGraph, made when first asked for."""
 
     def __init__(self, name: str, kind: Literal["model", "optimizer"]) -> None:
         self.name = name
         self.kind = kind
-        self.g = nx.MultiDiGraph()
         self.levels: list[list[str]] = []
-        self.needs: nx.DiGraph = nx.DiGraph()   # A → B: B's state at t needs A's state at t
         self.model: Model | None = None
         self.optimizer: Optimizer | None = None
-        self._edges: set[tuple[str, str, str]] = set()    # (src, dst, kind): one edge of each kind
-        self._components: dict[str, Component] = {}        # the nodes' `component`, read without networkx' views
+        self._components: dict[str, Component] = {}              # in the order they were added
+        self._edges: dict[tuple[str, str, str], str] = {}         # (src, dst, kind) -> policy: one of each kind
+        self._needs: dict[str, dict[str, None]] = {}              # A -> {B}: B's state at t needs A's at t
+        self._g: nx.MultiDiGraph | None = None
 
     def add(self, c: Component) -> None:
-        self.g.add_node(c.id, component=c)
         self._components[c.id] = c
+        self._g = None
 
     def replace(self, c: Component) -> None:
         """Put `c` in place of the component with its id."""
-        self.g.nodes[c.id]["component"] = self._components[c.id] = c
+        self._components[c.id] = c
+        self._g = None
 
     def edge(self, src: str, dst: str, kind: str, policy: str = "") -> None:
         key = (src, dst, kind)
         if key not in self._edges and src in self._components and dst in self._components:
-            self._edges.add(key)
-            self.g.add_edge(src, dst, kind=kind, policy=policy)
+            self._edges[key] = policy
+            self._g = None
+
+    def need(self, src: str, dst: str) -> None:
+        """`dst`'s state at token t needs `src`'s state at t (ordering within one frequency)."""
+        self._needs.setdefault(src, {})[dst] = None
+        self._needs.setdefault(dst, {})      # every node in the order it first appears, as networkx keeps them
+
+    def edges(self) -> list[tuple[str, str, str, str]]:
+        """Every edge as (src, dst, kind, policy), in the order they were added."""
+        return [(src, dst, kind, policy) for (src, dst, kind), policy in self._edges.items()]
+
+    @property
+    def g(self) -> nx.MultiDiGraph:
+        """The graph as a networkx MultiDiGraph: nodes carry `component`, edges `kind` and `policy`."""
+        if self._g is None:
+            g = nx.MultiDiGraph()
+            g.add_nodes_from((n, {"component": c}) for n, c in self._components.items())
+            g.add_edges_from((src, dst, {"kind": kind, "policy": policy}) for src, dst, kind, policy in self.edges())
+            self._g = g
+        return self._g
 
     def component(self, node: str) -> Component:
         return self._components[node]
 
     def components(self) -> list[Component]:
-        return [self.component(n) for n in self.g.nodes]
+        return list(self._components.values())
 
     def level_of(self, node: str) -> int:
         return self.component(node).level
@@ -204,7 +226,7 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
                                  repeat=block.repeat, time=learn.time, frequency=f, span=learn.rule.span,
                                  note=f"{state} of {mname}'s update rule"))
                 ng.edge(sid, nid, "update")
-                ng.needs.add_edge(sid, nid)
+                ng.need(sid, nid)
         if m.init == "learned":
             iid = f"{nid}.init"
             t, f = outer_clock(mname, False)
@@ -224,7 +246,7 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
                 for src in d.reads:
                     ng.edge(_node(block, src), nid, role)
                     if _read_now(block.memories.get(src)):
-                        ng.needs.add_edge(_node(block, src), nid)
+                        ng.need(_node(block, src), nid)
                 for p in d.params:
                     ng.edge(_node(block, p) if p in block.params else p, nid, role)
                     if m.learn.backprop in ("through", "truncate"):
@@ -233,7 +255,7 @@ def _add_block(ng: NestingGraph, block: Block, flow: Flow, model: Model, add_par
             if out is not None:
                 for src in flow.deps(flow.of(out)).reads:
                     if src != mname and _read_now(block.memories.get(src)):
-                        ng.needs.add_edge(_node(block, src), nid)
+                        ng.need(_node(block, src), nid)
             ng.edge("loss", nid, "write", "teach signal")
     for memory, d in _read_inputs(flow).items():
         target = _node(block, memory)
@@ -303,7 +325,7 @@ def _add_outer_optimizer(ng: NestingGraph, spec: Spec, model: Model) -> None:
         opt = spec.optimizers.get(group.optimizer)
         if opt is None:
             continue
-        owned = [n for n in ng.g.nodes if ng.component(n).kind in ("param", "init", "memory")
+        owned = [n for n in ng._components if ng.component(n).kind in ("param", "init", "memory")
                  and ng.component(n).time.base == "step" and _group_of(model, ng.component(n).name)[0] == gi]
         for mname, m in opt.memories.items():
             period = (m.learn.time.period if m.learn and m.learn.time.base == "step" else 1) * group.period
@@ -316,7 +338,7 @@ def _add_outer_optimizer(ng: NestingGraph, spec: Spec, model: Model) -> None:
                 ng.edge(p, sid, "grad", "gradient")
                 ng.edge(sid, p, "update")
                 if m.learn is None or m.learn.read == "after":
-                    ng.needs.add_edge(sid, p)
+                    ng.need(sid, p)
 
 
 # ---- optimizers ---------------------------------------------------------------------------------
@@ -341,14 +363,14 @@ def build_optimizer(opt: Optimizer, diags: Diagnostics) -> NestingGraph:
         if mname in update_reads:
             ng.edge(mname, "param", "update")
             if m.learn is None or m.learn.read == "after":
-                ng.needs.add_edge(mname, "param")
+                ng.need(mname, "param")
         if m.learn is not None:
             for exprs in learn_exprs(m.learn).values():
                 for e in exprs:
                     for src in flow.deps(e).reads:
                         ng.edge(src, mname, "write")
                         if _read_now(opt.memories.get(src)):
-                            ng.needs.add_edge(src, mname)
+                            ng.need(src, mname)
     _derive_levels(ng, diags)
     return ng
 
@@ -356,18 +378,24 @@ def build_optimizer(opt: Optimizer, diags: Diagnostics) -> NestingGraph:
 # ---- Definition 2 -------------------------------------------------------------------------------
 
 def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
-    nodes = [n for n in ng.g.nodes if ng.component(n).kind != "loss"]
-    needs = ng.needs.subgraph(nodes).copy()
-    for cycle in _cycles(needs):    # one report per tangle; its edges go so levels can still be derived
-        comps = [ng.component(n) for n in cycle]
-        names = " → ".join(c.name for c in [*comps, comps[0]])
-        span = next((c.span for c in comps if c.span is not None), None)
-        if span is not None and len(comps) == 1:
-            diags.error("NL070", f"'{comps[0].name}' reads its own write of a token to compute that write", span,
-                        "a memory's update cannot depend on a `read after` of itself; add `read before`")
-        elif span is not None:
-            diags.error("NL070", f"dependency cycle at equal time: {names}", span,
-                        "each needs the other's state at the same token; add `read before` to one of them")
+    nodes = [n for n, c in ng._components.items() if c.kind != "loss"]
+    needs = _needs_among(ng, set(nodes))
+    order = _topological(needs)
+    if order is None:               # cycles: one report per tangle, whose edges go so levels can still be derived
+        tangled = nx.DiGraph()
+        tangled.add_nodes_from(needs)
+        tangled.add_edges_from((src, dst) for src, dsts in needs.items() for dst in dsts)
+        for cycle in _cycles(tangled):
+            _report_cycle(ng, cycle, diags)
+        needs = {n: dict.fromkeys(tangled.successors(n)) for n in tangled}
+        order = _topological(needs)
+        assert order is not None
+    depth = dict.fromkeys(nodes, 0)    # the longest chain of needs at the node's own frequency below it
+    for n in order:
+        f = ng.component(n).frequency
+        for succ in needs[n]:
+            if ng.component(succ).frequency == f:
+                depth[succ] = max(depth[succ], depth[n] + 1)
     by_freq: dict[Fraction, list[str]] = {}
     for n in nodes:
         by_freq.setdefault(ng.component(n).frequency, []).append(n)
@@ -375,12 +403,7 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
     levels: list[list[str]] = []
     for freq in sorted(by_freq, reverse=True):
         group = by_freq[freq]
-        sub = needs.subgraph(group)
-        depth = {n: 0 for n in group}
-        for n in nx.topological_sort(sub):
-            for succ in sub.successors(n):
-                depth[succ] = max(depth[succ], depth[n] + 1)
-        layers: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
+        layers: list[list[str]] = [[] for _ in range(max(depth[n] for n in group) + 1)]
         for n in group:
             layers[depth[n]].append(n)
         for layer in map(sorted, layers):
@@ -395,6 +418,39 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
             diags.error("NL071", f"'{c.name}' is asserted at level {c.asserted}, but its derived level is "
                                  f"{c.level}", c.span, f"levels are derived from update frequencies: change the "
                                                        f"assertion to `level {c.level}` or the period")
+
+
+def _needs_among(ng: NestingGraph, nodes: set[str]) -> dict[str, dict[str, None]]:
+    """The same-time needs between `nodes`, in the order they were recorded (cycle reports follow it)."""
+    return {src: {dst: None for dst in dsts if dst in nodes} for src, dsts in ng._needs.items() if src in nodes}
+
+
+def _topological(needs: dict[str, dict[str, None]]) -> list[str] | None:
+    """The nodes of `needs` with every node after those it needs (Kahn's algorithm); None if it
+    has a cycle."""
+    indegree = dict.fromkeys(needs, 0)
+    for dsts in needs.values():
+        for dst in dsts:
+            indegree[dst] += 1
+    order = [n for n, d in indegree.items() if d == 0]
+    for n in order:                 # grows as it goes
+        for dst in needs[n]:
+            indegree[dst] -= 1
+            if indegree[dst] == 0:
+                order.append(dst)
+    return order if len(order) == len(needs) else None
+
+
+def _report_cycle(ng: NestingGraph, cycle: list[str], diags: Diagnostics) -> None:
+    comps = [ng.component(n) for n in cycle]
+    names = " → ".join(c.name for c in [*comps, comps[0]])
+    span = next((c.span for c in comps if c.span is not None), None)
+    if span is not None and len(comps) == 1:
+        diags.error("NL070", f"'{comps[0].name}' reads its own write of a token to compute that write", span,
+                    "a memory's update cannot depend on a `read after` of itself; add `read before`")
+    elif span is not None:
+        diags.error("NL070", f"dependency cycle at equal time: {names}", span,
+                    "each needs the other's state at the same token; add `read before` to one of them")
 
 
 def _cycles(g: nx.DiGraph) -> list[list[str]]:
