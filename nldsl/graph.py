@@ -325,8 +325,8 @@ def _add_outer_optimizer(ng: NestingGraph, spec: Spec, model: Model) -> None:
         opt = spec.optimizers.get(group.optimizer)
         if opt is None:
             continue
-        owned = [n for n in ng._components if ng.component(n).kind in ("param", "init", "memory")
-                 and ng.component(n).time.base == "step" and _group_of(model, ng.component(n).name)[0] == gi]
+        owned = [n for n, c in ng._components.items() if c.kind in ("param", "init", "memory")
+                 and c.time.base == "step" and _group_of(model, c.name)[0] == gi]
         for mname, m in opt.memories.items():
             period = (m.learn.time.period if m.learn and m.learn.time.base == "step" else 1) * group.period
             t = Time(base="step", period=period)
@@ -390,19 +390,21 @@ def _derive_levels(ng: NestingGraph, diags: Diagnostics) -> None:
         needs = {n: dict.fromkeys(tangled.successors(n)) for n in tangled}
         order = _topological(needs)
         assert order is not None
+    # Frequencies compared as (numerator, denominator): a Fraction's own hash and == are slow
+    rate = {n: (c.frequency.numerator, c.frequency.denominator) for n in nodes for c in [ng.component(n)]}
     depth = dict.fromkeys(nodes, 0)    # the longest chain of needs at the node's own frequency below it
     for n in order:
-        f = ng.component(n).frequency
+        f = rate[n]
         for succ in needs[n]:
-            if ng.component(succ).frequency == f:
+            if rate[succ] == f:
                 depth[succ] = max(depth[succ], depth[n] + 1)
-    by_freq: dict[Fraction, list[str]] = {}
+    by_rate: dict[tuple[int, int], list[str]] = {}
     for n in nodes:
-        by_freq.setdefault(ng.component(n).frequency, []).append(n)
+        by_rate.setdefault(rate[n], []).append(n)
     level = 0
     levels: list[list[str]] = []
-    for freq in sorted(by_freq, reverse=True):
-        group = by_freq[freq]
+    for key in sorted(by_rate, key=lambda k: Fraction(*k), reverse=True):
+        group = by_rate[key]
         layers: list[list[str]] = [[] for _ in range(max(depth[n] for n in group) + 1)]
         for n in group:
             layers[depth[n]].append(n)
