@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install.sh
 install_env "[test]"
-.venv/bin/ruff check nldsl backends cli.py tests
+.venv/bin/ruff check nldsl backends cli.py tests editors
 .venv/bin/pytest "$@"
