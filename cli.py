@@ -239,6 +239,69 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nldsl.backends.torch.app import compare, run
+    variants = [compare.parse_variant(text) for text in args.variants]
+    compare.labels_unique(variants)
+    shared = _model_settings(args) or {}
+    failed = 0
+    for v in variants:             # every spec checks before anything trains
+        result = check_file(v.spec, {**shared, **v.settings} or None)
+        _report(result)
+        failed += not result.ok
+    if failed:
+        return 1
+    if args.match_params is not None:
+        ref = _reference(variants, args.match_params)
+        target = compare.count(ref.spec, {**shared, **ref.settings})
+        assert target is not None
+        variants = [v if v is ref else compare.match_params(v, shared, target, args.match_by) for v in variants]
+        out.print(f"matched to {ref.label}'s {target:,} parameters: " + ", ".join(
+            f"{v.label} {compare.count(v.spec, {**shared, **v.settings}):,}" for v in variants if v is not ref))
+    first = _first_model(variants[0])      # unset --steps, --batch, --context, --seed: the first spec's, for all
+    for key in ("steps", "batch", "context", "seed"):
+        if getattr(args, key) is None:
+            setattr(args, key, int(first[key]))
+    folder = Path(args.run_dir or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    if folder.exists() and any(folder.iterdir()):
+        raise RunError(f"{folder} is not empty: a comparison starts in an empty folder; choose another --out")
+
+    def train_one(v, directory: Path) -> dict[str, float]:
+        each = argparse.Namespace(**{**vars(args), "spec": str(v.spec), "unit": None, "run_dir": str(directory),
+                                     "set": list({**shared, **v.settings}.items()) or None})
+        made = _new_run(each, [args.corpus])
+        if made is None:
+            raise RunError(f"{v.label} does not check")
+        out.print(f"training {v.label}: {args.steps} steps of {args.batch}×{args.context} tokens")
+        return run.train(made, console=out)
+
+    outcomes = compare.compare(variants, shared, folder, train_one, console=out)
+    out.print(compare.table(outcomes), markup=False)
+    out.print(f"wrote {folder}/compare.md, {folder}/compare.json and a run folder per variant")
+    return 1 if any(o.failed for o in outcomes) else 0
+
+
+def _reference(variants: list, name: str):
+    """The variant `--match-params` names: by its label, its spec's path or name, or its place (1, 2, ...)."""
+    found = [v for v in variants if name in (v.label, str(v.spec), v.spec.stem)]
+    if name.isdigit() and 1 <= int(name) <= len(variants):
+        found = [variants[int(name) - 1]]
+    if len(found) != 1:
+        labels = ", ".join(v.label for v in variants)
+        raise UsageError(f"--match-params {name}: name one of the variants ({labels}) or its place, 1 to "
+                         f"{len(variants)}" + (" (several match)" if found else ""))
+    return found[0]
+
+
+def _first_model(variant) -> dict[str, float]:
+    """The train-block settings (steps, batch, seed) and context of a variant's model."""
+    result = check_file(variant.spec, variant.settings or None)
+    assert result.spec is not None
+    model = next(result.spec.models[u] for u in result.spec.local_units if u in result.spec.models)
+    return {"steps": model.train.steps, "batch": model.train.batch, "context": model.context,
+            "seed": model.train.seed}
+
+
 def cmd_continual(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -465,6 +528,19 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--out", dest="run_dir", metavar="DIR", help="the run folder (default: runs/<model>-<date>-<time>)")
     config.add_arguments(n, {"steps": None, "batch": None, "context": None, "seed": None})
     n.set_defaults(run=cmd_continual)
+
+    m = sub.add_parser("compare", help="train several specs or variants alike, one after another; writes a table")
+    m.add_argument("variants", nargs="+", metavar="SPEC[:NAME=VALUE,...]",
+                   help="a spec, with header settings of its own after ':' (specs/hope.nl:cms_expand=0.5)")
+    _add_set(m)
+    m.add_argument("--match-params", metavar="REF",
+                   help="first bring every other variant to REF's parameter count (REF: a variant's name or place)")
+    m.add_argument("--match-by", metavar="NAME", help="the header setting --match-params changes (default: the one "
+                                                      "that gets closest; the width only as a last resort)")
+    m.add_argument("--out", dest="run_dir", metavar="DIR", help="where the runs and the table go "
+                                                                "(default: runs/compare-<date>-<time>)")
+    config.add_arguments(m, {"steps": None, "batch": None, "context": None, "seed": None})
+    m.set_defaults(run=cmd_compare)
 
     v = sub.add_parser("eval", help="evaluate a trained run: held-out bpb, LAMBADA, multiple choice, memory tasks")
     v.add_argument("target", metavar="RUN_OR_CKPT", help="a run folder or a checkpoint file in one")

@@ -143,6 +143,15 @@ def totals(ng: NestingGraph, costs: dict[str, Cost]) -> Cost:
                 activation_bytes=sum(c.activation_bytes for c in costs.values()))
 
 
+def outer_params(ng: NestingGraph) -> int:
+    """How many numbers the outer optimizer trains: every layer's parameters, static memories and
+    learned initial states (the count `nldsl explain` prints)."""
+    if ng.model is None:
+        return 0
+    blocks = {b.name: b for b in ng.model.blocks}
+    return sum(slow_params(c, blocks) for c in ng.components())
+
+
 def size_diagnostics(ng: NestingGraph, diags: Diagnostics) -> None:
     """NL043 when a model's parameters alone, in float32, are beyond any one machine: a mistyped size,
     caught at `check`. Whether a model fits a given machine is for the command that allocates it."""
