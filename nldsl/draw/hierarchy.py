@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import graphviz
 
-from nldsl.draw.labels import graph_name, label, text
+from nldsl.draw.labels import label, text
 from nldsl.graph import INFINITE, Component, NestingGraph
 
 EDGE_STYLES = {   # kind → (colour, style, legend text)
@@ -40,7 +40,7 @@ def hierarchy_graph(ng: NestingGraph) -> graphviz.Digraph:
     level_of = {key: members[0].level for key, members in groups.items()}
     title = f"<B>{text(ng.kind)} {text(ng.name)}</B>: {len(ng.levels)} levels, fastest at the top"
     g = graphviz.Digraph(
-        graph_name(ng.name),
+        "hierarchy",
         graph_attr={"rankdir": "TB", "fontname": "Helvetica", "fontsize": "12", "nodesep": "0.3", "ranksep": "0.5",
                     "newrank": "true", "label": label(title), "labelloc": "t"},
         node_attr={"fontname": "Helvetica", "fontsize": "11", "style": "rounded,filled", "fillcolor": "white",
