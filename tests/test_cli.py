@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,19 @@ def test_render_writes_svg_png_dot(tmp_path):
         assert target.stat().st_size > 1000
     done = run("render", str(SPECS / "hope.nl"), "-o", str(tmp_path / "t.svg"), "--timeline")
     assert done.returncode == 0 and (tmp_path / "t.svg").exists()
+
+
+def test_render_without_graphviz_writes_dot_and_says_how(tmp_path):
+    """No `dot` on PATH: exit 0, the .dot file beside the asked-for picture, one warning, the command to run."""
+    target = tmp_path / "hope.svg"
+    done = subprocess.run([NLDSL, "render", str(SPECS / "hope.nl"), "-o", str(target)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, check=False, env={**os.environ, "PATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert not target.exists() and (tmp_path / "hope.dot").read_text().startswith("digraph hierarchy {")
+    assert done.stderr.startswith("warning: Graphviz `dot` is not installed: install it (`apt-get install graphviz`")
+    assert f"wrote {tmp_path / 'hope.dot'} instead; turn it into a picture with " \
+           f"`dot -Tsvg {tmp_path / 'hope.dot'} -o {target}`" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_usage_error_exit_2():
