@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 
-from nldsl.api import CheckResult, check_file
+from nldsl.api import CheckResult, check_file, match_parameters, parameter_count
 from nldsl.backends.torch.app import config
 from nldsl.backends.torch.app.config import RunError, UsageError
 from nldsl.diagnostics import render_all
@@ -253,11 +253,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 1
     if args.match_params is not None:
         ref = _reference(variants, args.match_params)
-        target = compare.count(ref.spec, {**shared, **ref.settings})
+        target = parameter_count(ref.spec, {**shared, **ref.settings})
         assert target is not None
-        variants = [v if v is ref else compare.match_params(v, shared, target, args.match_by) for v in variants]
-        out.print(f"matched to {ref.label}'s {target:,} parameters: " + ", ".join(
-            f"{v.label} {compare.count(v.spec, {**shared, **v.settings}):,}" for v in variants if v is not ref))
+        try:
+            variants = [v if v is ref else compare.Variant(spec=v.spec, settings=match_parameters(
+                v.spec, target, shared, v.settings, args.match_by)) for v in variants]
+        except ValueError as e:
+            raise UsageError(f"--match-params: {e}; name the setting to change with --match-by") from None
+    sizes = {v.label: parameter_count(v.spec, {**shared, **v.settings}) or 0 for v in variants}
+    if args.match_params is not None:
+        out.print(f"matched to {ref.label}'s {target:,} parameters: "
+                  + ", ".join(f"{v.label} {sizes[v.label]:,}" for v in variants if v is not ref))
     first = _first_model(variants[0])      # unset --steps, --batch, --context, --seed: the first spec's, for all
     for key in ("steps", "batch", "context", "seed"):
         if getattr(args, key) is None:
@@ -275,7 +281,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out.print(f"training {v.label}: {args.steps} steps of {args.batch}×{args.context} tokens")
         return run.train(made, console=out)
 
-    outcomes = compare.compare(variants, shared, folder, train_one, console=out)
+    outcomes = compare.compare(variants, shared, sizes, folder, train_one, console=out)
     out.print(compare.table(outcomes), markup=False)
     out.print(f"wrote {folder}/compare.md, {folder}/compare.json and a run folder per variant")
     return 1 if any(o.failed for o in outcomes) else 0

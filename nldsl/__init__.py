@@ -8,6 +8,7 @@ The public API. Everything not imported here is internal.
     graph = nldsl.nesting_graph("specs/hope.nl")   # networkx graph, derived levels
     nldsl.render("specs/hope.nl")                  # a diagram that displays as SVG in notebooks
     print(nldsl.explain("specs/hope.nl"))          # the levels as a table
+    nldsl.parameter_count("specs/hope.nl", {"dim": 64})  # what the outer optimizer trains
     model = nldsl.load("specs/hope.nl")            # the compiled nn.Module: model(tokens) -> (logits, state)
     oracle = nldsl.reference("specs/hope.nl")      # the exact per-token interpreter of the same spec
     AdamW = nldsl.optimizer("specs/optim/adamw.nl")  # a torch.optim.Optimizer class
@@ -27,8 +28,10 @@ from nldsl.api import check_text as check_text  # noqa: E402
 from nldsl.api import explain as explain  # noqa: E402
 from nldsl.api import load as load  # noqa: E402
 from nldsl.api import load_spec as load_spec  # noqa: E402
+from nldsl.api import match_parameters as match_parameters  # noqa: E402
 from nldsl.api import nesting_graph as nesting_graph  # noqa: E402
 from nldsl.api import optimizer as optimizer  # noqa: E402
+from nldsl.api import parameter_count as parameter_count  # noqa: E402
 from nldsl.api import reference as reference  # noqa: E402
 from nldsl.api import render as render  # noqa: E402
 from nldsl.codes import CODES as CODES  # noqa: E402

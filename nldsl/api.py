@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nldsl.check import check
+from nldsl.cost import outer_params
 from nldsl.diagnostics import Diagnostic, Diagnostics, SpecError, render_all
 from nldsl.draw import Diagram, diagram
 from nldsl.graph import NestingGraph, build
@@ -152,3 +154,65 @@ def optimizer(path: str | Path, name: str | None = None) -> type:
     spec = load_spec(path)
     name = name or next(u for u in spec.local_units if u in spec.optimizers)
     return optimizer_class(spec, name)
+
+
+# Header parameters that set a model's shape rather than one of its parts: matching parameter counts
+# changes any other numeric setting first (Hope's `cms_expand`, say), and the width only as a last resort.
+SHAPE_SETTINGS = ("vocab", "dim", "heads", "layers", "context")
+# Factors tried on a setting's value when matching parameter counts: 1/16 to 4 in quarter octaves.
+SCALES = [2 ** (k / 4) for k in range(-16, 9)]
+
+
+def parameter_count(path: str | Path, overrides: Overrides = None, name: str | None = None) -> int | None:
+    """How many numbers the outer optimizer trains in a model (the count `nldsl explain` prints),
+    from the front end alone; None if the spec does not check with these settings."""
+    result = check_file(path, overrides)
+    if not result.ok or result.spec is None:
+        return None
+    name = name or next((u for u in result.spec.local_units if u in result.spec.models), None)
+    return outer_params(result.graphs[name]) if name in result.graphs else None
+
+
+def match_parameters(path: str | Path, target: int, shared: Overrides = None, own: Overrides = None,
+                     by: str | None = None) -> dict[str, float]:
+    """`own` (a model's header settings, over the `shared` ones) with one more setting that brings
+    its parameter count as close as it can get to `target`: the setting `by` if given, else whichever
+    of its numeric settings gets closest, the width (`dim`, in multiples of `heads`) only when no other
+    setting changes the count. A setting in `own` is left alone; a shared one may change. Values are
+    tried on a grid (`SCALES`; whole numbers stay whole), each checked by the front end, so none is
+    out of range. ValueError when no setting changes the count, or `by` is not a header setting."""
+    own = dict(own or {})
+    fixed = {**(shared or {}), **own}
+    result = check_file(path, fixed or None)
+    result.raise_for_errors()
+    assert result.spec is not None
+    model = next(result.spec.models[u] for u in result.spec.local_units if u in result.spec.models)
+    header = {k: float(v) for k, v in model.config.items()}
+    if by is not None and by not in header:
+        raise ValueError(f"model '{model.name}' has no header setting {by!r}")
+    knobs = [by] if by is not None else [k for k in header if k not in SHAPE_SETTINGS and k not in own]
+    for group in ([knobs] if by is not None else [knobs, [] if "dim" in own else ["dim"]]):
+        best: tuple[int, float, str, float] | None = None     # (distance, change, setting, value)
+        for knob in group:
+            counts = {v: n for v in _candidates(knob, header) if (n := parameter_count(path, {**fixed, knob: v}))}
+            if len(set(counts.values())) < 2:
+                continue                            # this setting does not change the parameters
+            for value, n in counts.items():
+                key = (abs(n - target), abs(math.log(value / header[knob])), knob, value)
+                best = key if best is None or key < best else best
+        if best is not None:
+            return {**own, best[2]: best[3]}
+    raise ValueError(f"no header setting of model '{model.name}' changes its parameter count")
+
+
+def _candidates(knob: str, header: dict[str, float]) -> list[float]:
+    value = header[knob]
+    if value <= 0:
+        return []                                   # nothing to scale (an off switch, say)
+    if knob == "dim":
+        heads = int(header.get("heads", 1)) or 1
+        return [float(heads * m) for m in range(1, int(4 * value) // heads + 1)]
+    grid = {value * s for s in SCALES}
+    if value == int(value):
+        grid = {float(max(1, round(v))) for v in grid}
+    return sorted(grid)

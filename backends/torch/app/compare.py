@@ -5,8 +5,8 @@ A variant is written `SPEC[:NAME=VALUE,...]`: the spec file and header settings 
 over the settings every variant shares (`--set`). Each variant trains in a run folder of its own
 (under the comparison's folder) exactly as `nldsl train` would make it, so every run can be opened,
 evaluated, resumed or reported later. `--match-params REF` first changes one header setting of each
-other variant so that its parameter count is as close as it can get to REF's (see `match_params`).
-Kept free of torch: the runs themselves go through `run.train`.
+other variant so that its parameter count is as close as it can get to REF's
+(`nldsl.api.match_parameters`). Kept free of torch: the runs themselves go through `run.train`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from nldsl.api import check_file
 from nldsl.backends.torch.app.config import RunError, UsageError
-from nldsl.cost import outer_params
-
-# Header parameters that set a model's shape rather than one of its parts: matching parameter counts
-# changes any other numeric setting first (Hope's `cms_expand`, say), and the width only as a last resort.
-SHAPE_SETTINGS = ("vocab", "dim", "heads", "layers", "context")
-# Factors tried on a setting's value when matching parameter counts: 1/16 to 4 in quarter octaves.
-SCALES = [2 ** (k / 4) for k in range(-16, 9)]
 
 
 class Variant(BaseModel):
@@ -91,64 +83,12 @@ def labels_unique(variants: list[Variant]) -> None:
         seen.add(v.label)
 
 
-def count(spec: Path, settings: dict[str, float], unit: str | None = None) -> int | None:
-    """The parameters the outer optimizer trains, from the front end alone; None if the spec does
-    not check with these settings."""
-    result = check_file(spec, settings or None)
-    if not result.ok or result.spec is None:
-        return None
-    name = unit or next((u for u in result.spec.local_units if u in result.spec.models), None)
-    return outer_params(result.graph(name)) if name in result.graphs else None
-
-
-def match_params(variant: Variant, shared: dict[str, float], target: int, by: str | None = None) -> Variant:
-    """`variant` with one header setting changed so that its parameter count is the closest it can
-    be to `target`: the setting `by` if given, else whichever of its numeric settings gets closest,
-    the width (`dim`, in multiples of `heads`) only when no other setting changes the count. A
-    setting the variant itself gives is left alone (one shared by every variant may change). Values are tried on a grid
-    (`SCALES`; whole numbers stay whole); each is checked by the front end, so none is out of range."""
-    fixed = {**shared, **variant.settings}
-    result = check_file(variant.spec, fixed or None)
-    if not result.ok or result.spec is None:
-        raise RunError(f"{variant.label} does not check: run `nldsl check {variant.spec}`")
-    model = next(result.spec.models[u] for u in result.spec.local_units if u in result.spec.models)
-    header = {k: float(v) for k, v in model.config.items()}
-    if by is not None and by not in header:
-        raise UsageError(f"--match-by {by}: {variant.label} has no header setting {by!r}")
-    own = variant.settings
-    knobs = [by] if by is not None else [k for k in header if k not in SHAPE_SETTINGS and k not in own]
-    for group in ([knobs] if by is not None else [knobs, [] if "dim" in own else ["dim"]]):
-        best: tuple[int, float, str, float] | None = None     # (distance, change, setting, value)
-        for knob in group:
-            counts = {v: n for v in _candidates(knob, header) if (n := count(variant.spec, {**fixed, knob: v}))}
-            if len(set(counts.values())) < 2:
-                continue                            # this setting does not change the parameters
-            for value, n in counts.items():
-                key = (abs(n - target), abs(math.log(value / header[knob])), knob, value)
-                best = key if best is None or key < best else best
-        if best is not None:
-            return Variant(spec=variant.spec, settings={**variant.settings, best[2]: best[3]})
-    raise RunError(f"no header setting of {variant.label} changes its parameter count: choose one with --match-by")
-
-
-def _candidates(knob: str, header: dict[str, float]) -> list[float]:
-    value = header[knob]
-    if value <= 0:
-        return []                                   # nothing to scale (an off switch, say)
-    if knob == "dim":
-        heads = int(header.get("heads", 1)) or 1
-        return [float(heads * m) for m in range(1, int(4 * value) // heads + 1)]
-    grid = {value * s for s in SCALES}
-    if value == int(value):
-        grid = {float(max(1, round(v))) for v in grid}
-    return sorted(grid)
-
-
-def compare(variants: list[Variant], shared: dict[str, float], out: Path,
+def compare(variants: list[Variant], shared: dict[str, float], parameters: dict[str, int], out: Path,
             train_one: Callable[[Variant, Path], dict[str, float]], console=None) -> list[Outcome]:
     """Train every variant in `out/<label>/` by `train_one(variant, run_folder)` (which makes the run
-    and returns its final evaluation), then write `out/compare.md` and `out/compare.json`. A run
-    whose loss stops being a number is recorded as failed and the others go on."""
+    and returns its final evaluation), then write `out/compare.md` and `out/compare.json`; after each
+    run, so a comparison stopped part way keeps what it had. `parameters` holds each label's count.
+    A run whose loss stops being a number is recorded as failed and the others go on."""
     outcomes: list[Outcome] = []
     for v in variants:
         folder = out / _folder_name(v.label)
@@ -164,7 +104,7 @@ def compare(variants: list[Variant], shared: dict[str, float], out: Path,
         settings = {**shared, **v.settings}
         last = _last_step(folder / "metrics.jsonl")
         outcomes.append(Outcome(label=v.label, spec=str(v.spec), settings=settings, run=str(folder),
-                                parameters=count(v.spec, settings) or 0, steps=int(last.get("step", 0)),
+                                parameters=parameters[v.label], steps=int(last.get("step", 0)),
                                 loss=last.get("loss"), tokens_per_second=last.get("tok_s"),
                                 seconds=round(time.time() - started, 1), metrics=metrics, failed=failed))
         write(outcomes, out)
